@@ -1,0 +1,123 @@
+"""One error tree. An error's class decides a task's fate; a subclass docstring is its default message."""
+
+from __future__ import annotations
+
+
+class CrossdockError(Exception):
+    """Something went wrong in crossdock."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- delivery and source errors: connectors raise these, the engine alone maps them ---------------
+
+
+class DeliveryError(CrossdockError):
+    """A source or target call did not succeed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        #: seconds the remote side asked us to wait (Retry-After), if any
+        self.retry_after = retry_after
+        #: method, url, status code, duration, response excerpt: shown in the export log
+        self.details = details or {}
+
+
+class TransientError(DeliveryError):
+    """A temporary failure (timeout, connection refused, 5xx, 429): it may succeed if tried again."""
+
+
+class PermanentError(DeliveryError):
+    """A failure that trying again will not fix (4xx, invalid response, transform error)."""
+
+
+# --- record-level outcomes at import or export --------------------------------------------------
+
+
+class RecordFiltered(CrossdockError):
+    """A filter step dropped the record."""
+
+
+class RecordRejected(CrossdockError):
+    """The record failed validation or a transform step."""
+
+
+# --- configuration and usage errors: exit code 2 ------------------------------------------------
+
+
+class ConfigError(CrossdockError):
+    """The project configuration is invalid."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.detail = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.key:
+            return f"{where}: {self.key}: {self.detail}"
+        return f"{where}: {self.detail}"
+
+
+class ConfigErrors(CrossdockError):
+    """The project configuration has errors."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(e.message for e in errors))
+
+
+class StepConfigError(CrossdockError):
+    """A transformer step or expression is invalid.
+
+    ``path`` is the key path inside the step list (e.g. ``(2, "set", "value")``) so the config loader can turn it
+    into a file:line reference.
+    """
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class UsageError(CrossdockError):
+    """The command was called wrongly."""
+
+
+# --- task actions --------------------------------------------------------------------------------
+
+
+class TransitionRefused(CrossdockError):
+    """That status change is not allowed."""
+
+
+class TaskNotFound(CrossdockError):
+    """No task has that id."""
+
+
+class SourceError(CrossdockError):
+    """The source could not be read; the run stopped and no partial batch was written."""
