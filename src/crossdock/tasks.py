@@ -167,9 +167,12 @@ class Task:
     seen_count: int = 1
     last_seen_at: datetime | None = None
     run_id: int | None = None
-    superseded_by: int | None = None
+    #: the newer task that superseded this one, or the task an unchanged record matches
+    related_task_id: int | None = None
     priority: int = 0
     result: Any = None
+    #: the raw text of a record that could not be parsed
+    raw: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,7 +187,7 @@ class Task:
             "error": self.error,
             "seen_count": self.seen_count,
             "last_seen_at": iso(self.last_seen_at),
-            "superseded_by": self.superseded_by,
+            "related_task_id": self.related_task_id,
             "run_id": self.run_id,
             "result": self.result,
         }
@@ -221,3 +224,68 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- import decisions (delta) ---------------------------------------------------------------------
+
+
+class ImportOutcome(str, Enum):
+    """What an import does with one record, once compared with the latest task of its identifier."""
+
+    #: a new task row in the intended status
+    CREATE = "create"
+    #: a new skipped task: unchanged since the latest (finished) task
+    CREATE_UNCHANGED = "create_unchanged"
+    #: no new row: the latest task's seen count and last-seen time go up
+    TOUCH = "touch"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportDecision:
+    outcome: ImportOutcome
+    #: the latest task (not yet sent) must be superseded by the new one
+    supersede_latest: bool = False
+
+
+#: latest-task statuses for which an identical record adds no row
+_TOUCH_ON_SAME = frozenset({S.NEW, S.PROCESSING, S.RETRY, S.WAITING, S.SKIPPED})
+
+
+def decide_import(
+    intended: Status,
+    latest_status: Status | None,
+    same_fingerprint: bool,
+    *,
+    supersede: bool,
+) -> ImportDecision:
+    """Delta rules of DESIGN section 2 and the delta issue, for one record.
+
+    ``intended`` is what validation made of the record: new (or processing on a realtime route), skipped
+    (filtered) or rejected. ``latest_status`` is None when the identifier was never seen.
+    """
+    if latest_status is None:
+        return ImportDecision(ImportOutcome.CREATE)
+    if intended in (S.NEW, S.PROCESSING):
+        if same_fingerprint:
+            if latest_status is S.FINISHED:
+                return ImportDecision(ImportOutcome.CREATE_UNCHANGED)
+            if latest_status in _TOUCH_ON_SAME:
+                return ImportDecision(ImportOutcome.TOUCH)
+            # failed or rejected: the data gets another chance
+            return ImportDecision(ImportOutcome.CREATE)
+        return ImportDecision(
+            ImportOutcome.CREATE,
+            supersede_latest=supersede and latest_status in TRANSITIONS[Action.SUPERSEDE].sources,
+        )
+    # filtered (skipped) or rejected again: one row per distinct version, not one per poll
+    if same_fingerprint and latest_status is intended:
+        return ImportDecision(ImportOutcome.TOUCH)
+    return ImportDecision(
+        ImportOutcome.CREATE,
+        supersede_latest=(
+            supersede
+            and intended is S.SKIPPED
+            and not same_fingerprint
+            and latest_status in TRANSITIONS[Action.SUPERSEDE].sources
+        ),
+    )

@@ -1,0 +1,24 @@
+"""The project configuration: YAML → typed models, with ``${ENV}`` values and file:line errors."""
+
+from crossdock.config.loader import LoadedConfig, load_config
+from crossdock.config.models import (
+    ConnectorSpec,
+    IncomingConfig,
+    OutgoingConfig,
+    ProjectConfig,
+    RetryConfig,
+    RouteConfig,
+    parse_duration,
+)
+
+__all__ = [
+    "ConnectorSpec",
+    "IncomingConfig",
+    "LoadedConfig",
+    "OutgoingConfig",
+    "ProjectConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "load_config",
+    "parse_duration",
+]

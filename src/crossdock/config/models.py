@@ -1,0 +1,123 @@
+"""Typed configuration models for ``crossdock.yaml``. Unknown keys are errors, so typos never pass silently."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """``30s``, ``5m``, ``6h``, ``30d``, ``250ms`` or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m, 6h or 30d")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; use e.g. 30s, 5m, 6h or 30d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ConnectorSpec(BaseModel):
+    """A source or target block: ``type`` picks the connector, which validates the other keys itself."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class IncomingConfig(Strict):
+    source: ConnectorSpec
+    #: cron expression; omit to run on demand only
+    schedule: str | None = None
+    transform: list[Any] = Field(default_factory=list)
+    #: records per import batch (one transaction each)
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+
+
+class ValidateConfig(Strict):
+    #: entities larger than this (as compact JSON) are rejected
+    max_entity_bytes: int | None = Field(default=None, ge=1)
+    #: JSON Schema file (relative to the project) the entity must match
+    schema_: str | None = Field(default=None, alias="schema")
+
+
+class RetryConfig(Strict):
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    backoff: Duration = 30.0
+    max_backoff: Duration = 6 * 3600.0
+    #: random spread added to each delay, as a fraction of it
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class OutgoingConfig(Strict):
+    transform: list[Any] = Field(default_factory=list)
+    target: ConnectorSpec
+    schedule: str | None = None
+    #: tasks per outgoing run (the scheduler's cap)
+    batch_size: int = Field(default=100, ge=1, le=1_000_000)
+    #: deliveries in flight at once for this route
+    concurrency: int = Field(default=16, ge=1, le=1024)
+    #: how long a worker owns a claimed task before others may take it back
+    lease: Duration = 300.0
+
+
+class RouteConfig(Strict):
+    active: bool = True
+    priority: Literal["high", "medium", "low"] = "medium"
+    incoming: str | IncomingConfig
+    #: route transformers, applied after the incoming's transform, before identifier and validation
+    transform: list[Any] = Field(default_factory=list)
+    identifier: str | list[str]
+    delta: bool = True
+    supersede: bool = True
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    outgoing: OutgoingConfig
+    realtime: bool = False
+    waiting: bool = False
+    retry: RetryConfig | None = None
+    tests: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RetentionConfig(Strict):
+    finished: Duration = 30 * 86400.0
+    skipped: Duration = 30 * 86400.0
+    failed: Duration = 90 * 86400.0
+    rejected: Duration = 90 * 86400.0
+    #: cron for the scheduler's pruning pass
+    schedule: str = "17 3 * * *"
+
+
+class StorageConfig(Strict):
+    ttl: Duration | None = None
+
+
+class ProjectConfig(Strict):
+    database: str | None = None
+    include: list[str] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list)
+    connections: dict[str, ConnectorSpec] = Field(default_factory=dict)
+    incomings: dict[str, IncomingConfig] = Field(default_factory=dict)
+    transformers: dict[str, list[Any]] = Field(default_factory=dict)
+    storages: dict[str, StorageConfig] = Field(default_factory=dict)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+
+    @field_validator("routes", "incomings", "connections")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"name {name!r} may only hold letters, digits, '-', '_' and '.'")
+        return value

@@ -1,0 +1,112 @@
+"""The connector interface. Sources yield pages of records; targets deliver one entity (or a batch).
+
+Connectors raise :class:`~crossdock.errors.TransientError` or :class:`~crossdock.errors.PermanentError` for
+delivery problems and :class:`~crossdock.errors.SourceError` when a source cannot be read. The engine alone turns
+them into task statuses.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from crossdock.redact import NO_SECRETS, Redactor
+from crossdock.tasks import Task
+
+
+class Options(BaseModel):
+    """Base of every connector's options: unknown keys are config errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: str
+
+
+@dataclass(slots=True)
+class Malformed:
+    """A record the source could not parse; it becomes a rejected task keeping the raw text."""
+
+    raw: str
+    reason: str
+
+
+@dataclass
+class ConnectorContext:
+    """What a connector may know about the project it runs in."""
+
+    root: Path = field(default_factory=Path.cwd)
+    #: name -> validated connection options (``connections:`` in the config)
+    connections: Mapping[str, Any] = field(default_factory=dict)
+    redact: Redactor = NO_SECRETS
+    #: start of the last successful import of this route or incoming
+    last_run: datetime | None = None
+    #: shared clients (one aiohttp session and rate limiter per connection), owned by the engine
+    clients: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(abc.ABC):
+    """Reads records from an external system, page by page, so memory stays flat."""
+
+    options_model: ClassVar[type[Options]]
+
+    def __init__(self, options: Any, context: ConnectorContext) -> None:
+        self.options = options
+        self.context = context
+
+    @abc.abstractmethod
+    def pages(self) -> AsyncIterator[list[Any]]:
+        """Yield lists of records: dicts (entities) or :class:`Malformed`."""
+
+    def describe(self) -> str:
+        return self.options.type  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """Release connections. Called once after the last page."""
+
+
+@dataclass(slots=True)
+class Delivered:
+    """A successful delivery: what goes into the export log, and an optional value stored on the task."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    message: str = "delivered"
+
+
+class Target(abc.ABC):
+    """Delivers entities to an external system. Must be safe to call concurrently."""
+
+    options_model: ClassVar[type[Options]]
+    #: targets that can take many entities in one call set this and implement :meth:`deliver_batch`
+    supports_batch: ClassVar[bool] = False
+
+    def __init__(self, options: Any, context: ConnectorContext) -> None:
+        self.options = options
+        self.context = context
+
+    async def open(self) -> None:
+        """Prepare clients before the first delivery of a run."""
+
+    async def close(self) -> None:
+        """Release clients after the last delivery of a run."""
+
+    @abc.abstractmethod
+    async def deliver(self, task: Task, entity: Any) -> Delivered:
+        """Send one entity. Raise TransientError or PermanentError when it is not accepted."""
+
+    async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
+        """Send many entities; one outcome per item, in order."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.options.type  # type: ignore[no-any-return]
+
+
+def idempotency_key(task: Task) -> str:
+    """Stable per task across retries and workers, so a target can drop duplicates."""
+    return f"crossdock-{task.route}-{task.id}"

@@ -1,0 +1,292 @@
+"""Claim → outgoing transform → deliver → settle. The one place delivery errors become task statuses.
+
+Claims and settlements are batched (one transaction each); deliveries run concurrently up to the route's
+``concurrency``. While one batch is being delivered the next is claimed, so the database and the network
+overlap. Leases are extended while deliveries run, and expired leases are recovered before every pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from crossdock.connectors.base import Delivered, Target
+from crossdock.engine.project import CompiledRoute, Project
+from crossdock.engine.retry import next_delay
+from crossdock.errors import DeliveryError, PermanentError, RecordFiltered, RecordRejected, TransientError
+from crossdock.store import Settlement, Store
+from crossdock.tasks import Action, Task
+
+log = logging.getLogger("crossdock.exporter")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class ExportSummary:
+    route: str
+    claimed: int = 0
+    recovered: int = 0
+    duration_s: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+
+    def count(self, status: str, n: int = 1) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "status": self.status,
+            "error": self.error,
+            "claimed": self.claimed,
+            "recovered_leases": self.recovered,
+            "by_status": self.by_status,
+            "duration_s": round(self.duration_s, 3),
+            "tasks_per_s": round(self.claimed / self.duration_s) if self.duration_s > 0 else None,
+        }
+
+
+class Exporter:
+    def __init__(self, project: Project, store: Store, *, worker: str | None = None) -> None:
+        self.project = project
+        self.store = store
+        self.worker = worker or worker_id()
+        self._clients: dict[str, Any] = {}
+        self._in_flight: set[int] = set()
+
+    async def run_route(
+        self,
+        route_name: str,
+        *,
+        limit: int | None = None,
+        actor: str = "cli",
+        record_run: bool = True,
+    ) -> ExportSummary:
+        """Deliver the route's due tasks (at most ``limit``) and record the run."""
+        route = self.project.route(route_name)
+        started = time.perf_counter()
+        summary = ExportSummary(route.name)
+        run_id = self.store.start_run(route.name, "outgoing", actor=actor, now=_now()) if record_run else None
+        try:
+            summary.recovered = await asyncio.to_thread(
+                self.store.recover_expired_leases, now=_now(), max_attempts=self.project.max_attempts()
+            )
+            target = self._target(route)
+            await target.open()
+            try:
+                await self._drain(route, target, summary, limit)
+            finally:
+                await target.close()
+        except Exception as exc:
+            summary.status = "failed"
+            summary.error = self.project.redact(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            summary.duration_s = time.perf_counter() - started
+            if run_id is not None:
+                self.store.finish_run(
+                    run_id, status=summary.status, summary=summary.to_json(), error=summary.error, now=_now()
+                )
+        return summary
+
+    async def deliver_claimed(self, route: CompiledRoute, tasks: list[Task]) -> ExportSummary:
+        """Deliver tasks this worker already holds (realtime imports create them in processing)."""
+        summary = ExportSummary(route.name, claimed=len(tasks))
+        target = self._target(route)
+        await target.open()
+        try:
+            await self._process(route, target, tasks, asyncio.Semaphore(route.config.outgoing.concurrency), summary)
+        finally:
+            await target.close()
+        return summary
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    def _target(self, route: CompiledRoute) -> Target:
+        ctx = self.project.context(self._clients)
+        return route.target_class(route.target_options, ctx)
+
+    async def _drain(self, route: CompiledRoute, target: Target, summary: ExportSummary, limit: int | None) -> None:
+        out = route.config.outgoing
+        concurrency = out.concurrency
+        batch = max(concurrency * 4, 256) if not target.supports_batch else max(out.batch_size, 1000)
+        sem = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+        keeper = asyncio.create_task(self._keep_leases(out.lease))
+        try:
+            remaining = limit
+            while remaining is None or remaining > 0:
+                want = batch if remaining is None else min(batch, remaining)
+                lease_until = _now() + timedelta(seconds=out.lease)
+                tasks = await asyncio.to_thread(
+                    self.store.claim_due_tasks, route.name, want, worker=self.worker, lease_until=lease_until, now=_now()
+                )
+                if not tasks:
+                    break
+                summary.claimed += len(tasks)
+                if remaining is not None:
+                    remaining -= len(tasks)
+                job = asyncio.create_task(self._process(route, target, tasks, sem, summary))
+                running.add(job)
+                job.add_done_callback(running.discard)
+                while len(running) >= 2:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for done in [j for j in running if j.done()]:
+                    done.result()
+            if running:
+                await asyncio.gather(*running)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_leases(self, lease: float) -> None:
+        """Extend the leases of tasks still being delivered, so a slow target does not look like a dead worker."""
+        while True:
+            await asyncio.sleep(max(lease / 3, 0.05))
+            if self._in_flight:
+                ids = list(self._in_flight)
+                until = _now() + timedelta(seconds=lease)
+                await asyncio.to_thread(self.store.extend_leases, ids, worker=self.worker, lease_until=until)
+
+    async def _process(
+        self, route: CompiledRoute, target: Target, tasks: list[Task], sem: asyncio.Semaphore, summary: ExportSummary
+    ) -> None:
+        self._in_flight.update(t.id for t in tasks)
+        try:
+            settlements: list[Settlement] = []
+            ready: list[tuple[Task, Any]] = []
+            for task in tasks:
+                entity, early = self._transform(route, task)
+                if early is not None:
+                    settlements.append(early)
+                else:
+                    ready.append((task, entity))
+            if target.supports_batch and ready:
+                outcomes = await target.deliver_batch(ready)
+                for (task, _entity), outcome in zip(ready, outcomes, strict=True):
+                    settlements.append(self._settlement(route, task, outcome, None))
+            elif ready:
+
+                async def one(task: Task, entity: Any) -> Settlement:
+                    async with sem:
+                        started = time.perf_counter()
+                        try:
+                            outcome: Delivered | Exception = await target.deliver(task, entity)
+                        except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
+                            outcome = exc
+                        return self._settlement(route, task, outcome, time.perf_counter() - started)
+
+                settlements += await asyncio.gather(*(one(t, e) for t, e in ready))
+            await asyncio.to_thread(self.store.settle, settlements, now=_now())
+            for s in settlements:
+                summary.count(_STATUS_OF[s.action])
+        finally:
+            self._in_flight.difference_update(t.id for t in tasks)
+
+    def _transform(self, route: CompiledRoute, task: Task) -> tuple[Any, Settlement | None]:
+        pipeline = route.outgoing_pipeline
+        if not pipeline:
+            return task.entity, None
+        try:
+            results = pipeline.apply(task.entity)
+        except RecordFiltered as exc:
+            return None, Settlement(
+                task.id, Action.FILTERED_OUT, self.worker, error=exc.message, message=f"outgoing filter: {exc.message}"
+            )
+        except RecordRejected as exc:
+            message = f"outgoing transform of route {route.name}: {exc.message}"
+            return None, Settlement(
+                task.id, Action.DELIVERY_FAILED, self.worker, error=message, level="error", message=message
+            )
+        return (results[0] if len(results) == 1 else results), None
+
+    def _settlement(
+        self, route: CompiledRoute, task: Task, outcome: Delivered | Exception, seconds: float | None
+    ) -> Settlement:
+        redact = self.project.redact
+        attempt = f"attempt {task.attempts}"
+        policy = route.config.retry
+        if policy is not None:
+            attempt += f" of {policy.max_attempts}"
+        if isinstance(outcome, Delivered):
+            if seconds is not None and "duration_ms" not in outcome.details:
+                outcome.details = {**outcome.details, "duration_ms": round(seconds * 1000, 1)}
+            action = Action.DELIVERED_WAITING if route.config.waiting else Action.DELIVERED
+            suffix = "; waiting for a decision" if route.config.waiting else ""
+            return Settlement(
+                task.id,
+                action,
+                self.worker,
+                result=outcome.result,
+                message=f"{attempt} by {self.worker}: {outcome.message}{suffix}",
+                details=outcome.details,
+            )
+        if isinstance(outcome, DeliveryError):
+            error = redact(outcome.message)
+            details = dict(outcome.details)
+            details["error_class"] = "transient" if isinstance(outcome, TransientError) else "permanent"
+            if isinstance(outcome, TransientError) and policy is not None and task.attempts < policy.max_attempts:
+                delay = next_delay(task.attempts, policy, outcome.retry_after)
+                return Settlement(
+                    task.id,
+                    Action.SCHEDULE_RETRY,
+                    self.worker,
+                    error=error,
+                    next_attempt_at=_now() + timedelta(seconds=delay),
+                    level="warning",
+                    message=f"{attempt} by {self.worker}: {error}; next attempt in {delay:.1f} s",
+                    details=details,
+                )
+            why = ""
+            if isinstance(outcome, TransientError):
+                why = "; no attempts left" if policy is not None else "; the route has no retry: policy"
+            elif isinstance(outcome, PermanentError):
+                why = "; permanent error, not retried"
+            return Settlement(
+                task.id,
+                Action.DELIVERY_FAILED,
+                self.worker,
+                error=error,
+                level="error",
+                message=f"{attempt} by {self.worker}: {error}{why}",
+                details=details,
+            )
+        log.exception("connector bug while delivering task %s", task.id, exc_info=outcome)
+        error = redact(f"internal error in target {route.target_options.type}: {type(outcome).__name__}: {outcome}")
+        return Settlement(
+            task.id,
+            Action.DELIVERY_FAILED,
+            self.worker,
+            error=error,
+            level="error",
+            message=f"{attempt} by {self.worker}: {error}",
+            details={"error_class": "internal"},
+        )
+
+
+_STATUS_OF = {
+    Action.DELIVERED: "finished",
+    Action.DELIVERED_WAITING: "waiting",
+    Action.SCHEDULE_RETRY: "retry",
+    Action.DELIVERY_FAILED: "failed",
+    Action.FILTERED_OUT: "skipped",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,336 @@
+"""Incoming → tasks: read the source once, transform, identify, validate, fingerprint, write in batches.
+
+One run of an incoming feeds every active route that uses it. Parsing and the incoming transform happen
+once per record; each route then applies its own transform, identifier, validation and delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import xxhash
+
+from crossdock.connectors.base import Malformed
+from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
+from crossdock.errors import RecordFiltered, RecordRejected, SourceError
+from crossdock.store import ImportCounts, ImportItem, ImportOptions, Store
+from crossdock.tasks import Status
+
+_DUMPS_OPTS = orjson.OPT_SORT_KEYS
+RAW_LIMIT = 64 * 1024
+
+
+@dataclass
+class RouteImportSummary:
+    """What one import run did for one route."""
+
+    route: str
+    run_id: int | None = None
+    active: bool = True
+    read: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    filtered: int = 0
+    rejected: int = 0
+    superseded: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    delivered_realtime: int = 0
+
+    def add(self, counts: ImportCounts) -> None:
+        for status, n in counts.created.items():
+            self.by_status[status] = self.by_status.get(status, 0) + n
+        self.unchanged += counts.unchanged + counts.unchanged_created
+        self.changed += counts.changed
+        self.superseded += counts.superseded
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "active": self.active,
+            "read": self.read,
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "filtered": self.filtered,
+            "rejected": self.rejected,
+            "superseded": self.superseded,
+            "by_status": self.by_status,
+        }
+
+
+@dataclass
+class ImportSummary:
+    incoming: str
+    read: int = 0
+    duration_s: float = 0.0
+    status: str = "ok"
+    error: str | None = None
+    routes: dict[str, RouteImportSummary] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "incoming": self.incoming,
+            "status": self.status,
+            "error": self.error,
+            "read": self.read,
+            "duration_s": round(self.duration_s, 3),
+            "records_per_s": round(self.read / self.duration_s) if self.duration_s > 0 else None,
+            "routes": {name: r.to_json() for name, r in self.routes.items()},
+        }
+
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class _RouteState:
+    route: CompiledRoute
+    summary: RouteImportSummary
+    items: list[ImportItem] = field(default_factory=list)
+    options: ImportOptions = field(default_factory=ImportOptions)
+
+
+class Importer:
+    """Runs incomings. Writes are batched: one transaction per ``batch_size`` records per route."""
+
+    def __init__(
+        self,
+        project: Project,
+        store: Store,
+        *,
+        worker: str = "importer",
+        on_realtime: Callable[[CompiledRoute, list[int]], Any] | None = None,
+    ) -> None:
+        self.project = project
+        self.store = store
+        self.worker = worker
+        #: called with the ids of tasks created in processing on realtime routes (delivered right away)
+        self.on_realtime = on_realtime
+
+    async def run_route(
+        self, route_name: str, *, full: bool = False, actor: str = "cli", progress: Progress | None = None
+    ) -> ImportSummary:
+        """Run a route's incoming. A shared incoming feeds all its active routes in the same pass."""
+        route = self.project.route(route_name)
+        return await self.run_incoming(route.incoming, full=full, actor=actor, progress=progress)
+
+    async def run_incoming(
+        self,
+        incoming: CompiledIncoming,
+        *,
+        full: bool = False,
+        actor: str = "cli",
+        progress: Progress | None = None,
+        records: list[Any] | None = None,
+    ) -> ImportSummary:
+        """Read the source once (or take pushed ``records``) and feed every active route of the incoming."""
+        started = time.perf_counter()
+        now = _now()
+        summary = ImportSummary(incoming.name)
+        states: list[_RouteState] = []
+        for route in self.project.routes_of(incoming):
+            rs = RouteImportSummary(route.name, active=route.config.active)
+            summary.routes[route.name] = rs
+            if not route.config.active:
+                continue
+            rs.run_id = self.store.start_run(route.name, "incoming", actor=actor, now=now)
+            options = ImportOptions(
+                delta=route.config.delta, supersede=route.config.supersede, full=full, priority=route.priority
+            )
+            states.append(_RouteState(route, rs, options=options))
+        if not states:
+            summary.duration_s = time.perf_counter() - started
+            return summary
+        batch_size = incoming.config.batch_size
+        source = None
+        try:
+            if records is not None:
+                await self._feed(incoming, states, records, summary, batch_size)
+            else:
+                source = incoming.source_class(incoming.source_options, self._context(incoming))
+                async for page in source.pages():
+                    await self._feed(incoming, states, page, summary, batch_size)
+                    if progress is not None:
+                        progress(summary.read)
+            for state in states:
+                await self._flush(state)
+        except SourceError as exc:
+            # what was read before the failure is already committed in whole batches; nothing is half-written
+            for state in states:
+                await self._flush(state)
+            summary.status = "failed"
+            summary.error = self.project.redact(exc.message)
+        finally:
+            if source is not None:
+                await source.close()
+            summary.duration_s = time.perf_counter() - started
+            end = _now()
+            for state in states:
+                rs = state.summary
+                rs.read = summary.read
+                rs.new = rs.by_status.get("new", 0) + rs.by_status.get("processing", 0)
+                assert rs.run_id is not None
+                self.store.finish_run(
+                    rs.run_id,
+                    status=summary.status,
+                    summary={**rs.to_json(), "duration_s": round(summary.duration_s, 3), "incoming": incoming.name},
+                    error=summary.error,
+                    now=end,
+                )
+        return summary
+
+    def _context(self, incoming: CompiledIncoming) -> Any:
+        ctx = self.project.context()
+        routes = self.project.routes_of(incoming)
+        last = self.store.last_successful_run(routes[0].name, "incoming") if routes else None
+        ctx.last_run = last.started_at if last else None
+        return ctx
+
+    async def _feed(
+        self,
+        incoming: CompiledIncoming,
+        states: list[_RouteState],
+        records: list[Any],
+        summary: ImportSummary,
+        batch_size: int,
+    ) -> None:
+        redact = self.project.redact
+        in_pipeline = incoming.pipeline
+        for record in records:
+            summary.read += 1
+            if isinstance(record, Malformed):
+                for state in states:
+                    state.summary.rejected += 1
+                    state.items.append(
+                        ImportItem(Status.REJECTED, None, None, None, redact(record.reason), record.raw[:RAW_LIMIT])
+                    )
+                continue
+            try:
+                entities = in_pipeline.apply(record) if in_pipeline else [record]
+            except RecordFiltered as exc:
+                for state in states:
+                    self._filtered(state, record, f"incoming {incoming.name}: {exc.message}")
+                continue
+            except RecordRejected as exc:
+                for state in states:
+                    self._rejected(state, record, f"incoming {incoming.name}: {exc.message}")
+                continue
+            for entity in entities:
+                for state in states:
+                    self._one(state, entity)
+        for state in states:
+            if len(state.items) >= batch_size:
+                await self._flush(state)
+
+    def _one(self, state: _RouteState, entity: dict[str, Any]) -> None:
+        route = state.route
+        if route.pipeline:
+            try:
+                results = route.pipeline.apply(entity)
+            except RecordFiltered as exc:
+                self._filtered(state, entity, f"route {route.name}: {exc.message}")
+                return
+            except RecordRejected as exc:
+                self._rejected(state, entity, f"route {route.name}: {exc.message}")
+                return
+        else:
+            results = [entity]
+        for result in results:
+            ident = route.identifier(result)
+            if ident is None:
+                self._rejected(
+                    state, result, f"identifier {_spec(route.config.identifier)} is missing or empty in the record"
+                )
+                continue
+            try:
+                data = orjson.dumps(result, option=_DUMPS_OPTS)
+            except TypeError as exc:
+                self._rejected(state, result, f"the record cannot be stored as JSON: {exc}")
+                continue
+            limit = route.config.validate_.max_entity_bytes
+            if limit is not None and len(data) > limit:
+                state.summary.rejected += 1
+                state.items.append(
+                    ImportItem(
+                        Status.REJECTED,
+                        ident,
+                        data,
+                        xxhash.xxh3_128_digest(data),
+                        f"validate.max_entity_bytes: entity is {len(data)} bytes, over the limit of {limit}",
+                    )
+                )
+                continue
+            if route.schema_validator is not None:
+                problem = _schema_problem(route.schema_validator, result)
+                if problem is not None:
+                    state.summary.rejected += 1
+                    state.items.append(
+                        ImportItem(Status.REJECTED, ident, data, xxhash.xxh3_128_digest(data), problem)
+                    )
+                    continue
+            status = Status.PROCESSING if route.config.realtime else Status.NEW
+            state.items.append(ImportItem(status, ident, data, xxhash.xxh3_128_digest(data)))
+
+    def _filtered(self, state: _RouteState, record: Any, reason: str) -> None:
+        state.summary.filtered += 1
+        data, ident = _best_effort(state.route, record)
+        state.items.append(
+            ImportItem(Status.SKIPPED, ident, data, xxhash.xxh3_128_digest(data) if data else None, reason)
+        )
+
+    def _rejected(self, state: _RouteState, record: Any, reason: str) -> None:
+        state.summary.rejected += 1
+        data, ident = _best_effort(state.route, record)
+        state.items.append(
+            ImportItem(
+                Status.REJECTED, ident, data, xxhash.xxh3_128_digest(data) if data else None, self.project.redact(reason)
+            )
+        )
+
+    async def _flush(self, state: _RouteState) -> None:
+        if not state.items:
+            return
+        items, state.items = state.items, []
+        options = state.options
+        if state.route.config.realtime:
+            options.worker = self.worker
+            options.lease_until = _now() + timedelta(seconds=state.route.config.outgoing.lease)
+        counts = await asyncio.to_thread(
+            self.store.import_batch, state.route.name, items, run_id=state.summary.run_id, options=options, now=_now()
+        )
+        state.summary.add(counts)
+        if counts.processing_ids and self.on_realtime is not None:
+            await self.on_realtime(state.route, counts.processing_ids)
+
+
+def _best_effort(route: CompiledRoute, record: Any) -> tuple[bytes | None, str | None]:
+    """Keep what came in (for the person reading the rejected task), with its identifier if it has one."""
+    try:
+        data = orjson.dumps(record, option=_DUMPS_OPTS)
+    except TypeError:
+        return None, None
+    ident = route.identifier(record) if isinstance(record, dict) else None
+    return data, ident
+
+
+def _schema_problem(validator: Any, entity: Any) -> str | None:
+    error = next(iter(validator.iter_errors(entity)), None)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(the record)"
+    return f"validate.schema: at {where}: {error.message[:300]}"
+
+
+def _spec(identifier: str | list[str]) -> str:
+    return identifier if isinstance(identifier, str) else "[" + ", ".join(identifier) + "]"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

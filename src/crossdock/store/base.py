@@ -1,0 +1,301 @@
+"""The Store interface: the only way the engine, CLI and web touch task data."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from crossdock.tasks import ALL_STATUSES, Action, LogLine, Status, Task
+
+
+@dataclass(slots=True)
+class ImportItem:
+    """One record on its way into a task, after transform and validation."""
+
+    #: new (or processing on a realtime route), skipped (filtered) or rejected
+    status: Status
+    identifier: str | None
+    #: compact JSON of the entity (None when the record could not be parsed)
+    entity: bytes | None
+    fingerprint: bytes | None = None
+    #: why it is skipped or rejected
+    reason: str | None = None
+    #: the raw text of a record that could not be parsed or was rejected
+    raw: str | None = None
+
+
+@dataclass(slots=True)
+class ImportOptions:
+    delta: bool = True
+    supersede: bool = True
+    #: ignore fingerprints this once (still record them)
+    full: bool = False
+    priority: int = 0
+    #: realtime imports create processing tasks leased to this worker until ``lease_until``
+    worker: str | None = None
+    lease_until: datetime | None = None
+
+
+@dataclass(slots=True)
+class ImportCounts:
+    """What one import batch did; added up into the run summary."""
+
+    created: dict[str, int] = field(default_factory=dict)
+    #: identical records that added no row (seen count went up)
+    unchanged: int = 0
+    #: identical to the finished latest task: a new skipped task
+    unchanged_created: int = 0
+    #: new tasks whose identifier was seen before with other data
+    changed: int = 0
+    superseded: int = 0
+    #: ids of created tasks in processing (realtime), for immediate delivery
+    processing_ids: list[int] = field(default_factory=list)
+    created_ids: list[int] = field(default_factory=list)
+
+    def add(self, other: ImportCounts) -> None:
+        for k, v in other.created.items():
+            self.created[k] = self.created.get(k, 0) + v
+        self.unchanged += other.unchanged
+        self.unchanged_created += other.unchanged_created
+        self.changed += other.changed
+        self.superseded += other.superseded
+        self.processing_ids += other.processing_ids
+
+
+@dataclass(slots=True)
+class Settlement:
+    """The result of one delivery attempt, applied by :meth:`Store.settle`."""
+
+    task_id: int
+    action: Action
+    worker: str
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    result: Any = None
+    level: str = "info"
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TaskFilter:
+    """Which tasks a listing or a bulk action covers."""
+
+    ids: Sequence[int] | None = None
+    statuses: Sequence[Status] | None = None
+    route: str | None = None
+    identifier: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    #: substring of identifier or error
+    search: str | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.ids
+            or self.statuses
+            or self.route
+            or self.identifier
+            or self.created_after
+            or self.created_before
+            or self.search
+        )
+
+
+@dataclass(slots=True)
+class ActionResult:
+    matched: int
+    changed: int
+    #: a human explanation when some matched tasks could not change
+    refused: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"matched": self.matched, "changed": self.changed, "refused": self.refused}
+
+
+@dataclass(slots=True)
+class Stats:
+    total: int
+    by_status: dict[str, int]
+    by_route: dict[str, dict[str, int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"total": self.total, "by_status": self.by_status, "by_route": self.by_route}
+
+
+def empty_counts() -> dict[str, int]:
+    return {s.value: 0 for s in ALL_STATUSES}
+
+
+@dataclass(slots=True)
+class Run:
+    id: int
+    route: str
+    part: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    summary: dict[str, Any]
+    error: str | None
+    actor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        from crossdock.tasks import iso
+
+        return {
+            "id": self.id,
+            "route": self.route,
+            "part": self.part,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "status": self.status,
+            "summary": self.summary,
+            "error": self.error,
+            "actor": self.actor,
+        }
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    route: str
+    identifier: str
+    fingerprint: str
+    task_id: int
+    task_status: Status | None
+    last_seen_at: datetime | None
+
+
+class Store(abc.ABC):
+    """Persistent task storage. Every status change goes through :mod:`crossdock.tasks` and a guarded update."""
+
+    #: "sqlite", "postgresql" or "memory"
+    backend: str
+
+    @abc.abstractmethod
+    def upgrade(self) -> int:
+        """Create or migrate the schema; return the schema version."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # --- import --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def import_batch(
+        self, route: str, items: Sequence[ImportItem], *, run_id: int | None, options: ImportOptions, now: datetime
+    ) -> ImportCounts:
+        """Write a batch of records as tasks in one transaction, with their fingerprints and counters."""
+
+    # --- export --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim_due_tasks(
+        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        """Move up to ``limit`` due tasks (new, or retry whose time has come) to processing under a lease."""
+
+    @abc.abstractmethod
+    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
+        """Apply delivery results in one transaction; return how many tasks changed."""
+
+    @abc.abstractmethod
+    def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int: ...
+
+    @abc.abstractmethod
+    def recover_expired_leases(
+        self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None
+    ) -> int:
+        """Give back processing tasks whose lease ran out (their worker died). The attempt counts."""
+
+    @abc.abstractmethod
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
+        """Hand back tasks a worker claimed but never started (shutdown)."""
+
+    # --- actions -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def apply_action(
+        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
+    ) -> ActionResult:
+        """A manual action on the tasks ``selection`` matches; set-based, batch by batch."""
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_task(self, task_id: int) -> Task | None: ...
+
+    @abc.abstractmethod
+    def get_tasks(self, ids: Sequence[int]) -> list[Task]:
+        """The tasks with these ids that exist, in id order."""
+
+    @abc.abstractmethod
+    def task_logs(self, task_id: int) -> list[LogLine]: ...
+
+    @abc.abstractmethod
+    def list_tasks(
+        self, selection: TaskFilter, *, limit: int = 50, cursor: int | None = None
+    ) -> tuple[list[Task], int | None]:
+        """Newest first. ``cursor`` is the id to continue below; returns the next cursor or None."""
+
+    @abc.abstractmethod
+    def count_tasks(self, selection: TaskFilter) -> int: ...
+
+    @abc.abstractmethod
+    def stats(self, route: str | None = None) -> Stats:
+        """Counts per status from the counters (never COUNT(*))."""
+
+    @abc.abstractmethod
+    def recount(self) -> dict[str, dict[str, int]]:
+        """Counts per route and status by COUNT(*), to check the counters."""
+
+    @abc.abstractmethod
+    def ensure_routes(self, routes: Iterable[str]) -> None:
+        """Make sure every configured route has counter rows, so stats list it even when empty."""
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int: ...
+
+    @abc.abstractmethod
+    def finish_run(
+        self, run_id: int, *, status: str, summary: dict[str, Any], error: str | None, now: datetime
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def list_runs(self, route: str | None = None, limit: int = 20) -> list[Run]: ...
+
+    @abc.abstractmethod
+    def last_successful_run(self, route: str, part: str) -> Run | None: ...
+
+    # --- delta cache and storages --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cache_show(self, route: str, identifier: str) -> CacheEntry | None: ...
+
+    @abc.abstractmethod
+    def cache_clear(self, route: str, identifier: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None: ...
+
+    @abc.abstractmethod
+    def storage_put(
+        self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None
+    ) -> None: ...
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def prune(
+        self,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None = None,
+        batch_size: int = 5000,
+    ) -> int:
+        """Delete tasks (with their logs and fingerprints) last updated before ``older_than``."""

@@ -1,0 +1,127 @@
+-- Named queries of the SQLite store. Timestamps are Unix seconds (REAL); entities are compact JSON (BLOB).
+
+-- name: reserve_ids
+UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'next_task_id' RETURNING CAST(value AS INTEGER)
+
+-- name: latest_for_identifiers
+SELECT f.identifier, f.fingerprint, f.task_id, t.status
+FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
+WHERE f.route = ? AND f.identifier IN (SELECT value FROM json_each(?))
+
+-- name: insert_task
+INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at,
+                   lease_until, worker, error, fingerprint, seen_count, last_seen_at, run_id,
+                   related_task_id, priority, entity, raw)
+VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
+
+-- name: upsert_fingerprint
+INSERT INTO fingerprints (route, identifier, fingerprint, task_id) VALUES (?, ?, ?, ?)
+ON CONFLICT (route, identifier) DO UPDATE SET fingerprint = excluded.fingerprint, task_id = excluded.task_id
+
+-- name: touch_task
+UPDATE tasks SET seen_count = seen_count + 1, last_seen_at = ? WHERE id = ?
+
+-- name: supersede_task
+UPDATE tasks SET status = 'skipped', updated_at = ?, error = ?, related_task_id = ?, next_attempt_at = NULL
+WHERE id = ? AND status IN ('new', 'retry')
+RETURNING status
+
+-- name: add_counter
+INSERT INTO counters (route, status, n) VALUES (?, ?, ?)
+ON CONFLICT (route, status) DO UPDATE SET n = n + excluded.n
+
+-- name: ensure_counter
+INSERT INTO counters (route, status, n) VALUES (?, ?, 0) ON CONFLICT (route, status) DO NOTHING
+
+-- name: insert_log
+INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: claim_due
+UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE route = ? AND status = ? AND next_attempt_at <= ?
+    ORDER BY next_attempt_at
+    LIMIT ?
+)
+RETURNING id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+          worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
+          result
+
+-- name: settle_task
+UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL, result = ?
+WHERE id = ? AND status = 'processing' AND worker = ?
+RETURNING route
+
+-- name: extend_lease
+UPDATE tasks SET lease_until = ? WHERE id = ? AND status = 'processing' AND worker = ?
+
+-- name: expired_leases
+SELECT id, route, attempts, worker FROM tasks
+WHERE status = 'processing' AND lease_until < ?
+ORDER BY id LIMIT ?
+
+-- name: recover_task
+UPDATE tasks SET status = ?, updated_at = ?, lease_until = NULL, next_attempt_at = ?, error = ?
+WHERE id = ? AND status = 'processing' AND lease_until < ?
+
+-- name: release_task
+UPDATE tasks SET status = 'new', updated_at = ?, lease_until = NULL, attempts = MAX(attempts - 1, 0)
+WHERE id = ? AND status = 'processing' AND worker = ?
+RETURNING route
+
+-- name: get_task
+SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
+       result
+FROM tasks WHERE id = ?
+
+-- name: task_logs
+SELECT at, level, phase, actor, from_status, to_status, message, details
+FROM task_logs WHERE task_id = ? ORDER BY id
+
+-- name: counters_all
+SELECT route, status, n FROM counters
+
+-- name: counters_route
+SELECT route, status, n FROM counters WHERE route = ?
+
+-- name: recount
+SELECT route, status, COUNT(*) FROM tasks GROUP BY route, status
+
+-- name: start_run
+INSERT INTO runs (route, part, started_at, status, actor) VALUES (?, ?, ?, 'running', ?) RETURNING id
+
+-- name: finish_run
+UPDATE runs SET finished_at = ?, status = ?, summary = ?, error = ? WHERE id = ?
+
+-- name: list_runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+ORDER BY id DESC LIMIT ?
+
+-- name: list_runs_route
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+WHERE route = ? ORDER BY id DESC LIMIT ?
+
+-- name: last_successful_run
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+WHERE route = ? AND part = ? AND status = 'ok' ORDER BY id DESC LIMIT 1
+
+-- name: cache_show
+SELECT f.route, f.identifier, f.fingerprint, f.task_id, t.status, COALESCE(t.last_seen_at, t.created_at)
+FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
+WHERE f.route = ? AND f.identifier = ?
+
+-- name: cache_clear_route
+DELETE FROM fingerprints WHERE route = ?
+
+-- name: cache_clear_identifier
+DELETE FROM fingerprints WHERE route = ? AND identifier = ?
+
+-- name: storage_get
+SELECT value FROM storage WHERE name = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)
+
+-- name: storage_put
+INSERT INTO storage (name, key, value, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at

@@ -1,0 +1,629 @@
+"""The embedded SQLite store: WAL mode, one writer transaction per batch, named queries."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from crossdock.store.base import (
+    ActionResult,
+    CacheEntry,
+    ImportCounts,
+    ImportItem,
+    ImportOptions,
+    Run,
+    Settlement,
+    Stats,
+    Store,
+    TaskFilter,
+    empty_counts,
+)
+from crossdock.store.filters import where_clause
+from crossdock.store.sqlfiles import load_migrations, load_queries
+from crossdock.store.transitions import (
+    action_fields,
+    action_message,
+    import_plan,
+    lease_recovery,
+)
+from crossdock.tasks import (
+    RESETS_ATTEMPTS,
+    TRANSITIONS,
+    Action,
+    LogLine,
+    Status,
+    Task,
+    refusal_message,
+)
+
+Q = load_queries("crossdock.store.sqlite")
+_TASK_COLUMNS = (
+    "id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until, worker, "
+    "error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw, result"
+)
+ACTION_BATCH = 5000
+
+
+def ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _task(row: Sequence[Any]) -> Task:
+    entity = row[17]
+    raw = row[18]
+    return Task(
+        id=row[0],
+        route=row[1],
+        identifier=row[2],
+        status=Status(row[3]),
+        attempts=row[4],
+        created_at=dt(row[5]),
+        updated_at=dt(row[6]),
+        next_attempt_at=dt(row[7]) if row[3] in ("retry", "new") else None,
+        lease_until=dt(row[8]),
+        worker=row[9],
+        error=row[10],
+        fingerprint=row[11].hex() if row[11] else None,
+        seen_count=row[12],
+        last_seen_at=dt(row[13]),
+        run_id=row[14],
+        related_task_id=row[15],
+        priority=row[16],
+        entity=orjson.loads(entity) if entity is not None else None,
+        raw=raw,
+        result=orjson.loads(row[19]) if row[19] is not None else None,
+    )
+
+
+class SQLiteStore(Store):
+    """One connection guarded by a lock; writers take ``BEGIN IMMEDIATE`` so batches never interleave."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA cache_size = -65536")
+        self._conn.execute("PRAGMA temp_store = MEMORY")
+        if create:
+            self.upgrade()
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def upgrade(self) -> int:
+        with self._lock:
+            current = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for version, _name, sql in load_migrations("crossdock.store.sqlite"):
+                if version <= current:
+                    continue
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(sql):
+                        self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {version}")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+                current = version
+            return int(current)
+
+    def _add_counters(self, conn: sqlite3.Connection, deltas: Counter[tuple[str, str]]) -> None:
+        rows = [(route, status, n) for (route, status), n in deltas.items() if n]
+        if rows:
+            conn.executemany(Q["add_counter"], rows)
+
+    def _logs(self, conn: sqlite3.Connection, lines: list[tuple[Any, ...]]) -> None:
+        if lines:
+            conn.executemany(Q["insert_log"], lines)
+
+    # --- import ----------------------------------------------------------------------------------
+
+    def import_batch(
+        self, route: str, items: Sequence[ImportItem], *, run_id: int | None, options: ImportOptions, now: datetime
+    ) -> ImportCounts:
+        now_ts = now.timestamp()
+        lease_ts = ts(options.lease_until)
+        with self._tx() as conn:
+            latest: dict[str, tuple[bytes, int, Status | None]] = {}
+            if options.delta:
+                keys = list({it.identifier for it in items if it.identifier is not None})
+                if keys:
+                    for ident, fp, task_id, status in conn.execute(
+                        Q["latest_for_identifiers"], (route, orjson.dumps(keys))
+                    ):
+                        latest[ident] = (fp, task_id, Status(status) if status else None)
+            plan = import_plan(route, items, latest, options)
+            first_id = 0
+            if plan.creates:
+                first_id = conn.execute(Q["reserve_ids"], (len(plan.creates),)).fetchone()[0] - len(plan.creates)
+            rows = []
+            fingerprints = []
+            for offset, create in enumerate(plan.creates):
+                task_id = first_id + offset
+                create.task_id = task_id
+            for create in plan.creates:
+                item = create.item
+                status = create.status
+                rows.append(
+                    (
+                        create.task_id,
+                        route,
+                        item.identifier,
+                        status.value,
+                        now_ts,
+                        now_ts,
+                        now_ts if status is Status.NEW else None,
+                        lease_ts if status is Status.PROCESSING else None,
+                        options.worker if status is Status.PROCESSING else None,
+                        create.reason,
+                        item.fingerprint,
+                        now_ts,
+                        run_id,
+                        create.related.task_id if create.related is not None else create.related_id,
+                        options.priority,
+                        item.entity,
+                        item.raw,
+                    )
+                )
+                if create.record_fingerprint:
+                    fingerprints.append((route, item.identifier, item.fingerprint, create.task_id))
+            if rows:
+                conn.executemany(Q["insert_task"], rows)
+            if fingerprints:
+                conn.executemany(Q["upsert_fingerprint"], fingerprints)
+            if plan.touches:
+                conn.executemany(Q["touch_task"], [(now_ts, task_id) for task_id in plan.touches])
+            deltas: Counter[tuple[str, str]] = Counter()
+            for create in plan.creates:
+                deltas[(route, create.status.value)] += 1
+            superseded = 0
+            logs = []
+            for old_id, newer in plan.supersedes:
+                reason = f"superseded by task {newer.task_id}"
+                row = conn.execute(Q["supersede_task"], (now_ts, reason, newer.task_id, old_id)).fetchone()
+                if row is None:
+                    continue
+                # the old status is not returned by SQLite; the plan knows it
+                old_status = plan.latest_status[old_id]
+                deltas[(route, old_status.value)] -= 1
+                deltas[(route, Status.SKIPPED.value)] += 1
+                superseded += 1
+                logs.append(
+                    (old_id, now_ts, "info", "import", "import", old_status.value, "skipped", reason, None)
+                )
+            self._add_counters(conn, deltas)
+            self._logs(conn, logs)
+        counts = plan.counts
+        counts.superseded = superseded
+        counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
+        counts.created_ids = [c.task_id for c in plan.creates]
+        return counts
+
+    # --- export ----------------------------------------------------------------------------------
+
+    def claim_due_tasks(
+        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        now_ts = now.timestamp()
+        claimed: list[Task] = []
+        with self._tx() as conn:
+            deltas: Counter[tuple[str, str]] = Counter()
+            for source in (Status.RETRY, Status.NEW):
+                want = limit - len(claimed)
+                if want <= 0:
+                    break
+                rows = conn.execute(
+                    Q["claim_due"], (worker, lease_until.timestamp(), now_ts, route, source.value, now_ts, want)
+                ).fetchall()
+                if rows:
+                    deltas[(route, source.value)] -= len(rows)
+                    deltas[(route, Status.PROCESSING.value)] += len(rows)
+                    claimed += [_task(r) for r in rows]
+            self._add_counters(conn, deltas)
+        claimed.sort(key=lambda t: t.id)
+        return claimed
+
+    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
+        now_ts = now.timestamp()
+        changed = 0
+        with self._tx() as conn:
+            deltas: Counter[tuple[str, str]] = Counter()
+            logs = []
+            for s in settlements:
+                target = TRANSITIONS[s.action].target
+                row = conn.execute(
+                    Q["settle_task"],
+                    (
+                        target.value,
+                        now_ts,
+                        s.error,
+                        ts(s.next_attempt_at),
+                        orjson.dumps(s.result) if s.result is not None else None,
+                        s.task_id,
+                        s.worker,
+                    ),
+                ).fetchone()
+                if row is None:
+                    continue
+                changed += 1
+                deltas[(row[0], Status.PROCESSING.value)] -= 1
+                deltas[(row[0], target.value)] += 1
+                logs.append(
+                    (
+                        s.task_id,
+                        now_ts,
+                        s.level,
+                        "export",
+                        s.worker,
+                        Status.PROCESSING.value,
+                        target.value,
+                        s.message,
+                        orjson.dumps(s.details) if s.details else None,
+                    )
+                )
+            self._add_counters(conn, deltas)
+            self._logs(conn, logs)
+        return changed
+
+    def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int:
+        until = lease_until.timestamp()
+        with self._tx() as conn:
+            cur = conn.executemany(Q["extend_lease"], [(until, i, worker) for i in ids])
+            return cur.rowcount
+
+    def recover_expired_leases(
+        self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None
+    ) -> int:
+        now_ts = now.timestamp()
+        recovered = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(Q["expired_leases"], (now_ts, ACTION_BATCH)).fetchall()
+                if route is not None:
+                    rows = [r for r in rows if r[1] == route]
+                if not rows:
+                    return recovered
+                deltas: Counter[tuple[str, str]] = Counter()
+                logs = []
+                for task_id, task_route, attempts, worker in rows:
+                    action, message = lease_recovery(attempts, max_attempts.get(task_route, 3), worker)
+                    target = TRANSITIONS[action].target
+                    cur = conn.execute(
+                        Q["recover_task"],
+                        (
+                            target.value,
+                            now_ts,
+                            now_ts if target in (Status.NEW, Status.RETRY) else None,
+                            message,
+                            task_id,
+                            now_ts,
+                        ),
+                    )
+                    if cur.rowcount:
+                        recovered += 1
+                        deltas[(task_route, Status.PROCESSING.value)] -= 1
+                        deltas[(task_route, target.value)] += 1
+                        logs.append(
+                            (task_id, now_ts, "warning", "system", "lease", "processing", target.value, message, None)
+                        )
+                self._add_counters(conn, deltas)
+                self._logs(conn, logs)
+                if len(rows) < ACTION_BATCH:
+                    return recovered
+
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
+        now_ts = now.timestamp()
+        released = 0
+        with self._tx() as conn:
+            deltas: Counter[tuple[str, str]] = Counter()
+            logs = []
+            for task_id in ids:
+                row = conn.execute(Q["release_task"], (now_ts, task_id, worker)).fetchone()
+                if row is None:
+                    continue
+                released += 1
+                deltas[(row[0], "processing")] -= 1
+                deltas[(row[0], "new")] += 1
+                logs.append(
+                    (task_id, now_ts, "info", "system", worker, "processing", "new", "released at shutdown", None)
+                )
+            self._add_counters(conn, deltas)
+            self._logs(conn, logs)
+        return released
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def apply_action(
+        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
+    ) -> ActionResult:
+        rule = TRANSITIONS[action]
+        target = rule.target
+        now_ts = now.timestamp()
+        where, params = where_clause(selection, timestamp=ts)
+        matched_by_status = {
+            Status(status): n
+            for status, n in self._read(f"SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status", params)
+        }
+        matched = sum(matched_by_status.values())
+        refused = [
+            f"{n} task(s): {refusal_message(action, status)}"
+            for status, n in sorted(matched_by_status.items())
+            if status not in rule.sources
+        ]
+        sources = sorted(s.value for s in rule.sources)
+        source_sql = ", ".join("?" * len(sources))
+        fields = action_fields(action, reason, actor)
+        message = action_message(action, actor, reason)
+        changed = 0
+        last_id = 0
+        reset = action in RESETS_ATTEMPTS
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    f"SELECT id, route, status FROM tasks WHERE {where} AND status IN ({source_sql}) AND id > ? "
+                    f"ORDER BY id LIMIT {ACTION_BATCH}",
+                    [*params, *sources, last_id],
+                ).fetchall()
+                if not rows:
+                    break
+                last_id = rows[-1][0]
+                ids = orjson.dumps([r[0] for r in rows])
+                conn.execute(
+                    "UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, "
+                    "lease_until = NULL"
+                    + (", attempts = 0" if reset else "")
+                    + f" WHERE id IN (SELECT value FROM json_each(?)) AND status IN ({source_sql})",
+                    [
+                        target.value,
+                        now_ts,
+                        fields.error,
+                        now_ts if target is Status.NEW else None,
+                        ids,
+                        *sources,
+                    ],
+                )
+                deltas: Counter[tuple[str, str]] = Counter()
+                for _id, route, status in rows:
+                    deltas[(route, status)] -= 1
+                    deltas[(route, target.value)] += 1
+                self._add_counters(conn, deltas)
+                self._logs(
+                    conn,
+                    [(r[0], now_ts, "info", "action", actor, r[2], target.value, message, None) for r in rows],
+                )
+                changed += len(rows)
+        return ActionResult(matched=matched, changed=changed, refused=refused)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get_task(self, task_id: int) -> Task | None:
+        rows = self._read(Q["get_task"], (task_id,))
+        return _task(rows[0]) if rows else None
+
+    def get_tasks(self, ids: Sequence[int]) -> list[Task]:
+        rows = self._read(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (orjson.dumps(list(ids)),),
+        )
+        return [_task(r) for r in rows]
+
+    def task_logs(self, task_id: int) -> list[LogLine]:
+        return [
+            LogLine(
+                at=datetime.fromtimestamp(at, UTC),
+                level=level,
+                phase=phase,
+                actor=actor,
+                from_status=Status(fs) if fs else None,
+                to_status=Status(to) if to else None,
+                message=message,
+                details=orjson.loads(details) if details else {},
+            )
+            for at, level, phase, actor, fs, to, message, details in self._read(Q["task_logs"], (task_id,))
+        ]
+
+    def list_tasks(
+        self, selection: TaskFilter, *, limit: int = 50, cursor: int | None = None
+    ) -> tuple[list[Task], int | None]:
+        where, params = where_clause(selection, timestamp=ts)
+        if cursor is not None:
+            where += " AND id < ?"
+            params.append(cursor)
+        rows = self._read(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit + 1]
+        )
+        tasks = [_task(r) for r in rows[:limit]]
+        next_cursor = tasks[-1].id if len(rows) > limit and tasks else None
+        return tasks, next_cursor
+
+    def count_tasks(self, selection: TaskFilter) -> int:
+        where, params = where_clause(selection, timestamp=ts)
+        return int(self._read(f"SELECT COUNT(*) FROM tasks WHERE {where}", params)[0][0])
+
+    def stats(self, route: str | None = None) -> Stats:
+        rows = self._read(Q["counters_route"], (route,)) if route else self._read(Q["counters_all"])
+        return _stats(rows)
+
+    def recount(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for route, status, n in self._read(Q["recount"]):
+            out.setdefault(route, empty_counts())[status] = n
+        return out
+
+    def ensure_routes(self, routes: Iterable[str]) -> None:
+        with self._tx() as conn:
+            conn.executemany(Q["ensure_counter"], [(r, s) for r in routes for s in empty_counts()])
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(Q["start_run"], (route, part, now.timestamp(), actor)).fetchone()[0])
+
+    def finish_run(
+        self, run_id: int, *, status: str, summary: dict[str, Any], error: str | None, now: datetime
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["finish_run"], (now.timestamp(), status, orjson.dumps(summary), error, run_id))
+
+    def list_runs(self, route: str | None = None, limit: int = 20) -> list[Run]:
+        rows = self._read(Q["list_runs_route"], (route, limit)) if route else self._read(Q["list_runs"], (limit,))
+        return [_run(r) for r in rows]
+
+    def last_successful_run(self, route: str, part: str) -> Run | None:
+        rows = self._read(Q["last_successful_run"], (route, part))
+        return _run(rows[0]) if rows else None
+
+    # --- delta cache and storages ----------------------------------------------------------------
+
+    def cache_show(self, route: str, identifier: str) -> CacheEntry | None:
+        rows = self._read(Q["cache_show"], (route, identifier))
+        if not rows:
+            return None
+        r = rows[0]
+        return CacheEntry(r[0], r[1], r[2].hex(), r[3], Status(r[4]) if r[4] else None, dt(r[5]))
+
+    def cache_clear(self, route: str, identifier: str | None = None) -> int:
+        with self._tx() as conn:
+            if identifier is None:
+                return conn.execute(Q["cache_clear_route"], (route,)).rowcount
+            return conn.execute(Q["cache_clear_identifier"], (route, identifier)).rowcount
+
+    def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None:
+        rows = self._read(Q["storage_get"], (storage, key, now.timestamp()))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def storage_put(
+        self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None
+    ) -> None:
+        expires = now.timestamp() + ttl if ttl else None
+        with self._tx() as conn:
+            conn.execute(Q["storage_put"], (storage, key, orjson.dumps(value), expires))
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    def prune(
+        self,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None = None,
+        batch_size: int = 5000,
+    ) -> int:
+        if not statuses:
+            return 0
+        status_sql = ", ".join("?" * len(statuses))
+        sql = (
+            f"SELECT t.id, t.route, t.status FROM tasks t WHERE t.status IN ({status_sql}) AND t.updated_at < ?"
+            + (" AND t.route = ?" if route else "")
+            + " AND NOT EXISTS (SELECT 1 FROM fingerprints f WHERE f.route = t.route AND f.identifier = t.identifier"
+            " AND f.task_id = t.id) AND t.id > ? ORDER BY t.id LIMIT ?"
+        )
+        base = [*(s.value for s in statuses), older_than.timestamp(), *([route] if route else [])]
+        deleted = 0
+        last_id = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(sql, [*base, last_id, batch_size]).fetchall()
+                if not rows:
+                    break
+                last_id = rows[-1][0]
+                ids = orjson.dumps([r[0] for r in rows])
+                conn.execute("DELETE FROM task_logs WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
+                conn.execute("DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+                deltas: Counter[tuple[str, str]] = Counter()
+                for _id, r, s in rows:
+                    deltas[(r, s)] -= 1
+                self._add_counters(conn, deltas)
+                deleted += len(rows)
+        if deleted:
+            with self._lock:
+                self._conn.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+    # --- test and benchmark helpers ----------------------------------------------------------------
+
+    def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
+        """The query plan of ``sql``, one line per step (used by tests to prove index use)."""
+        return [str(r[3]) for r in self._read(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    def fingerprint_task_mismatches(self) -> int:
+        """Fingerprints without their task, plus latest tasks missing from the fingerprint table."""
+        orphans = self._read(
+            "SELECT COUNT(*) FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id WHERE t.id IS NULL"
+        )[0][0]
+        missing = self._read(
+            "SELECT COUNT(*) FROM (SELECT route, identifier, MAX(id) AS id FROM tasks "
+            "WHERE identifier IS NOT NULL AND fingerprint IS NOT NULL GROUP BY route, identifier) t "
+            "LEFT JOIN fingerprints f ON f.route = t.route AND f.identifier = t.identifier "
+            "WHERE f.task_id IS NULL"
+        )[0][0]
+        return int(orphans) + int(missing)
+
+
+def _stats(rows: Iterable[Sequence[Any]]) -> Stats:
+    by_status = empty_counts()
+    by_route: dict[str, dict[str, int]] = {}
+    for route, status, n in rows:
+        by_route.setdefault(route, empty_counts())[status] = n
+        by_status[status] += n
+    return Stats(total=sum(by_status.values()), by_status=by_status, by_route=by_route)
+
+
+def _run(r: Sequence[Any]) -> Run:
+    return Run(
+        id=r[0],
+        route=r[1],
+        part=r[2],
+        started_at=datetime.fromtimestamp(r[3], UTC),
+        finished_at=dt(r[4]),
+        status=r[5],
+        summary=orjson.loads(r[6]) if r[6] else {},
+        error=r[7],
+        actor=r[8],
+    )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration file (comment lines removed first; no ';' inside literals)."""
+    text = "\n".join(ln for ln in script.splitlines() if not ln.strip().startswith("--"))
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]

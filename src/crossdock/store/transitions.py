@@ -1,0 +1,147 @@
+"""Backend-neutral planning of status changes, so every store applies the same rules the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from crossdock.store.base import ImportCounts, ImportItem, ImportOptions
+from crossdock.tasks import Action, ImportOutcome, Status, decide_import
+
+
+class PlannedTask:
+    """A task row an import batch will insert. Its id is assigned by the store."""
+
+    __slots__ = ("item", "record_fingerprint", "related_id", "status", "superseded_by", "task_id", "_reason")
+
+    def __init__(self, item: ImportItem, status: Status, reason: str | None, related_id: int | None) -> None:
+        self.item = item
+        self.status = status
+        self._reason = reason
+        self.related_id = related_id
+        self.record_fingerprint = False
+        self.superseded_by: PlannedTask | None = None
+        self.task_id = 0
+
+    @property
+    def reason(self) -> str | None:
+        if self.superseded_by is not None:
+            return f"superseded by task {self.superseded_by.task_id}"
+        return self._reason
+
+    @property
+    def related(self) -> PlannedTask | None:
+        return self.superseded_by
+
+
+@dataclass
+class ImportPlan:
+    creates: list[PlannedTask] = field(default_factory=list)
+    touches: list[int] = field(default_factory=list)
+    #: (id of an existing unsent task, the newer planned task that supersedes it)
+    supersedes: list[tuple[int, PlannedTask]] = field(default_factory=list)
+    #: status of each existing task the plan refers to
+    latest_status: dict[int, Status] = field(default_factory=dict)
+    counts: ImportCounts = field(default_factory=ImportCounts)
+
+
+#: what the store knows of an identifier: (fingerprint, latest task id, latest task status or None if gone)
+Latest = tuple[bytes, int, Status | None]
+
+
+def import_plan(
+    route: str, items: Sequence[ImportItem], latest: dict[str, Latest], options: ImportOptions
+) -> ImportPlan:
+    """Decide, record by record, what an import batch writes. Pure: the store applies it in one transaction."""
+    plan = ImportPlan()
+    counts = plan.counts
+    created = counts.created
+    pending: dict[str, PlannedTask] = {}
+    use_delta = options.delta and not options.full
+    record = options.delta or options.full
+    for item in items:
+        ident = item.identifier
+        intended = item.status
+        if ident is None or item.fingerprint is None or not (use_delta or record):
+            _create(plan, item, intended, item.reason, None)
+            continue
+        prior = pending.get(ident)
+        known = latest.get(ident) if use_delta else None
+        if prior is not None and use_delta:
+            latest_status: Status | None = prior.status
+            same = prior.item.fingerprint == item.fingerprint
+        elif known is not None and known[2] is not None:
+            latest_status = known[2]
+            same = known[0] == item.fingerprint
+        else:
+            latest_status = None
+            same = False
+        decision = decide_import(intended, latest_status, same, supersede=options.supersede)
+        if decision.outcome is ImportOutcome.TOUCH:
+            counts.unchanged += 1
+            if prior is None and known is not None:
+                plan.touches.append(known[1])
+            continue
+        if decision.outcome is ImportOutcome.CREATE_UNCHANGED:
+            related = known[1] if prior is None and known is not None else None
+            reason = f"unchanged since task {related}" if related else "unchanged"
+            task = _create(plan, item, Status.SKIPPED, reason, related)
+            counts.unchanged_created += 1
+        else:
+            task = _create(plan, item, intended, item.reason, None)
+            if latest_status is not None and not same and intended in (Status.NEW, Status.PROCESSING):
+                counts.changed += 1
+        task.record_fingerprint = True
+        if decision.supersede_latest:
+            if prior is not None:
+                created[prior.status.value] -= 1
+                prior.superseded_by = task
+                prior.status = Status.SKIPPED
+                created[Status.SKIPPED.value] = created.get(Status.SKIPPED.value, 0) + 1
+                counts.superseded += 1
+            elif known is not None and known[2] is not None:
+                plan.supersedes.append((known[1], task))
+                plan.latest_status[known[1]] = known[2]
+        pending[ident] = task
+    return plan
+
+
+def _create(
+    plan: ImportPlan, item: ImportItem, status: Status, reason: str | None, related: int | None
+) -> PlannedTask:
+    task = PlannedTask(item, status, reason, related)
+    plan.creates.append(task)
+    plan.counts.created[status.value] = plan.counts.created.get(status.value, 0) + 1
+    return task
+
+
+@dataclass(frozen=True, slots=True)
+class ActionFields:
+    error: str | None
+
+
+def action_fields(action: Action, reason: str | None, actor: str) -> ActionFields:
+    """The task columns a manual action sets besides the status."""
+    if action is Action.FAIL:
+        return ActionFields(error=reason or f"marked failed by {actor}")
+    if action is Action.SKIP:
+        return ActionFields(error=reason or f"skipped by {actor}")
+    return ActionFields(error=None)
+
+
+def action_message(action: Action, actor: str, reason: str | None) -> str:
+    text = f"{action.value} by {actor}"
+    return f"{text}: {reason}" if reason else text
+
+
+def lease_recovery(attempts: int, max_attempts: int, worker: str | None) -> tuple[Action, str]:
+    """Where a task goes when its worker died holding it. The attempt it was on counts."""
+    who = worker or "a worker"
+    if attempts >= max_attempts:
+        return (
+            Action.LEASE_EXPIRED_FAILED,
+            f"lease of {who} expired (worker died?) on attempt {attempts} of {max_attempts}; no attempts left",
+        )
+    if attempts > 1:
+        return Action.LEASE_EXPIRED_RETRY, f"lease of {who} expired (worker died?) on attempt {attempts}"
+    return Action.LEASE_EXPIRED_NEW, f"lease of {who} expired (worker died?) on attempt {attempts}"
