@@ -20,7 +20,10 @@ def _basic(user: str, password: str) -> str:
 # mode -> (right (headers, query), wrong (headers, query))
 CASES: dict[str, tuple[tuple[dict[str, str], str], tuple[dict[str, str], str]]] = {
     "bearer": (({"Authorization": "Bearer erp-token"}, ""), ({"Authorization": "Bearer nope"}, "")),
-    "basic": (({"Authorization": _basic("erp", "erp-secret")}, ""), ({"Authorization": _basic("erp", "x")}, "")),
+    "basic": (
+        ({"Authorization": _basic("erp", "erp-secret")}, ""),
+        ({"Authorization": _basic("erp", "x")}, ""),
+    ),
     "api_key_header": (({"X-Api-Key": "erp-key"}, ""), ({"X-Api-Key": "erp-kez"}, "")),
     "api_key_query": (({}, "&api_key=erp-key"), ({}, "&api_key=wrong")),
 }
@@ -53,7 +56,9 @@ def test_unknown_auth_mode_is_refused() -> None:
         AuthConfig.parse("kerberos")
 
 
-def _token(http: Any, erp: RunningErp, secret: str = "crossdock-secret", grant: str = "client_credentials") -> Any:
+def _token(
+    http: Any, erp: RunningErp, secret: str = "crossdock-secret", grant: str = "client_credentials"
+) -> Any:
     form = urllib.parse.urlencode({"grant_type": grant, "client_id": "crossdock", "client_secret": secret})
     return http(
         "POST",
@@ -110,7 +115,9 @@ def test_oauth2_tokens_expire(http: Any, oauth_erp: RunningErp) -> None:
     assert expired.status == 401
     assert "invalid_token" in expired.headers["WWW-Authenticate"]
     fresh = _token(http, oauth_erp).json()["access_token"]
-    assert http("GET", oauth_erp.url + "/products", headers={"Authorization": f"Bearer {fresh}"}).status == 200
+    assert (
+        http("GET", oauth_erp.url + "/products", headers={"Authorization": f"Bearer {fresh}"}).status == 200
+    )
     assert oauth_erp.tokens_issued == 2
 
 
