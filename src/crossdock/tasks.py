@@ -173,6 +173,8 @@ class Task:
     result: Any = None
     #: the raw text of a record that could not be parsed
     raw: str | None = None
+    #: set by a claim (not stored): the status the task was claimed from, for the export log
+    claimed_from: Status | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

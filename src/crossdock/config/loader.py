@@ -117,3 +117,25 @@ def _from_pydantic(located: Located, err: Any) -> ConfigError:
 
 _PYDANTIC_TAGS = {"str", "IncomingConfig", "list[str]", "function-after[_names(), dict[str,RouteConfig]]"}
 _ALIASES = {"validate_": "validate", "schema_": "schema"}
+
+
+def read_database_url(path: str | Path, environ: dict[str, str] | None = None) -> str | None:
+    """Only the ``database:`` key, so commands that read tasks need no source or target secrets."""
+    located = load_yaml(Path(path))
+    if not isinstance(located.data, dict):
+        return None
+    url = located.data.get("database")
+    if url is None:
+        return None
+    located.data = {"database": url}
+    errors = interpolate_env(located, environ)
+    if errors:
+        raise ConfigErrors(errors)
+    return str(located.data["database"])
+
+
+def route_names(path: str | Path) -> list[str]:
+    """The route names of a config without validating the rest (for listing empty routes in stats)."""
+    located = load_yaml(Path(path))
+    routes = located.data.get("routes") if isinstance(located.data, dict) else None
+    return [str(r) for r in routes] if isinstance(routes, dict) else []

@@ -58,11 +58,14 @@ class ExportSummary:
 
 
 class Exporter:
-    def __init__(self, project: Project, store: Store, *, worker: str | None = None) -> None:
+    def __init__(
+        self, project: Project, store: Store, *, worker: str | None = None, clients: dict[str, Any] | None = None
+    ) -> None:
         self.project = project
         self.store = store
         self.worker = worker or worker_id()
-        self._clients: dict[str, Any] = {}
+        #: shared connection clients (one per connection), closed by :meth:`close`
+        self._clients: dict[str, Any] = clients if clients is not None else {}
         self._in_flight: set[int] = set()
 
     async def run_route(
@@ -115,6 +118,10 @@ class Exporter:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+    @property
+    def clients(self) -> dict[str, Any]:
+        return self._clients
 
     def _target(self, route: CompiledRoute) -> Target:
         ctx = self.project.context(self._clients)
@@ -223,6 +230,7 @@ class Exporter:
         policy = route.config.retry
         if policy is not None:
             attempt += f" of {policy.max_attempts}"
+        claimed = {"claimed_from": (task.claimed_from or task.status).value}
         if isinstance(outcome, Delivered):
             if seconds is not None and "duration_ms" not in outcome.details:
                 outcome.details = {**outcome.details, "duration_ms": round(seconds * 1000, 1)}
@@ -234,11 +242,11 @@ class Exporter:
                 self.worker,
                 result=outcome.result,
                 message=f"{attempt} by {self.worker}: {outcome.message}{suffix}",
-                details=outcome.details,
+                details={**claimed, **outcome.details},
             )
         if isinstance(outcome, DeliveryError):
             error = redact(outcome.message)
-            details = dict(outcome.details)
+            details = {**claimed, **outcome.details}
             details["error_class"] = "transient" if isinstance(outcome, TransientError) else "permanent"
             if isinstance(outcome, TransientError) and policy is not None and task.attempts < policy.max_attempts:
                 delay = next_delay(task.attempts, policy, outcome.retry_after)
@@ -275,7 +283,7 @@ class Exporter:
             error=error,
             level="error",
             message=f"{attempt} by {self.worker}: {error}",
-            details={"error_class": "internal"},
+            details={**claimed, "error_class": "internal"},
         )
 
 

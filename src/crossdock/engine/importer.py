@@ -107,12 +107,20 @@ class Importer:
         *,
         worker: str = "importer",
         on_realtime: Callable[[CompiledRoute, list[int]], Any] | None = None,
+        clients: dict[str, Any] | None = None,
     ) -> None:
         self.project = project
+        #: shared connection clients (one per connection); whoever passes them in closes them
+        self.clients: dict[str, Any] = clients if clients is not None else {}
         self.store = store
         self.worker = worker
         #: called with the ids of tasks created in processing on realtime routes (delivered right away)
         self.on_realtime = on_realtime
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        self.clients.clear()
 
     async def run_route(
         self, route_name: str, *, full: bool = False, actor: str = "cli", progress: Progress | None = None
@@ -187,7 +195,7 @@ class Importer:
         return summary
 
     def _context(self, incoming: CompiledIncoming) -> Any:
-        ctx = self.project.context()
+        ctx = self.project.context(self.clients)
         routes = self.project.routes_of(incoming)
         last = self.store.last_successful_run(routes[0].name, "incoming") if routes else None
         ctx.last_run = last.started_at if last else None

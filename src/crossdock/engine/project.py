@@ -18,7 +18,7 @@ from crossdock.config import IncomingConfig, LoadedConfig, RouteConfig, load_con
 from crossdock.config.yamlsource import KeyPath
 from crossdock.connectors.base import ConnectorContext, Options, Source, Target
 from crossdock.connectors.registry import connection_model, source_class, target_class
-from crossdock.errors import ConfigError, ConfigErrors, StepConfigError
+from crossdock.errors import ConfigError, ConfigErrors, StepConfigError, UsageError
 from crossdock.redact import Redactor
 from crossdock.transform import Pipeline, compile_identifier, compile_steps
 
@@ -90,7 +90,7 @@ class Project:
     def route(self, name: str) -> CompiledRoute:
         if name not in self.routes:
             known = ", ".join(sorted(self.routes)) or "none"
-            raise KeyError(f"no route named {name!r} in {self.path} (routes: {known})")
+            raise UsageError(f"no route named {name!r} in {self.path} (routes: {known})")
         return self.routes[name]
 
     def routes_of(self, incoming: CompiledIncoming) -> list[CompiledRoute]:

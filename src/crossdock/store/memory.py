@@ -153,7 +153,7 @@ class MemoryStore(Store):
                     t.worker = worker
                     t.lease_until = lease_until
                     t.attempts += 1
-                    claimed.append(replace(t))
+                    claimed.append(replace(t, claimed_from=source))
             return sorted(claimed, key=lambda t: t.id)
 
     def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:

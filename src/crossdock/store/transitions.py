@@ -78,7 +78,9 @@ def import_plan(
             same = False
         decision = decide_import(intended, latest_status, same, supersede=options.supersede)
         if decision.outcome is ImportOutcome.TOUCH:
-            counts.unchanged += 1
+            # a filtered or rejected record seen again is counted by the importer as filtered or rejected
+            if intended in (Status.NEW, Status.PROCESSING):
+                counts.unchanged += 1
             if prior is None and known is not None:
                 plan.touches.append(known[1])
             continue

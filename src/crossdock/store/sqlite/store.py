@@ -257,7 +257,10 @@ class SQLiteStore(Store):
                 if rows:
                     deltas[(route, source.value)] -= len(rows)
                     deltas[(route, Status.PROCESSING.value)] += len(rows)
-                    claimed += [_task(r) for r in rows]
+                    for r in rows:
+                        task = _task(r)
+                        task.claimed_from = source
+                        claimed.append(task)
             self._add_counters(conn, deltas)
         claimed.sort(key=lambda t: t.id)
         return claimed

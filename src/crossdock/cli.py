@@ -1,0 +1,687 @@
+"""The ``crossdock`` command. Exit codes: 0 ok, 1 operational failure, 2 usage or config error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crossdock import __version__
+from crossdock.config.models import parse_duration
+from crossdock.errors import ConfigError, ConfigErrors, CrossdockError, UsageError
+from crossdock.store import Store, TaskFilter, backend_name, open_store
+from crossdock.tasks import ALL_STATUSES, TRANSITIONS, Action, Status, allowed_actions, iso
+
+app = typer.Typer(
+    name="crossdock",
+    help="Move records between business systems as tracked, retryable, auditable tasks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="Find, read and act on tasks.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+runs_app = typer.Typer(help="Import and export runs.", no_args_is_help=True)
+cache_app = typer.Typer(help="The delta cache (fingerprints per route and identifier).", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(db_app, name="db")
+app.add_typer(runs_app, name="runs")
+app.add_typer(cache_app, name="cache")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("-c", "--config", envvar="CROSSDOCK_CONFIG", help="Project config file.", show_default=True),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", envvar="CROSSDOCK_DB", help="Database URL (default: the config's database:)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DEFAULT_CONFIG = Path("crossdock.yaml")
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True) if code != 2 else err.print(message, markup=False)
+    raise typer.Exit(code)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Turn known errors into the contract's exit codes, with messages naming file, line and key."""
+    try:
+        yield
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            err.print(f"config error: {e.message}", markup=False)
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        err.print(f"config error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+    except UsageError as exc:
+        err.print(f"usage error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+    except CrossdockError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(1) from None
+
+
+def load(config: Path) -> Any:
+    from crossdock.engine.project import load_project
+
+    return load_project(config)
+
+
+def store_for(config: Path, db: str | None, *, project: Any = None, need_config: bool = False) -> Store:
+    """The store named by --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it."""
+    url = db
+    base = config.parent if config else Path.cwd()
+    if url is None:
+        if project is not None:
+            url = project.database_url()
+        elif config.exists():
+            from crossdock.config.loader import read_database_url
+
+            url = read_database_url(config)
+        elif need_config:
+            raise ConfigError(
+                "file not found; create a project with `crossdock init DIR` or pass -c PATH", file=str(config)
+            )
+    url = url or "sqlite:///crossdock.db"
+    backend_name(url)
+    try:
+        return open_store(url, base=base)
+    except OSError as exc:
+        raise CrossdockError(f"cannot open database {url}: {exc}") from None
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"crossdock {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """crossdock: every record is a task you can find, read, retry and audit."""
+
+
+# --- init and check -----------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Scaffold a project with a working example route."""
+    from crossdock.scaffold import write_project
+
+    with guarded():
+        written = write_project(directory, force=force)
+    for path in written:
+        out.print(f"created {path}")
+    out.print(f"\nnext: cd {directory} && crossdock check && crossdock run products-to-shop")
+
+
+@app.command()
+def check(config: ConfigOpt = DEFAULT_CONFIG, json_out: JsonOpt = False) -> None:
+    """Validate the project; print every error and exit 2 if there is any."""
+    from crossdock.engine.checks import check_project
+
+    report = check_project(config)
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        for line in report.lines():
+            (err if line.startswith(("config error", "test failed")) else out).print(line, markup=False)
+    raise typer.Exit(2 if report.errors else 0)
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    route: Annotated[str, typer.Argument(help="Route (or shared incoming, with --incoming) to run.")],
+    incoming: Annotated[bool, typer.Option("--incoming", help="Only import.")] = False,
+    outgoing: Annotated[bool, typer.Option("--outgoing", help="Only export.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Ignore delta fingerprints this once.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Export at most N tasks.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One import and/or export pass now; prints counts per resulting status."""
+    from crossdock.engine.runner import run_once
+
+    with guarded():
+        project = load(config)
+        store = store_for(config, db, project=project)
+        try:
+            store.ensure_routes(project.routes)
+            progress = None if json_out or not sys.stdout.isatty() else _progress_bar()
+            result = run_async(
+                run_once(project, store, route, incoming=incoming or not outgoing, outgoing=outgoing or not incoming,
+                         full=full, limit=limit, progress=progress)
+            )
+        finally:
+            store.close()
+    if json_out:
+        emit_json(result)
+    else:
+        _print_run(result)
+    raise typer.Exit(1 if result["status"] != "ok" else 0)
+
+
+def _progress_bar() -> Callable[[int], None]:
+    last = [0.0]
+
+    def show(read: int) -> None:
+        now = asyncio.get_event_loop().time()
+        if now - last[0] > 0.2:
+            last[0] = now
+            err.print(f"\r  read {read:,} records…", end="", markup=False)
+
+    return show
+
+
+def _print_run(result: dict[str, Any]) -> None:
+    imp = result.get("incoming")
+    if imp:
+        out.print(
+            f"import {imp['incoming']}: read {imp['read']:,} records in {imp['duration_s']:.2f} s"
+            + (f"  [red]{imp['status']}: {imp['error']}[/]" if imp["status"] != "ok" else ""),
+        )
+        for name, r in imp["routes"].items():
+            if not r["active"]:
+                out.print(f"  {name}: inactive, nothing imported")
+                continue
+            out.print(
+                f"  {name}: new {r['new']:,}  changed {r['changed']:,}  unchanged {r['unchanged']:,}  "
+                f"filtered {r['filtered']:,}  rejected {r['rejected']:,}  superseded {r['superseded']:,}"
+            )
+    exp = result.get("outgoing")
+    if exp:
+        parts = "  ".join(f"{k} {v:,}" for k, v in sorted(exp["by_status"].items()))
+        out.print(f"export {exp['route']}: {exp['claimed']:,} tasks in {exp['duration_s']:.2f} s  {parts}")
+        if exp.get("error"):
+            out.print(f"  [red]{exp['error']}[/]")
+    table = Table(title=f"tasks of {result['route']} by status", show_header=True)
+    for s in ALL_STATUSES:
+        table.add_column(s.value, justify="right")
+    table.add_row(*(f"{result['by_status'][s.value]:,}" for s in ALL_STATUSES))
+    out.print(table)
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+
+StatusOpt = Annotated[
+    list[Status] | None, typer.Option("--status", "-s", help="Filter by status (repeatable).", case_sensitive=False)
+]
+
+
+def _when(value: str | None, what: str) -> datetime | None:
+    """An ISO date/time, or an age such as 2h / 7d meaning that long ago."""
+    if not value:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{what}: {value!r} is neither an ISO date/time nor an age like 2h or 7d") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@tasks_app.command("list")
+def tasks_list(
+    status: StatusOpt = None,
+    route: Annotated[str | None, typer.Option("--route", "-r")] = None,
+    identifier: Annotated[str | None, typer.Option("--identifier", "-i")] = None,
+    search: Annotated[str | None, typer.Option("--search", help="Text in identifier or error.")] = None,
+    created_after: Annotated[str | None, typer.Option("--created-after")] = None,
+    created_before: Annotated[str | None, typer.Option("--created-before")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000)] = 50,
+    cursor: Annotated[int | None, typer.Option("--cursor", help="Continue below this task id.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tasks, newest first."""
+    with guarded():
+        selection = TaskFilter(
+            statuses=status or None,
+            route=route,
+            identifier=identifier,
+            search=search,
+            created_after=_when(created_after, "--created-after"),
+            created_before=_when(created_before, "--created-before"),
+        )
+        store = store_for(config, db)
+        try:
+            items, next_cursor = store.list_tasks(selection, limit=limit, cursor=cursor)
+        finally:
+            store.close()
+    if json_out:
+        emit_json({"items": [t.to_json() for t in items], "next_cursor": str(next_cursor) if next_cursor else None})
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("id", "route", "identifier", "status", "attempts", "updated", "error"):
+        table.add_column(col, overflow="fold" if col == "error" else "ellipsis")
+    for t in items:
+        table.add_row(
+            str(t.id),
+            t.route,
+            t.identifier or "",
+            _badge(t.status),
+            str(t.attempts),
+            iso(t.updated_at) or "",
+            (t.error or "")[:80],
+        )
+    out.print(table)
+    if next_cursor:
+        out.print(f"more: --cursor {next_cursor}")
+
+
+_COLOURS = {
+    "new": "blue",
+    "processing": "magenta",
+    "finished": "green",
+    "failed": "red",
+    "skipped": "grey50",
+    "rejected": "dark_orange",
+    "waiting": "yellow",
+    "retry": "purple",
+}
+
+
+def _badge(status: Status) -> str:
+    return f"[{_COLOURS[status.value]}]{status.value}[/]"
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task_id: Annotated[int, typer.Argument(metavar="ID")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One task with its entity and its history as a timeline."""
+    with guarded():
+        store = store_for(config, db)
+        try:
+            task = store.get_task(task_id)
+            if task is None:
+                fail(f"no task with id {task_id}")
+            logs = store.task_logs(task_id)
+        finally:
+            store.close()
+    from crossdock.timeline import timeline
+
+    lines = timeline(task, logs)
+    if json_out:
+        data = task.to_json()
+        data["entity"] = task.entity
+        data["raw"] = task.raw
+        data["logs"] = [ln.to_json() for ln in lines]
+        data["allowed_actions"] = [a.value for a in allowed_actions(task.status)]
+        emit_json(data)
+        return
+    out.print(f"[bold]task {task.id}[/]  {task.route}  {task.identifier or '(no identifier)'}  {_badge(task.status)}")
+    out.print(f"attempts {task.attempts}  created {iso(task.created_at)}  updated {iso(task.updated_at)}")
+    if task.next_attempt_at and task.status is Status.RETRY:
+        out.print(f"next attempt {iso(task.next_attempt_at)}")
+    if task.seen_count > 1:
+        out.print(f"seen {task.seen_count} times, last {iso(task.last_seen_at)}")
+    if task.error:
+        out.print(f"[red]error:[/] {task.error}", markup=True)
+    if task.related_task_id:
+        out.print(f"related task: {task.related_task_id}")
+    allowed = allowed_actions(task.status)
+    out.print("actions: " + (", ".join(f"crossdock tasks {a.value} {task.id}" for a in allowed) or "none"))
+    out.print("\n[bold]entity[/]")
+    if task.entity is not None:
+        out.print(orjson.dumps(task.entity, option=orjson.OPT_INDENT_2).decode(), markup=False)
+    if task.raw is not None:
+        out.print("[bold]raw record[/]")
+        out.print(task.raw, markup=False)
+    out.print("\n[bold]timeline[/]")
+    for ln in lines:
+        move = f"{ln.from_status.value if ln.from_status else '·'} → {ln.to_status.value}" if ln.to_status else ""
+        out.print(f"{iso(ln.at)}  {ln.phase:<7} {ln.level:<7} {move:<24} {ln.actor or ''}", markup=False)
+        out.print(f"    {ln.message}", markup=False)
+        for key in ("method", "url", "status", "duration_ms"):
+            if key in ln.details:
+                out.print(f"      {key}: {ln.details[key]}", markup=False)
+        if ln.details.get("response"):
+            out.print(f"      response: {str(ln.details['response'])[:300]}", markup=False)
+
+
+def _act(
+    action: Action,
+    ids: list[int] | None,
+    status: list[Status] | None,
+    route: str | None,
+    identifier: str | None,
+    created_after: str | None,
+    created_before: str | None,
+    reason: str | None,
+    config: Path,
+    db: str | None,
+    json_out: bool,
+) -> None:
+    with guarded():
+        if not ids and not (status or route or identifier or created_after or created_before):
+            raise UsageError(f"name task ids, or a filter (--status, --route, ...), to {action.value}")
+        if ids and (status or route or identifier):
+            raise UsageError("give either task ids or a filter, not both")
+        selection = TaskFilter(
+            ids=ids or None,
+            statuses=status or None,
+            route=route,
+            identifier=identifier,
+            created_after=_when(created_after, "--created-after"),
+            created_before=_when(created_before, "--created-before"),
+        )
+        store = store_for(config, db)
+        try:
+            result = store.apply_action(
+                action, selection, actor=os.environ.get("CROSSDOCK_ACTOR", "cli"), reason=reason, now=datetime.now(UTC)
+            )
+        finally:
+            store.close()
+    if json_out:
+        emit_json(result.to_json())
+    else:
+        out.print(f"{action.value}: matched {result.matched}, changed {result.changed}")
+        for line in result.refused:
+            err.print(f"refused: {line}", markup=False)
+    if ids and result.matched < len(set(ids)):
+        err.print(f"error: {len(set(ids)) - result.matched} of the ids do not exist", markup=False)
+        raise typer.Exit(1)
+    if result.refused and result.changed == 0:
+        target = TRANSITIONS[action].target.value
+        err.print(f"error: no task changed; {action.value} moves tasks to {target} only from the statuses above")
+        raise typer.Exit(1)
+
+
+def _action_command(action: Action, doc: str) -> None:
+    def command(
+        ids: Annotated[list[int] | None, typer.Argument(metavar="[ID]...", help="Task ids.")] = None,
+        status: StatusOpt = None,
+        route: Annotated[str | None, typer.Option("--route", "-r")] = None,
+        identifier: Annotated[str | None, typer.Option("--identifier", "-i")] = None,
+        created_after: Annotated[str | None, typer.Option("--created-after")] = None,
+        created_before: Annotated[str | None, typer.Option("--created-before")] = None,
+        reason: Annotated[str | None, typer.Option("--reason", help="Why; kept in the task log.")] = None,
+        config: ConfigOpt = DEFAULT_CONFIG,
+        db: DbOpt = None,
+        json_out: JsonOpt = False,
+    ) -> None:
+        _act(action, ids, status, route, identifier, created_after, created_before, reason, config, db, json_out)
+
+    command.__doc__ = doc
+    tasks_app.command(action.value)(command)
+
+
+_action_command(Action.RETRY, "Send again: finished, failed or skipped → new (attempts start again).")
+_action_command(Action.SKIP, "Do not send: new, retry, failed or waiting → skipped.")
+_action_command(Action.FINISH, "Settle waiting tasks as finished.")
+_action_command(Action.FAIL, "Settle waiting tasks as failed.")
+
+
+# --- stats, prune, db, runs, cache -------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    route: Annotated[str | None, typer.Option("--route", "-r")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Recount with COUNT(*) and report drift.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Task counts per status and route (read from the counters)."""
+    with guarded():
+        store = store_for(config, db)
+        try:
+            if config.exists():
+                from crossdock.config.loader import route_names
+
+                store.ensure_routes(route_names(config))
+            result = store.stats(route)
+            drift = _drift(result.by_route, store.recount()) if verify else None
+        finally:
+            store.close()
+    data = result.to_json()
+    if verify:
+        data["drift"] = drift
+    if json_out:
+        emit_json(data)
+    else:
+        table = Table(show_header=True, header_style="bold")
+        table.add_column("route")
+        for s in ALL_STATUSES:
+            table.add_column(s.value, justify="right")
+        for name, counts in sorted(result.by_route.items()):
+            table.add_row(name, *(f"{counts[s.value]:,}" for s in ALL_STATUSES))
+        table.add_row("[bold]total[/]", *(f"[bold]{result.by_status[s.value]:,}[/]" for s in ALL_STATUSES))
+        out.print(table)
+        out.print(f"total {result.total:,}")
+        if verify:
+            out.print("counters match COUNT(*)" if not drift else f"[red]drift:[/] {drift}")
+    if verify and drift:
+        raise typer.Exit(1)
+
+
+def _drift(counted: dict[str, dict[str, int]], actual: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    drift: dict[str, dict[str, int]] = {}
+    for route in set(counted) | set(actual):
+        for s in ALL_STATUSES:
+            a = counted.get(route, {}).get(s.value, 0)
+            b = actual.get(route, {}).get(s.value, 0)
+            if a != b:
+                drift.setdefault(route, {})[s.value] = a - b
+    return drift
+
+
+@app.command()
+def prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age such as 30d or 12h.")],
+    status: StatusOpt = None,
+    route: Annotated[str | None, typer.Option("--route", "-r")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete old tasks (default: finished, skipped, failed, rejected) in batches; counters stay exact."""
+    with guarded():
+        try:
+            age = parse_duration(older_than)
+        except ValueError as exc:
+            raise UsageError(f"--older-than: {exc}") from None
+        statuses = status or [Status.FINISHED, Status.SKIPPED, Status.FAILED, Status.REJECTED]
+        store = store_for(config, db)
+        try:
+            deleted = store.prune(
+                older_than=datetime.now(UTC) - timedelta(seconds=age), statuses=statuses, route=route
+            )
+        finally:
+            store.close()
+    if json_out:
+        emit_json({"deleted": deleted})
+    else:
+        out.print(f"deleted {deleted:,} tasks")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG, db: DbOpt = None) -> None:
+    """Create or migrate the schema (also done on every start)."""
+    with guarded():
+        store = store_for(config, db)
+        try:
+            version = store.upgrade()
+        finally:
+            store.close()
+    out.print(f"schema at version {version} ({store.backend})")
+
+
+@runs_app.command("list")
+def runs_list(
+    route: Annotated[str | None, typer.Option("--route", "-r")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The latest import and export runs with their summaries."""
+    with guarded():
+        store = store_for(config, db)
+        try:
+            runs = store.list_runs(route, limit)
+        finally:
+            store.close()
+    if json_out:
+        emit_json([r.to_json() for r in runs])
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("id", "route", "part", "started", "duration", "status", "summary"):
+        table.add_column(col)
+    for r in runs:
+        duration = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+        table.add_row(
+            str(r.id),
+            r.route,
+            r.part,
+            iso(r.started_at) or "",
+            f"{duration:.2f} s" if duration is not None else "running",
+            r.status,
+            _run_text(r.part, r.summary) + (f" — {r.error}" if r.error else ""),
+        )
+    out.print(table)
+
+
+def _run_text(part: str, s: dict[str, Any]) -> str:
+    if part == "incoming":
+        if not s:
+            return ""
+        return (
+            f"read {s.get('read', 0)} new {s.get('new', 0)} changed {s.get('changed', 0)} unchanged "
+            f"{s.get('unchanged', 0)} filtered {s.get('filtered', 0)} rejected {s.get('rejected', 0)} "
+            f"superseded {s.get('superseded', 0)}"
+        )
+    by = s.get("by_status", {})
+    return f"claimed {s.get('claimed', 0)} " + " ".join(f"{k} {v}" for k, v in sorted(by.items()))
+
+
+@cache_app.command("show")
+def cache_show(
+    route: str,
+    identifier: Annotated[str, typer.Option("--identifier", "-i")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The fingerprint, latest task and last-seen time of one identifier."""
+    with guarded():
+        store = store_for(config, db)
+        try:
+            entry = store.cache_show(route, identifier)
+        finally:
+            store.close()
+    if entry is None:
+        fail(f"no fingerprint for {identifier!r} on route {route!r}")
+    data = {
+        "route": entry.route,
+        "identifier": entry.identifier,
+        "fingerprint": entry.fingerprint,
+        "task_id": entry.task_id,
+        "task_status": entry.task_status.value if entry.task_status else None,
+        "last_seen_at": iso(entry.last_seen_at),
+    }
+    if json_out:
+        emit_json(data)
+    else:
+        for k, v in data.items():
+            out.print(f"{k}: {v}", markup=False)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    route: str,
+    identifier: Annotated[str | None, typer.Option("--identifier", "-i")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forget fingerprints, so the next import sends those records again."""
+    with guarded():
+        store = store_for(config, db)
+        try:
+            n = store.cache_clear(route, identifier)
+        finally:
+            store.close()
+    if json_out:
+        emit_json({"cleared": n})
+    else:
+        out.print(f"cleared {n} fingerprint(s)")
+
+
+# --- demo ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option("--port", help="Port of the dashboard (when served).")] = 8080,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo project and its database are written.")
+    ] = Path("crossdock-demo"),
+    products: Annotated[int, typer.Option("--products", help="Products in the mock ERP.")] = 500,
+) -> None:
+    """A self-contained demo: mock ERP and shop on loopback, the example route, a summary."""
+    from crossdock.demo import run_demo
+
+    with guarded():
+        code = run_demo(directory, port=port, products=products, console=out)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

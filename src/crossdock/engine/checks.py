@@ -1,0 +1,91 @@
+"""`crossdock check`: every config error at once, transformer tests, and what the project will run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossdock.errors import ConfigError, ConfigErrors
+
+
+@dataclass
+class CheckReport:
+    config: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
+    tests_run: int = 0
+
+    def lines(self) -> list[str]:
+        out = [*self.info]
+        out += [f"warning: {w}" for w in self.warnings]
+        out += self.errors
+        if self.errors:
+            out.append(f"{self.config}: {len(self.errors)} error(s)")
+        else:
+            out.append(f"{self.config}: ok ({len(self.routes)} route(s), {self.tests_run} transformer test(s) passed)")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "ok": not self.errors,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "routes": self.routes,
+            "tests_run": self.tests_run,
+        }
+
+
+def check_project(path: Path) -> CheckReport:
+    from crossdock.engine.project import load_project
+
+    report = CheckReport(str(path))
+    try:
+        project = load_project(path)
+    except ConfigErrors as exc:
+        report.errors += [f"config error: {e.message}" for e in exc.errors]
+        return report
+    except ConfigError as exc:
+        report.errors.append(f"config error: {exc.message}")
+        return report
+    report.routes = sorted(project.routes)
+    for name, route in sorted(project.routes.items()):
+        cfg = route.config
+        flags = [f for f, on in (("inactive", not cfg.active), ("realtime", cfg.realtime), ("waiting", cfg.waiting)) if on]
+        source = route.incoming.name if route.incoming.shared else route.incoming.source_options.type
+        report.info.append(
+            f"route {name}: {source} → {route.target_options.type}"
+            f" (incoming {route.incoming.config.schedule or 'on demand'},"
+            f" outgoing {cfg.outgoing.schedule or 'on demand'})" + (f" [{', '.join(flags)}]" if flags else "")
+        )
+    for name, incoming in sorted(project.incomings.items()):
+        users = project.routes_of(incoming)
+        active = [r.name for r in users if r.config.active]
+        report.info.append(f"shared incoming {name}: feeds {', '.join(r.name for r in users) or 'no route'}")
+        if not active:
+            file, line = project.loaded.source.where(("incomings", name))
+            report.warnings.append(f"{file}:{line}: shared incoming {name} is used by no active route")
+    _run_tests(project, report)
+    return report
+
+
+def _run_tests(project: Any, report: CheckReport) -> None:
+    """Run the ``tests:`` of routes and named transformers, if the transformer language provides them."""
+    try:
+        from crossdock.transform import run_transform_tests  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    for name, route in sorted(project.routes.items()):
+        tests = route.config.tests
+        if not tests:
+            continue
+        from crossdock.engine.preview import route_pipeline
+
+        failures = run_transform_tests(route_pipeline(route), tests)
+        report.tests_run += len(tests) - len(failures)
+        for failure in failures:
+            file, line = project.loaded.source.where(("routes", name, "tests", failure.index))
+            report.errors.append(f"test failed: {file}:{line}: routes.{name}.tests[{failure.index}]\n{failure.diff}")

@@ -1,0 +1,88 @@
+"""`crossdock init`: a project that works offline from the first command."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+
+from crossdock.errors import UsageError
+
+CONFIG = """\
+# crossdock project. Reference: docs/config.md in the crossdock repository.
+database: sqlite:///crossdock.db
+
+routes:
+  products-to-shop:
+    incoming:
+      source: {type: file, path: data/products.ndjson}
+      # schedule: "*/5 * * * *"         # cron; without it the route runs on demand (crossdock run)
+    identifier: sku
+    delta: true                          # only new or changed records become new tasks
+    validate:
+      max_entity_bytes: 2000
+      schema: schemas/product.json
+    outgoing:
+      target: {type: file, path: out/shop-products.ndjson}
+      # target: {type: http, url: "${SHOP_URL}", method: PUT, path: "/products/{sku}"}
+      batch_size: 100
+    retry: {max_attempts: 5, backoff: 30s, max_backoff: 6h}
+"""
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["sku", "title", "price"],
+    "properties": {
+        "sku": {"type": "string", "minLength": 1},
+        "title": {"type": "string"},
+        "price": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"},
+        "stock": {"type": "integer", "minimum": 0},
+        "category": {"type": "string"},
+    },
+}
+
+README = """\
+# A crossdock project
+
+    crossdock check                      # validate the config
+    crossdock run products-to-shop       # import data/products.ndjson, deliver to out/shop-products.ndjson
+    crossdock tasks list --status rejected
+    crossdock stats
+
+Edit `data/products.ndjson` and run again: only changed records travel.
+"""
+
+
+def sample_products(n: int = 20, seed: int = 7) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    products: list[dict[str, object]] = []
+    for i in range(1, n + 1):
+        products.append(
+            {
+                "sku": f"SKU-{i:05d}",
+                "title": f"Sample product {i}",
+                "price": f"{rng.randint(100, 9999) / 100:.2f}",
+                "stock": rng.randint(0, 50),
+                "category": rng.choice(["apparel", "books", "garden"]),
+            }
+        )
+    products.append({"sku": "SKU-BAD", "title": "Price missing: rejected by the schema"})
+    return products
+
+
+def write_project(directory: Path, *, force: bool = False) -> list[Path]:
+    files = {
+        directory / "crossdock.yaml": CONFIG.encode(),
+        directory / "schemas" / "product.json": orjson.dumps(SCHEMA, option=orjson.OPT_INDENT_2) + b"\n",
+        directory / "data" / "products.ndjson": b"".join(orjson.dumps(p) + b"\n" for p in sample_products()),
+        directory / "README.md": README.encode(),
+    }
+    existing = [p for p in files if p.exists()]
+    if existing and not force:
+        raise UsageError(f"{existing[0]} already exists; pass --force to overwrite")
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return list(files)

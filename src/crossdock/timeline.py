@@ -1,0 +1,41 @@
+"""A task's history as people read it: the import line first, then every logged transition."""
+
+from __future__ import annotations
+
+from crossdock.tasks import LogLine, Status, Task
+
+
+def timeline(task: Task, logs: list[LogLine]) -> list[LogLine]:
+    """Prepend the import event, which is recorded on the task row itself rather than as a log line."""
+    first = _initial_status(task, logs)
+    if first in (Status.SKIPPED, Status.REJECTED):
+        message = task.error if not logs else _import_reason(task, logs)
+    else:
+        message = "imported"
+    if task.run_id is not None:
+        message += f" (run {task.run_id})"
+    assert task.created_at is not None
+    created = LogLine(
+        at=task.created_at,
+        level="warning" if first is Status.REJECTED else "info",
+        phase="import",
+        message=message or "imported",
+        actor="import",
+        from_status=None,
+        to_status=first,
+    )
+    return [created, *logs]
+
+
+def _import_reason(task: Task, logs: list[LogLine]) -> str:
+    return "imported as " + (logs[0].from_status.value if logs[0].from_status else task.status.value)
+
+
+def _initial_status(task: Task, logs: list[LogLine]) -> Status:
+    if not logs:
+        return task.status
+    head = logs[0]
+    claimed = head.details.get("claimed_from") if head.details else None
+    if claimed:
+        return Status(claimed)
+    return head.from_status or task.status
