@@ -168,6 +168,64 @@ class CacheEntry:
     last_seen_at: datetime | None
 
 
+@dataclass(slots=True)
+class TokenRecord:
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    last_used: datetime | None
+    revoked: bool
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: dict[str, Any]
+    changed: int | None
+    detail: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        from crossdock.tasks import iso
+
+        return {
+            "id": self.id,
+            "at": iso(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "changed": self.changed,
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class RouteState:
+    """What the database knows of a route beyond its config: an active override and next fire times."""
+
+    route: str
+    active: bool | None = None
+    incoming_next: datetime | None = None
+    outgoing_next: datetime | None = None
+
+
+@dataclass(slots=True)
+class ErrorGroup:
+    route: str
+    status: str
+    error: str
+    count: int
+    #: the newest task with this error, to link to
+    latest_task_id: int
+
+
+#: kinds counted per minute for the throughput chart
+THROUGHPUT_KINDS = ("imported", "finished", "failed", "retry")
+
+
 class Store(abc.ABC):
     """Persistent task storage. Every status change goes through :mod:`crossdock.tasks` and a guarded update."""
 
@@ -299,3 +357,56 @@ class Store(abc.ABC):
         batch_size: int = 5000,
     ) -> int:
         """Delete tasks (with their logs and fingerprints) last updated before ``older_than``."""
+
+    # --- operations: route state, tokens, audit, monitor ------------------------------------------
+
+    @abc.abstractmethod
+    def route_states(self) -> dict[str, RouteState]: ...
+
+    @abc.abstractmethod
+    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
+        """Override the config's ``active`` (None removes the override)."""
+
+    @abc.abstractmethod
+    def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
+        """Store when a route part (``incoming`` or ``outgoing``) is next due on its schedule."""
+
+    @abc.abstractmethod
+    def create_token(self, name: str, role: str, token_hash: str, *, now: datetime) -> int: ...
+
+    @abc.abstractmethod
+    def find_token(self, token_hash: str, *, now: datetime | None = None) -> TokenRecord | None:
+        """The live token with that hash; records its use when ``now`` is given."""
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]: ...
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    def record_audit(
+        self,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None = None,
+        detail: str | None = None,
+        now: datetime,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
+        """Per-minute counts since ``since``: {unix minute: {kind: n}} for kinds in THROUGHPUT_KINDS."""
+
+    @abc.abstractmethod
+    def top_errors(self, *, since: datetime, limit: int = 10) -> list[ErrorGroup]:
+        """The most frequent errors of failed and retry tasks updated since ``since``."""
+
+    @abc.abstractmethod
+    def oldest_due(self) -> dict[str, dict[str, datetime]]:
+        """Per route, the oldest due time of new, retry and waiting work: {route: {status: time}}."""

@@ -16,7 +16,11 @@ import orjson
 
 from crossdock.store.base import (
     ActionResult,
+    AuditEntry,
     CacheEntry,
+    ErrorGroup,
+    RouteState,
+    TokenRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
@@ -45,6 +49,10 @@ class MemoryStore(Store):
         self.storage: dict[tuple[str, str], tuple[Any, float | None]] = {}
         self.calls: list[str] = []
         self._next_id = 1
+        self.route_state: dict[str, RouteState] = {}
+        self.tokens: dict[int, tuple[TokenRecord, str]] = {}
+        self.audit: list[AuditEntry] = []
+        self.per_minute: Counter[tuple[int, str, str]] = Counter()
 
     def upgrade(self) -> int:
         self.calls.append("upgrade")
@@ -122,6 +130,9 @@ class MemoryStore(Store):
                 old.next_attempt_at = None
                 self._log(old_id, LogLine(now, "info", "import", reason, "import", before, Status.SKIPPED))
                 superseded += 1
+            imported = sum(1 for p in plan.creates if p.status in (Status.NEW, Status.PROCESSING))
+            if imported:
+                self.per_minute[(int(now.timestamp() // 60), route, "imported")] += imported
         counts = plan.counts
         counts.superseded = superseded
         counts.processing_ids = [p.task_id for p in plan.creates if p.status is Status.PROCESSING]
@@ -166,6 +177,9 @@ class MemoryStore(Store):
                     continue
                 target = TRANSITIONS[s.action].target
                 self._move(t, target, now)
+                kind = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
+                if target.value in kind:
+                    self.per_minute[(int(now.timestamp() // 60), t.route, kind[target.value])] += 1
                 t.error = s.error
                 t.next_attempt_at = s.next_attempt_at
                 t.lease_until = None
@@ -367,6 +381,90 @@ class MemoryStore(Store):
             self.logs.pop(t.id, None)
             self.counters[(t.route, t.status.value)] -= 1
         return len(victims)
+
+
+    # --- operations: route state, tokens, audit, monitor ------------------------------------------
+
+    def route_states(self) -> dict[str, RouteState]:
+        return {k: replace(v) for k, v in self.route_state.items()}
+
+    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
+        self.route_state.setdefault(route, RouteState(route)).active = active
+
+    def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
+        state = self.route_state.setdefault(route, RouteState(route))
+        if part == "incoming":
+            state.incoming_next = at
+        else:
+            state.outgoing_next = at
+
+    def create_token(self, name: str, role: str, token_hash: str, *, now: datetime) -> int:
+        token_id = len(self.tokens) + 1
+        self.tokens[token_id] = (TokenRecord(token_id, name, role, now, None, False), token_hash)
+        return token_id
+
+    def find_token(self, token_hash: str, *, now: datetime | None = None) -> TokenRecord | None:
+        for record, digest in self.tokens.values():
+            if digest == token_hash and not record.revoked:
+                if now is not None:
+                    record.last_used = now
+                return replace(record)
+        return None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [replace(r) for r, _ in self.tokens.values()]
+
+    def revoke_token(self, token_id: int) -> bool:
+        if token_id not in self.tokens:
+            return False
+        self.tokens[token_id][0].revoked = True
+        return True
+
+    def record_audit(
+        self,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None = None,
+        detail: str | None = None,
+        now: datetime,
+    ) -> None:
+        self.audit.append(AuditEntry(len(self.audit) + 1, now, actor, action, dict(target), changed, detail))
+
+    def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
+        entries = [e for e in reversed(self.audit) if cursor is None or e.id < cursor]
+        return entries[:limit]
+
+    def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
+        first = int(since.timestamp() // 60)
+        out: dict[int, dict[str, int]] = {}
+        for (minute, r, kind), n in sorted(self.per_minute.items()):
+            if minute >= first and route in (None, r):
+                bucket = out.setdefault(minute, {})
+                bucket[kind] = bucket.get(kind, 0) + n
+        return out
+
+    def top_errors(self, *, since: datetime, limit: int = 10) -> list[ErrorGroup]:
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for t in self.tasks.values():
+            if t.status in (Status.FAILED, Status.RETRY) and t.error and t.updated_at and t.updated_at >= since:
+                groups.setdefault((t.route, t.status.value, t.error), []).append(t.id)
+        ranked = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)[:limit]
+        return [ErrorGroup(r, s, e, len(ids), max(ids)) for (r, s, e), ids in ranked]
+
+    def oldest_due(self) -> dict[str, dict[str, datetime]]:
+        out: dict[str, dict[str, datetime]] = {}
+        for t in self.tasks.values():
+            if t.status not in (Status.NEW, Status.RETRY, Status.WAITING):
+                continue
+            at = t.updated_at if t.status is Status.WAITING else t.next_attempt_at
+            if at is None:
+                continue
+            current = out.setdefault(t.route, {}).get(t.status.value)
+            if current is None or at < current:
+                out[t.route][t.status.value] = at
+        return out
 
 
 def _matches(t: Task, f: TaskFilter) -> bool:

@@ -125,3 +125,58 @@ SELECT value FROM storage WHERE name = ? AND key = ? AND (expires_at IS NULL OR 
 -- name: storage_put
 INSERT INTO storage (name, key, value, expires_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+
+-- name: add_throughput
+INSERT INTO throughput (minute, route, kind, n) VALUES (?, ?, ?, ?)
+ON CONFLICT (minute, route, kind) DO UPDATE SET n = n + excluded.n
+
+-- name: throughput_since
+SELECT minute, kind, SUM(n) FROM throughput WHERE minute >= ? GROUP BY minute, kind ORDER BY minute
+
+-- name: throughput_since_route
+SELECT minute, kind, SUM(n) FROM throughput WHERE minute >= ? AND route = ? GROUP BY minute, kind ORDER BY minute
+
+-- name: top_errors
+SELECT route, status, error, COUNT(*) AS n, MAX(id) FROM tasks
+WHERE status IN ('failed', 'retry') AND updated_at >= ? AND error IS NOT NULL
+GROUP BY route, status, error ORDER BY n DESC LIMIT ?
+
+-- name: oldest_due
+SELECT route, status, MIN(CASE WHEN status = 'waiting' THEN updated_at ELSE next_attempt_at END) FROM tasks
+WHERE status IN ('new', 'waiting', 'retry') GROUP BY route, status
+
+-- name: route_states
+SELECT route, active, incoming_next, outgoing_next FROM route_state
+
+-- name: set_route_active
+INSERT INTO route_state (route, active, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (route) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at
+
+-- name: set_incoming_next
+INSERT INTO route_state (route, incoming_next, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (route) DO UPDATE SET incoming_next = excluded.incoming_next, updated_at = excluded.updated_at
+
+-- name: set_outgoing_next
+INSERT INTO route_state (route, outgoing_next, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (route) DO UPDATE SET outgoing_next = excluded.outgoing_next, updated_at = excluded.updated_at
+
+-- name: create_token
+INSERT INTO tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?) RETURNING id
+
+-- name: find_token
+SELECT id, name, role, created_at, last_used, revoked FROM tokens WHERE token_hash = ? AND revoked = 0
+
+-- name: touch_token
+UPDATE tokens SET last_used = ? WHERE id = ?
+
+-- name: list_tokens
+SELECT id, name, role, created_at, last_used, revoked FROM tokens ORDER BY id
+
+-- name: revoke_token
+UPDATE tokens SET revoked = 1 WHERE id = ?
+
+-- name: record_audit
+INSERT INTO audit (at, actor, action, target, changed, detail) VALUES (?, ?, ?, ?, ?, ?)
+
+-- name: list_audit
+SELECT id, at, actor, action, target, changed, detail FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?

@@ -15,7 +15,11 @@ import orjson
 
 from crossdock.store.base import (
     ActionResult,
+    AuditEntry,
     CacheEntry,
+    ErrorGroup,
+    RouteState,
+    TokenRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
@@ -232,6 +236,9 @@ class SQLiteStore(Store):
                 )
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
+            imported = sum(1 for c in plan.creates if c.status in (Status.NEW, Status.PROCESSING))
+            if imported:
+                conn.execute(Q["add_throughput"], (int(now_ts // 60), route, "imported", imported))
         counts = plan.counts
         counts.superseded = superseded
         counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
@@ -270,6 +277,7 @@ class SQLiteStore(Store):
         changed = 0
         with self._tx() as conn:
             deltas: Counter[tuple[str, str]] = Counter()
+            per_minute: Counter[tuple[str, str]] = Counter()
             logs = []
             for s in settlements:
                 target = TRANSITIONS[s.action].target
@@ -290,6 +298,8 @@ class SQLiteStore(Store):
                 changed += 1
                 deltas[(row[0], Status.PROCESSING.value)] -= 1
                 deltas[(row[0], target.value)] += 1
+                if target.value in _THROUGHPUT_STATUSES:
+                    per_minute[(row[0], _THROUGHPUT_STATUSES[target.value])] += 1
                 logs.append(
                     (
                         s.task_id,
@@ -305,6 +315,9 @@ class SQLiteStore(Store):
                 )
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
+            minute = int(now_ts // 60)
+            if per_minute:
+                conn.executemany(Q["add_throughput"], [(minute, r, k, n) for (r, k), n in per_minute.items()])
         return changed
 
     def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int:
@@ -583,6 +596,85 @@ class SQLiteStore(Store):
                 self._conn.execute("PRAGMA incremental_vacuum")
         return deleted
 
+    # --- operations: route state, tokens, audit, monitor ------------------------------------------
+
+    def route_states(self) -> dict[str, RouteState]:
+        return {
+            r: RouteState(r, None if a is None else bool(a), dt(i), dt(o))
+            for r, a, i, o in self._read(Q["route_states"])
+        }
+
+    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["set_route_active"], (route, None if active is None else int(active), now.timestamp()))
+
+    def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
+        query = {"incoming": "set_incoming_next", "outgoing": "set_outgoing_next"}[part]
+        with self._tx() as conn:
+            conn.execute(Q[query], (route, ts(at), now.timestamp()))
+
+    def create_token(self, name: str, role: str, token_hash: str, *, now: datetime) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(Q["create_token"], (name, role, token_hash, now.timestamp())).fetchone()[0])
+
+    def find_token(self, token_hash: str, *, now: datetime | None = None) -> TokenRecord | None:
+        rows = self._read(Q["find_token"], (token_hash,))
+        if not rows:
+            return None
+        if now is not None:
+            with self._tx() as conn:
+                conn.execute(Q["touch_token"], (now.timestamp(), rows[0][0]))
+        return _token(rows[0])
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [_token(r) for r in self._read(Q["list_tokens"])]
+
+    def revoke_token(self, token_id: int) -> bool:
+        with self._tx() as conn:
+            return conn.execute(Q["revoke_token"], (token_id,)).rowcount > 0
+
+    def record_audit(
+        self,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None = None,
+        detail: str | None = None,
+        now: datetime,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["record_audit"], (now.timestamp(), actor, action, orjson.dumps(target), changed, detail))
+
+    def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
+        rows = self._read(Q["list_audit"], (cursor if cursor is not None else 2**62, limit))
+        return [
+            AuditEntry(r[0], datetime.fromtimestamp(r[1], UTC), r[2], r[3], orjson.loads(r[4]) if r[4] else {}, r[5], r[6])
+            for r in rows
+        ]
+
+    def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
+        minute = int(since.timestamp() // 60)
+        rows = (
+            self._read(Q["throughput_since_route"], (minute, route))
+            if route
+            else self._read(Q["throughput_since"], (minute,))
+        )
+        out: dict[int, dict[str, int]] = {}
+        for m, kind, n in rows:
+            out.setdefault(m, {})[kind] = n
+        return out
+
+    def top_errors(self, *, since: datetime, limit: int = 10) -> list[ErrorGroup]:
+        return [ErrorGroup(*r) for r in self._read(Q["top_errors"], (since.timestamp(), limit))]
+
+    def oldest_due(self) -> dict[str, dict[str, datetime]]:
+        out: dict[str, dict[str, datetime]] = {}
+        for route, status, at in self._read(Q["oldest_due"]):
+            if at is not None:
+                out.setdefault(route, {})[status] = datetime.fromtimestamp(at, UTC)
+        return out
+
     # --- test and benchmark helpers ----------------------------------------------------------------
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
@@ -601,6 +693,13 @@ class SQLiteStore(Store):
             "WHERE f.task_id IS NULL"
         )[0][0]
         return int(orphans) + int(missing)
+
+
+_THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
+
+
+def _token(r: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(r[0], r[1], r[2], datetime.fromtimestamp(r[3], UTC), dt(r[4]), bool(r[5]))
 
 
 def _stats(rows: Iterable[Sequence[Any]]) -> Stats:
