@@ -31,7 +31,14 @@ from crossdock.store.base import (
     TaskFilter,
     empty_counts,
 )
-from crossdock.store.transitions import action_fields, action_message, import_plan, lease_recovery
+from crossdock.store.transitions import (
+    action_fields,
+    action_message,
+    import_plan,
+    initial_attempts,
+    lease_recovery,
+    settles_from_processing,
+)
 from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
 
 
@@ -96,6 +103,8 @@ class MemoryStore(Store):
                     identifier=item.identifier,
                     status=p.status,
                     entity=orjson.loads(item.entity) if item.entity is not None else None,
+                    attempts=initial_attempts(p.status),
+                    seen_count=p.seen_count,
                     created_at=now,
                     updated_at=now,
                     next_attempt_at=now if p.status is Status.NEW else None,
@@ -134,7 +143,7 @@ class MemoryStore(Store):
             if imported:
                 self.per_minute[(int(now.timestamp() // 60), route, "imported")] += imported
         counts = plan.counts
-        counts.superseded = superseded
+        counts.superseded += superseded
         counts.processing_ids = [p.task_id for p in plan.creates if p.status is Status.PROCESSING]
         counts.created_ids = [p.task_id for p in plan.creates]
         return counts
@@ -164,6 +173,7 @@ class MemoryStore(Store):
                     t.worker = worker
                     t.lease_until = lease_until
                     t.attempts += 1
+                    t.next_attempt_at = None
                     claimed.append(replace(t, claimed_from=source))
             return sorted(claimed, key=lambda t: t.id)
 
@@ -174,6 +184,8 @@ class MemoryStore(Store):
             for s in settlements:
                 t = self.tasks.get(s.task_id)
                 if t is None or t.status is not Status.PROCESSING or t.worker != s.worker:
+                    continue
+                if not settles_from_processing(s.action):
                     continue
                 target = TRANSITIONS[s.action].target
                 self._move(t, target, now)
@@ -232,7 +244,10 @@ class MemoryStore(Store):
                 self._move(t, Status.NEW, now)
                 t.lease_until = None
                 t.attempts = max(t.attempts - 1, 0)
-                self._log(i, LogLine(now, "info", "system", "released at shutdown", worker, Status.PROCESSING))
+                t.next_attempt_at = now
+                self._log(
+                    i, LogLine(now, "info", "system", "released at shutdown", worker, Status.PROCESSING, Status.NEW)
+                )
                 n += 1
         return n
 

@@ -6,13 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from crossdock.store.base import ImportCounts, ImportItem, ImportOptions
-from crossdock.tasks import Action, ImportOutcome, Status, decide_import
+from crossdock.tasks import TRANSITIONS, Action, ImportOutcome, Status, decide_import
 
 
 class PlannedTask:
     """A task row an import batch will insert. Its id is assigned by the store."""
 
-    __slots__ = ("item", "record_fingerprint", "related_id", "status", "superseded_by", "task_id", "_reason")
+    __slots__ = (
+        "item", "record_fingerprint", "related_id", "seen_count", "status", "superseded_by", "task_id", "_reason"
+    )
 
     def __init__(self, item: ImportItem, status: Status, reason: str | None, related_id: int | None) -> None:
         self.item = item
@@ -22,6 +24,8 @@ class PlannedTask:
         self.record_fingerprint = False
         self.superseded_by: PlannedTask | None = None
         self.task_id = 0
+        #: identical records later in the same batch count as seen, as they would in a later batch
+        self.seen_count = 1
 
     @property
     def reason(self) -> str | None:
@@ -81,7 +85,9 @@ def import_plan(
             # a filtered or rejected record seen again is counted by the importer as filtered or rejected
             if intended in (Status.NEW, Status.PROCESSING):
                 counts.unchanged += 1
-            if prior is None and known is not None:
+            if prior is not None:
+                prior.seen_count += 1
+            elif known is not None:
                 plan.touches.append(known[1])
             continue
         if decision.outcome is ImportOutcome.CREATE_UNCHANGED:
@@ -134,6 +140,16 @@ def action_fields(action: Action, reason: str | None, actor: str) -> ActionField
 def action_message(action: Action, actor: str, reason: str | None) -> str:
     text = f"{action.value} by {actor}"
     return f"{text}: {reason}" if reason else text
+
+
+def settles_from_processing(action: Action) -> bool:
+    """Whether ``action`` is a delivery result :meth:`Store.settle` may apply (from processing)."""
+    return Status.PROCESSING in TRANSITIONS[action].sources and action is not Action.RELEASE
+
+
+def initial_attempts(status: Status) -> int:
+    """A task imported in processing (realtime) is on its first delivery attempt, as if claimed."""
+    return 1 if status is Status.PROCESSING else 0
 
 
 def lease_recovery(attempts: int, max_attempts: int, worker: str | None) -> tuple[Action, str]:

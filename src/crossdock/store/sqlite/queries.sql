@@ -12,7 +12,7 @@ WHERE f.route = ? AND f.identifier IN (SELECT value FROM json_each(?))
 INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at,
                    lease_until, worker, error, fingerprint, seen_count, last_seen_at, run_id,
                    related_task_id, priority, entity, raw)
-VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: upsert_fingerprint
 INSERT INTO fingerprints (route, identifier, fingerprint, task_id) VALUES (?, ?, ?, ?)
@@ -59,7 +59,7 @@ UPDATE tasks SET lease_until = ? WHERE id = ? AND status = 'processing' AND work
 
 -- name: expired_leases
 SELECT id, route, attempts, worker FROM tasks
-WHERE status = 'processing' AND lease_until < ?
+WHERE status = 'processing' AND lease_until < ? AND (? IS NULL OR route = ?)
 ORDER BY id LIMIT ?
 
 -- name: recover_task
@@ -67,7 +67,8 @@ UPDATE tasks SET status = ?, updated_at = ?, lease_until = NULL, next_attempt_at
 WHERE id = ? AND status = 'processing' AND lease_until < ?
 
 -- name: release_task
-UPDATE tasks SET status = 'new', updated_at = ?, lease_until = NULL, attempts = MAX(attempts - 1, 0)
+UPDATE tasks SET status = 'new', updated_at = ?, next_attempt_at = ?, lease_until = NULL,
+                 attempts = MAX(attempts - 1, 0)
 WHERE id = ? AND status = 'processing' AND worker = ?
 RETURNING route
 

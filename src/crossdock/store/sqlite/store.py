@@ -36,7 +36,9 @@ from crossdock.store.transitions import (
     action_fields,
     action_message,
     import_plan,
+    initial_attempts,
     lease_recovery,
+    settles_from_processing,
 )
 from crossdock.tasks import (
     RESETS_ATTEMPTS,
@@ -193,6 +195,7 @@ class SQLiteStore(Store):
                         route,
                         item.identifier,
                         status.value,
+                        initial_attempts(status),
                         now_ts,
                         now_ts,
                         now_ts if status is Status.NEW else None,
@@ -200,6 +203,7 @@ class SQLiteStore(Store):
                         options.worker if status is Status.PROCESSING else None,
                         create.reason,
                         item.fingerprint,
+                        create.seen_count,
                         now_ts,
                         run_id,
                         create.related.task_id if create.related is not None else create.related_id,
@@ -240,7 +244,7 @@ class SQLiteStore(Store):
             if imported:
                 conn.execute(Q["add_throughput"], (int(now_ts // 60), route, "imported", imported))
         counts = plan.counts
-        counts.superseded = superseded
+        counts.superseded += superseded
         counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
         counts.created_ids = [c.task_id for c in plan.creates]
         return counts
@@ -280,6 +284,8 @@ class SQLiteStore(Store):
             per_minute: Counter[tuple[str, str]] = Counter()
             logs = []
             for s in settlements:
+                if not settles_from_processing(s.action):
+                    continue
                 target = TRANSITIONS[s.action].target
                 row = conn.execute(
                     Q["settle_task"],
@@ -333,9 +339,7 @@ class SQLiteStore(Store):
         recovered = 0
         while True:
             with self._tx() as conn:
-                rows = conn.execute(Q["expired_leases"], (now_ts, ACTION_BATCH)).fetchall()
-                if route is not None:
-                    rows = [r for r in rows if r[1] == route]
+                rows = conn.execute(Q["expired_leases"], (now_ts, route, route, ACTION_BATCH)).fetchall()
                 if not rows:
                     return recovered
                 deltas: Counter[tuple[str, str]] = Counter()
@@ -373,7 +377,7 @@ class SQLiteStore(Store):
             deltas: Counter[tuple[str, str]] = Counter()
             logs = []
             for task_id in ids:
-                row = conn.execute(Q["release_task"], (now_ts, task_id, worker)).fetchone()
+                row = conn.execute(Q["release_task"], (now_ts, now_ts, task_id, worker)).fetchone()
                 if row is None:
                     continue
                 released += 1
