@@ -495,4 +495,8 @@ def _matches(t: Task, f: TaskFilter) -> bool:
         return False
     if f.created_before and (t.created_at is None or t.created_at >= f.created_before):
         return False
-    return not (f.search and f.search not in (t.identifier or "") and f.search not in (t.error or ""))
+    if not f.search:
+        return True
+    # case-insensitive, as SQL LIKE on SQLite
+    needle = f.search.lower()
+    return needle in (t.identifier or "").lower() or needle in (t.error or "").lower()

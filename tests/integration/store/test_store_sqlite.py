@@ -1,0 +1,99 @@
+"""SQLite only: the claim query uses an index, WAL mode, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from store_helpers import ROUTE, at, imp, item
+
+from crossdock.store.base import TaskFilter
+from crossdock.store.sqlfiles import load_migrations
+from crossdock.store.sqlite.store import Q, SQLiteStore
+
+LATEST_VERSION = max(v for v, _name, _sql in load_migrations("crossdock.store.sqlite"))
+
+
+def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> None:
+    # with statistics of a realistic table (on a tiny analyzed table a scan is cheaper and may be chosen)
+    imp(sqlite_store, [item(str(i)) for i in range(2000)])
+    sqlite_store._conn.execute("ANALYZE")
+    for status in ("retry", "new"):
+        plan = sqlite_store.explain(Q["claim_due"], ("w", 1.0, 2.0, ROUTE, status, at(0).timestamp(), 10))
+        text = "\n".join(plan)
+        searches = [line for line in plan if line.startswith("SEARCH tasks USING") and "INDEX" in line]
+        assert any(
+            ("tasks_route_status_due" in line and "route=? AND status=? AND next_attempt_at<?" in line)
+            or ("tasks_status_due" in line and "status=? AND next_attempt_at<?" in line)
+            for line in searches
+        ), text
+        assert not any(line.startswith("SCAN tasks") for line in plan), text
+        assert "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)" in plan, text
+        assert "USE TEMP B-TREE FOR ORDER BY" not in text, text
+
+
+def test_recovery_and_lookup_queries_do_not_scan_tasks(sqlite_store: SQLiteStore) -> None:
+    plan = sqlite_store.explain(Q["expired_leases"], (1.0, None, None, 100))
+    assert not any(line.startswith("SCAN tasks") for line in plan), plan
+    plan = sqlite_store.explain(Q["latest_for_identifiers"], (ROUTE, '["a", "b"]'))
+    assert not any(line.startswith("SCAN f") or line.startswith("SCAN fingerprints") for line in plan), plan
+
+
+def test_wal_mode_is_on(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    assert sqlite_store._read("PRAGMA journal_mode")[0][0] == "wal"
+    with sqlite3.connect(tmp_path / "crossdock.db") as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_upgrade_is_idempotent_and_sets_user_version(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    store = SQLiteStore(path, create=False)
+    assert store._read("PRAGMA user_version")[0][0] == 0
+    assert store.upgrade() == LATEST_VERSION
+    assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
+    tables = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"tasks", "task_logs", "fingerprints", "counters", "runs", "storage", "meta"} <= tables
+    imp(store, [item("a")])
+    assert store.upgrade() == LATEST_VERSION
+    assert store.upgrade() == LATEST_VERSION
+    assert store.get_task(1) is not None
+    store.close()
+    # opening again (which upgrades) keeps the data and the version
+    again = SQLiteStore(path)
+    assert again._read("PRAGMA user_version")[0][0] == LATEST_VERSION
+    assert again.get_task(1) is not None
+    assert imp(again, [item("b")]).created_ids == [2]
+    again.close()
+
+
+def test_upgrade_from_version_1_applies_only_later_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    [(version, _name, sql)] = [m for m in load_migrations("crossdock.store.sqlite") if m[0] == 1]
+    conn.executescript(sql)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+    store = SQLiteStore(path)
+    assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
+    imp(store, [item("a")])
+    assert store.get_task(1) is not None
+    store.close()
+
+
+def test_a_failed_batch_leaves_nothing_behind(sqlite_store: SQLiteStore) -> None:
+    imp(sqlite_store, [item("a", 1)])
+    bad = item("b", 1)
+    bad.entity = object()  # type: ignore[assignment]  # cannot be bound: the insert fails mid-batch
+    try:
+        imp(sqlite_store, [item("a", 2), bad], now=at(1))
+    except (sqlite3.Error, TypeError, ValueError):
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("the batch should have failed")
+    assert sqlite_store.count_tasks(TaskFilter()) == 1
+    t = sqlite_store.get_task(1)
+    assert t is not None and t.status.value == "new"
+    assert sqlite_store.stats().total == 1
+    assert sqlite_store.cache_show(ROUTE, "a").task_id == 1  # type: ignore[union-attr]
+    # the reserved ids of the failed batch are not reused in a way that clashes
+    assert imp(sqlite_store, [item("c")], now=at(2)).created == {"new": 1}
