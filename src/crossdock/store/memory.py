@@ -166,7 +166,7 @@ class MemoryStore(Store):
                         and t.next_attempt_at is not None
                         and t.next_attempt_at <= now
                     ),
-                    key=lambda t: (t.next_attempt_at, t.id),
+                    key=(lambda t: (t.next_attempt_at, t.id)) if source is Status.RETRY else (lambda t: t.id),
                 )
                 for t in due[: limit - len(claimed)]:
                     self._move(t, Status.PROCESSING, now)

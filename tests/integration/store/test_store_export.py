@@ -68,7 +68,7 @@ def test_claim_respects_limit_route_and_due_time(store: Store) -> None:
     assert_counters_exact(store)
 
 
-def test_claim_takes_due_retries_first_then_new_by_due_time(store: Store) -> None:
+def test_claim_takes_due_retries_first_then_new_in_arrival_order(store: Store) -> None:
     imp(store, [item("r1"), item("r2")], now=at(0))  # 1, 2
     claim(store, now=at(0))
     to_retry(store, 1, when=50)
@@ -81,13 +81,13 @@ def test_claim_takes_due_retries_first_then_new_by_due_time(store: Store) -> Non
     assert t3.id == 3
     assert store.recover_expired_leases(now=at(101), max_attempts={ROUTE: 5}) == 1
     assert task(store, 3).next_attempt_at == at(101)
-    # due at 200: retry 1 (due 50) first, then new by due time: 4 (20), 5 (30), 3 (101); retry 2 is not due
+    # due at 200: retry 1 (due 50) first, then new in arrival (id) order: 3, 4, 5; retry 2 is not due
     first = claim(store, limit=2, now=at(200))
-    assert [t.id for t in first] == [1, 4]
-    assert {t.id: t.claimed_from for t in first} == {1: Status.RETRY, 4: Status.NEW}
+    assert [t.id for t in first] == [1, 3]
+    assert {t.id: t.claimed_from for t in first} == {1: Status.RETRY, 3: Status.NEW}
     assert task(store, 1).attempts == 2
-    assert [t.id for t in claim(store, limit=1, now=at(200))] == [5]
-    assert [t.id for t in claim(store, limit=5, now=at(200))] == [3]
+    assert [t.id for t in claim(store, limit=1, now=at(200))] == [4]
+    assert [t.id for t in claim(store, limit=5, now=at(200))] == [5]
     assert status_of(store, 2) is Status.RETRY
     assert [t.id for t in claim(store, now=at(500))] == [2]
     assert_counters_exact(store)

@@ -18,15 +18,18 @@ def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> No
     # with statistics of a realistic table (on a tiny analyzed table a scan is cheaper and may be chosen)
     imp(sqlite_store, [item(str(i)) for i in range(2000)])
     sqlite_store._conn.execute("ANALYZE")
-    for status in ("retry", "new"):
-        plan = sqlite_store.explain(Q["claim_due"], ("w", 1.0, 2.0, ROUTE, status, at(0).timestamp(), 10))
+    due = at(0).timestamp()
+    cases = [
+        # due retries come from the partial index on (status, next_attempt_at) WHERE status = 'retry'
+        ("claim_retry", (due, ROUTE), "tasks_retry_due", "status=? AND next_attempt_at<?"),
+        # new work in arrival order from (route, status, id): no sort, no scan
+        ("claim_new", (ROUTE, due), "tasks_route_status", "route=? AND status=?"),
+    ]
+    for name, middle, index, condition in cases:
+        plan = sqlite_store.explain(Q[name], ("w", 1.0, 2.0, *middle, 10))
         text = "\n".join(plan)
         searches = [line for line in plan if line.startswith("SEARCH tasks USING") and "INDEX" in line]
-        assert any(
-            ("tasks_route_status_due" in line and "route=? AND status=? AND next_attempt_at<?" in line)
-            or ("tasks_status_due" in line and "status=? AND next_attempt_at<?" in line)
-            for line in searches
-        ), text
+        assert any(index in line and condition in line for line in searches), text
         assert not any(line.startswith("SCAN tasks") for line in plan), text
         assert "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)" in plan, text
         assert "USE TEMP B-TREE FOR ORDER BY" not in text, text

@@ -37,11 +37,23 @@ INSERT INTO counters (route, status, n) VALUES (?, ?, 0) ON CONFLICT (route, sta
 INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
--- name: claim_due
+-- name: claim_new
 UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
 WHERE id IN (
     SELECT id FROM tasks
-    WHERE route = ? AND status = ? AND next_attempt_at <= ?
+    WHERE route = ? AND status = 'new' AND next_attempt_at <= ?
+    ORDER BY id
+    LIMIT ?
+)
+RETURNING id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+          worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
+          result
+
+-- name: claim_retry
+UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'retry' AND next_attempt_at <= ? AND route = ?
     ORDER BY next_attempt_at
     LIMIT ?
 )

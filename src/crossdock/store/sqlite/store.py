@@ -262,8 +262,10 @@ class SQLiteStore(Store):
                 want = limit - len(claimed)
                 if want <= 0:
                     break
+                query = Q["claim_retry"] if source is Status.RETRY else Q["claim_new"]
+                first, second = (now_ts, route) if source is Status.RETRY else (route, now_ts)
                 rows = conn.execute(
-                    Q["claim_due"], (worker, lease_until.timestamp(), now_ts, route, source.value, now_ts, want)
+                    query, (worker, lease_until.timestamp(), now_ts, first, second, want)
                 ).fetchall()
                 if rows:
                     deltas[(route, source.value)] -= len(rows)

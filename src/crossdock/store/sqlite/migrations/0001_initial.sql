@@ -27,10 +27,11 @@ CREATE TABLE tasks (
     raw             TEXT,
     result          BLOB
 );
--- claiming due work per route (new by due time, retry by next attempt), listing by route and status
-CREATE INDEX tasks_route_status_due ON tasks (route, status, next_attempt_at);
--- the retry scheduler and global due scans
-CREATE INDEX tasks_status_due ON tasks (status, next_attempt_at);
+-- claiming new work per route in arrival order, listing and paging by route and status (newest first)
+CREATE INDEX tasks_route_status ON tasks (route, status, id);
+-- the retry scheduler: due retries by time. Partial, so it stays as small as the retry backlog and costs
+-- nothing when new tasks are imported
+CREATE INDEX tasks_retry_due ON tasks (status, next_attempt_at, route) WHERE status = 'retry';
 -- history of one record
 CREATE INDEX tasks_route_identifier ON tasks (route, identifier);
 

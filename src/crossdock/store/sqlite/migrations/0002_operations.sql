@@ -38,5 +38,5 @@ CREATE TABLE throughput (
     PRIMARY KEY (minute, route, kind)
 ) WITHOUT ROWID;
 
--- listing and counting by status newest first, and the top-errors panel
+-- listing by status across routes newest first, the top-errors panel, pruning by status
 CREATE INDEX tasks_status_id ON tasks (status, id);
