@@ -15,8 +15,12 @@ LATEST_VERSION = max(v for v, _name, _sql in load_migrations("crossdock.store.sq
 
 
 def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> None:
-    # with statistics of a realistic table (on a tiny analyzed table a scan is cheaper and may be chosen)
+    # statistics of a realistic table: most tasks finished, a few new and in retry (on a table of only new
+    # tasks a rowid scan is as cheap and may rightly be chosen)
     imp(sqlite_store, [item(str(i)) for i in range(2000)])
+    imp(sqlite_store, [item(str(i)) for i in range(500)], route="other")
+    sqlite_store._conn.execute("UPDATE tasks SET status = 'finished' WHERE id % 20 != 0")
+    sqlite_store._conn.execute("UPDATE tasks SET status = 'retry' WHERE id % 40 = 0")
     sqlite_store._conn.execute("ANALYZE")
     due = at(0).timestamp()
     cases = [
