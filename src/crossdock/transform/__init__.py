@@ -17,6 +17,7 @@ from crossdock.transform.expressions import (
 )
 from crossdock.transform.pipeline import (
     STEPS,
+    CompileContext,
     Pipeline,
     Step,
     StepFailed,
@@ -29,6 +30,7 @@ from crossdock.transform.pipeline import (
 __all__ = [
     "FUNCTIONS",
     "STEPS",
+    "CompileContext",
     "EvaluationError",
     "Expression",
     "Pipeline",

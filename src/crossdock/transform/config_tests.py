@@ -48,6 +48,8 @@ def _outcome_text(outcome: Any) -> str:
         return f"filtered ({outcome.message})"
     if isinstance(outcome, RecordRejected):
         return f"rejected ({outcome.message})"
+    if isinstance(outcome, list) and len(outcome) == 1:
+        return pretty(outcome[0])
     return pretty(outcome)
 
 

@@ -144,7 +144,7 @@ class ConvertStep(Step):
             result = self.convert(value)
         except (ConvertError, ValueError, TypeError, OverflowError, InvalidOperation) as exc:
             if self.on_error == "reject":
-                detail = f": {exc}" if str(exc) else ""
+                detail = f": {exc}" if isinstance(exc, ConvertError) and str(exc) else ""
                 raise StepFailed(
                     f"cannot convert {self.slot.text} {describe(value)} to {self.to}{detail}"
                 ) from None
