@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import re
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -31,6 +32,9 @@ from crossdock.transform.pipeline import (
     describe,
     register_step,
 )
+
+
+_CAPTURE = re.compile(r"\$[1-9]")
 
 
 class SetOptions(StepOptions):
@@ -100,32 +104,24 @@ class CopyOptions(StepOptions):
 
 
 class _Relocate:
-    """One from -> to rule; ``*`` in from captures text for ``$1``..``$9`` in to."""
+    """One from -> to rule; ``*`` in from captures text for ``$1``..``$9`` in to.
+
+    Captures fill in segment by segment, so a captured key holding a dot stays one key.
+    """
 
     def __init__(self, source: str, target: str, where: Where) -> None:
         self.pattern = PathPattern(source, where=(*where, "from"))
-        self.target = target
-        self.target_cache: dict[str, tuple[Segment, ...]] = {}
-        if self.pattern.is_wildcard:
-            parse_path(expand_captures(target, tuple("x" * 9)), where=(*where, "to"))
-            self.fixed_target: Slot | None = None
-        else:
-            if "$" in target and any(f"${i}" in target for i in range(1, 10)):
+        self.target_segments = parse_path(target, where=(*where, "to"))
+        uses_captures = any(isinstance(seg, str) and _CAPTURE.search(seg) for seg in self.target_segments)
+        self.fixed_target: Slot | None = None
+        if not self.pattern.is_wildcard:
+            if uses_captures:
                 raise StepConfigError(f"{target!r} uses captures but {source!r} has no '*'", (*where, "to"))
             self.fixed_target = Slot(target, where=(*where, "to"))
             self.source_slot = Slot(source, where=(*where, "from"))
 
     def target_path(self, captures: tuple[str, ...]) -> tuple[Segment, ...]:
-        text = expand_captures(self.target, captures)
-        path = self.target_cache.get(text)
-        if path is None:
-            try:
-                path = parse_path(text)
-            except StepConfigError as exc:
-                raise StepFailed(f"cannot build target path from {self.target!r}: {exc.message}") from None
-            if len(self.target_cache) < 10_000:
-                self.target_cache[text] = path
-        return path
+        return tuple(expand_captures(seg, captures) if isinstance(seg, str) else seg for seg in self.target_segments)
 
 
 class _RelocateStep(Step):
