@@ -61,7 +61,7 @@ def run_pipeline(steps: list[Any], records: list[dict[str, Any]]) -> tuple[float
         try:
             kept += len(apply(record))
         except RecordFiltered:
-            pass
+            continue
     return (time.perf_counter() - start) / len(records), kept
 
 

@@ -1,7 +1,7 @@
 """Transformers: one expression language and a registry of small steps, compiled once per route.
 
-    pipeline = compile_steps(route.transform, named=config.transformers, storages=engine)
-    entities = pipeline.apply(entity)   # raises RecordFiltered / RecordRejected
+pipeline = compile_steps(route.transform, named=config.transformers, storages=engine)
+entities = pipeline.apply(entity)   # raises RecordFiltered / RecordRejected
 """
 
 from crossdock.transform import steps as _steps  # noqa: F401 - fills STEPS

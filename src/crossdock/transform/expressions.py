@@ -1,7 +1,7 @@
-"""The expression language: a tokenizer and a Pratt parser that compile text to Python closures, once per route.
+"""The expression language: a tokenizer and a Pratt parser compiling text to Python closures, once per route.
 
-Nothing here calls ``eval``: every construct of the grammar maps to a closure written below, so an expression can
-only read the entity, do arithmetic and comparisons, and call the whitelisted functions in ``FUNCTIONS``.
+Nothing here calls ``eval``: every construct of the grammar maps to a closure written below, so an expression
+can only read the entity, do arithmetic and comparisons, and call the whitelisted functions in ``FUNCTIONS``.
 A plain path (``a.b.0.c``) compiles straight to a path reader, the fast path.
 """
 
@@ -165,7 +165,7 @@ class _Parser:
         left = self.prefix()
         while True:
             tok = self.peek()
-            if tok.kind == "op" and tok.value in (".", "[", "(") and _POSTFIX_POWER > min_power:
+            if tok.kind == "op" and tok.value in (".", "[", "(") and min_power < _POSTFIX_POWER:
                 left = self.postfix(left)
                 continue
             op = self._binary_op()
@@ -270,7 +270,11 @@ class _Parser:
             raise self.error("expected a key after '.'", seg_tok)
         index = self.expression(0)
         self.expect("]")
-        if index.kind == "const" and isinstance(index.args[0], str | int) and not isinstance(index.args[0], bool):
+        if (
+            index.kind == "const"
+            and isinstance(index.args[0], str | int)
+            and not isinstance(index.args[0], bool)
+        ):
             return _extend_path(left, index.args[0])
         return Node("index", (left, index))
 
@@ -494,7 +498,12 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
 
 
 def _ordering(op: str) -> Callable[[Any, Any], bool]:
-    fn: Callable[[Any, Any], Any] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
+    fn: Callable[[Any, Any], Any] = {
+        "<": operator.lt,
+        "<=": operator.le,
+        ">": operator.gt,
+        ">=": operator.ge,
+    }[op]
 
     def apply(a: Any, b: Any) -> bool:
         if a is None or b is None:
@@ -615,12 +624,15 @@ class _Compiler:
             if rn.kind == "const":
                 pattern = rn.args[0]
                 if not isinstance(pattern, str):
-                    raise StepConfigError(f"invalid expression {self.text!r}: matches needs a string", self.where)
+                    raise StepConfigError(
+                        f"invalid expression {self.text!r}: matches needs a string", self.where
+                    )
                 try:
                     regex = re.compile(pattern)
                 except re.error as exc:
                     raise StepConfigError(
-                        f"invalid expression {self.text!r}: bad regular expression {pattern!r}: {exc}", self.where
+                        f"invalid expression {self.text!r}: bad regular expression {pattern!r}: {exc}",
+                        self.where,
                     ) from None
                 search = regex.search
                 return self._fold(lambda e: isinstance(v := left(e), str) and search(v) is not None, lc)
@@ -714,7 +726,7 @@ def compile_value(value: Any, *, path: Where = ()) -> Evaluator:
 
 
 def compile_template(text: str, *, path: Where = ()) -> Evaluator:
-    """``"https://shop/{sku}"``: each ``{expression}`` is compiled once; ``{{`` and ``}}`` are literal braces."""
+    """``"https://shop/{sku}"``: each ``{expression}`` is compiled once; ``{{`` and ``}}`` are braces."""
     if not isinstance(text, str):
         raise StepConfigError(f"a template must be a string, got {text!r}", path)
     parts: list[str | Evaluator] = []
@@ -784,7 +796,7 @@ def _closing_brace(text: str, start: int, path: Where) -> int:
 
 
 def compile_identifier(spec: str | Sequence[str]) -> Callable[[Mapping[str, Any]], str | None]:
-    """The route's key: one expression or several (``"[store, sku]"``) joined with ':'; None if a part is empty."""
+    """The route's key: one expression or several (``"[store, sku]"``) joined by ':'; None if one is empty."""
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("[") and text.endswith("]"):
@@ -832,7 +844,7 @@ _COMPARISONS: Final = {"equals": "==", "not_equals": "!=", "gt": ">", "gte": ">=
 
 
 def compile_condition(spec: Any, *, path: Where = ()) -> Evaluator:
-    """A condition: an expression string, a boolean, or a one-key mapping (all, any, not, exists, equals, ...)."""
+    """A condition: an expression, a boolean, or a one-key mapping (all, any, not, exists, equals, ...)."""
     if isinstance(spec, bool):
         return lambda _e: spec
     if isinstance(spec, str):

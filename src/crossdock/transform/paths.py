@@ -1,8 +1,9 @@
 """Paths into an entity: parse once, then read, write and delete with closures.
 
-Writes follow one rule that lets ``Pipeline.apply`` skip a deep copy of every record: the working entity's top-level
-dict is owned by the pipeline, but any nested container may still be shared with the caller's input. So a nested
-write never mutates a container in place; it copies each container along the path and puts the copy back.
+Writes follow one rule that lets ``Pipeline.apply`` skip a deep copy of every record: the working entity's
+top-level dict is owned by the pipeline, but any nested container may still be shared with the caller's input.
+So a nested write never mutates a container in place: it copies each container along the path and puts
+the copy back.
 """
 
 from __future__ import annotations
@@ -102,14 +103,13 @@ def step_into(container: Any, seg: Segment) -> Any:
         if isinstance(seg, int):
             return container.get(str(seg), MISSING)
         return MISSING
-    if isinstance(container, list) and isinstance(seg, int):
-        if -len(container) <= seg < len(container):
-            return container[seg]
+    if isinstance(container, list) and isinstance(seg, int) and -len(container) <= seg < len(container):
+        return container[seg]
     return MISSING
 
 
 def compile_getter(segments: tuple[Segment, ...]) -> Callable[[Any], Any]:
-    """A reader for ``segments`` returning MISSING when absent; one- and two-key paths get a direct closure."""
+    """A reader returning MISSING when absent; one- and two-key paths get a direct closure."""
     if len(segments) == 1 and isinstance(segments[0], str):
         key = segments[0]
 
@@ -154,17 +154,14 @@ def _copy_container(value: Any) -> Any:
 
 
 def set_path(entity: dict[str, Any], segments: tuple[Segment, ...], value: Any) -> None:
-    """Write ``value``, creating dicts on the way; nested containers are copied, never mutated (see module doc)."""
+    """Write ``value``, creating dicts on the way; nested containers are copied, never mutated."""
     if len(segments) == 1 and isinstance(segments[0], str):
         entity[segments[0]] = value
         return
     parent: Any = entity
     for seg in segments[:-1]:
         child = step_into(parent, seg)
-        if isinstance(child, dict | list):
-            child = _copy_container(child)
-        else:
-            child = {}
+        child = _copy_container(child) if isinstance(child, dict | list) else {}
         _put(parent, seg, child)
         parent = child
     _put(parent, segments[-1], value)
@@ -218,7 +215,7 @@ def delete_path(entity: dict[str, Any], segments: tuple[Segment, ...]) -> Any:
 
 
 class PathPattern:
-    """A path whose segments may hold ``*`` (any run of characters); each ``*`` is a capture for ``$1``..``$9``."""
+    """A path whose segments may hold ``*`` (any run of characters), each a capture for ``$1``..``$9``."""
 
     __slots__ = ("_segments", "literal", "source")
 
@@ -241,7 +238,7 @@ class PathPattern:
         return self.literal is None
 
     def matches(self, entity: Any) -> Iterator[tuple[tuple[Segment, ...], tuple[str, ...]]]:
-        """Every concrete path matching the pattern, with its captures (a list of them, so writes are safe)."""
+        """Every concrete path matching the pattern, with its captures (listed first, so writes are safe)."""
         if self.literal is not None:
             if compile_getter(self.literal)(entity) is not MISSING:
                 yield self.literal, ()

@@ -147,7 +147,9 @@ def _make_step(raw: Any, index: int, ctx: CompileContext, where: Where) -> Step:
     step_cls = STEPS.get(kind)
     if step_cls is None:
         raise StepConfigError(f"unknown step {kind!r} (known: {', '.join(sorted(STEPS))})", (*here, kind))
-    return step_cls(parse_options(step_cls, options, (*here, kind)), ctx, (*here, kind), f"{ctx.label}{index + 1}")
+    return step_cls(
+        parse_options(step_cls, options, (*here, kind)), ctx, (*here, kind), f"{ctx.label}{index + 1}"
+    )
 
 
 def _compile(steps: Any, ctx: CompileContext, where: Where) -> Pipeline:
@@ -164,7 +166,7 @@ def compile_steps(
     named: Mapping[str, list[Any]] | None = None,
     storages: StorageAccess | None = None,
 ) -> Pipeline:
-    """Compile a step list once per route; every config mistake is a StepConfigError here, never per record."""
+    """Compile a step list once per route: every config mistake is a StepConfigError here, not per record."""
     return _compile(steps, CompileContext(named, storages), ())
 
 
@@ -197,7 +199,9 @@ class Pipeline:
         end = start
         while end < len(self.steps) and not self.steps[end].fans_out:
             end += 1
-        plain = [(s.apply, s.label) for s in self.steps[start:end]]
+        plain: list[tuple[Callable[[Entity], Entity], str]] = [
+            (s.apply, s.label) for s in self.steps[start:end]
+        ]
         if end == len(self.steps):
 
             def run_plain(entity: Entity) -> list[Entity]:
@@ -225,7 +229,7 @@ class Pipeline:
         return run_fan
 
     def apply(self, entity: Entity) -> list[Entity]:
-        """Run every step; raises RecordFiltered or RecordRejected. Usually one entity; split gives several."""
+        """Run every step; raises RecordFiltered or RecordRejected. Usually one entity; split gives more."""
         if not self.steps:
             return [entity]
         return self._run(dict(entity))
@@ -235,7 +239,7 @@ class Pipeline:
         return self._run(entity)
 
     def trace(self, entity: Entity) -> list[tuple[str, Any]]:
-        """The entity (or entities, or the outcome) after each top-level step, for previews and ``--trace``."""
+        """The entity (or entities, or the outcome) after each top-level step, for ``--trace``."""
         out: list[tuple[str, Any]] = [("input", deep_copy(entity))]
         items = [dict(entity)]
         for step in self.steps:
@@ -254,7 +258,7 @@ class Pipeline:
 def _run_steps(steps: list[tuple[Callable[[Entity], Entity], str]], entity: Entity) -> Entity:
     label = ""
     try:
-        for apply, label in steps:
+        for apply, label in steps:  # noqa: B007 - the except clause reads label
             entity = apply(entity)
     except (RecordFiltered, RecordRejected):
         raise

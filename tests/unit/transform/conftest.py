@@ -40,7 +40,7 @@ class MemoryStorages:
 
 
 def check_case(steps: list[Any], entity: dict[str, Any], expected: Any, **kwargs: Any) -> None:
-    """Apply; compare with expected (a dict, a list of dicts, Filtered or Rejected); the input must not change."""
+    """Apply and compare with expected (dict, list, Filtered, Rejected); the input must not change."""
     pipeline = compile_steps(steps, **kwargs)
     before = copy.deepcopy(entity)
     if isinstance(expected, Filtered):

@@ -23,24 +23,47 @@ from crossdock.transform import (
 @pytest.mark.parametrize(
     ("steps", "path", "message"),
     [
-        ([{"set": {"path": "a", "value": 1}}, {"set": {"path": "b", "value": "=a +"}}], (1, "set", "value"), "unexpected end"),
+        (
+            [{"set": {"path": "a", "value": 1}}, {"set": {"path": "b", "value": "=a +"}}],
+            (1, "set", "value"),
+            "unexpected end",
+        ),
         ([{"set": {"path": "a", "expr": "foo()"}}], (0, "set", "expr"), "unknown function foo()"),
         ([{"set": {"path": "a", "template": "{a"}}], (0, "set", "template"), "never closed"),
         ([{"set": {"path": "a"}}], (0, "set"), "exactly one of value, expr or template"),
         ([{"set": {"path": "a..b", "value": 1}}], (0, "set", "path"), "empty segment"),
         ([{"filter": "a >"}], (0, "filter", "condition"), "unexpected end"),
-        ([{"if": {"condition": "a", "then": [{"math": {"path": "x", "expr": "1 +* 2"}}]}}],
-         (0, "if", "then", 0, "math", "expr"), "unexpected '*'"),
-        ([{"for_each": {"path": "l", "steps": [{"nope": {}}]}}], (0, "for_each", "steps", 0, "nope"), "unknown step"),
+        (
+            [{"if": {"condition": "a", "then": [{"math": {"path": "x", "expr": "1 +* 2"}}]}}],
+            (0, "if", "then", 0, "math", "expr"),
+            "unexpected '*'",
+        ),
+        (
+            [{"for_each": {"path": "l", "steps": [{"nope": {}}]}}],
+            (0, "for_each", "steps", 0, "nope"),
+            "unknown step",
+        ),
         ([{"convert": {"path": "a", "to": "integer"}}], (0, "convert", "to"), "Input should be"),
-        ([{"convert": {"path": "a", "to": "date", "tz": "Mars/Base"}}], (0, "convert", "tz"), "unknown time zone"),
+        (
+            [{"convert": {"path": "a", "to": "date", "tz": "Mars/Base"}}],
+            (0, "convert", "tz"),
+            "unknown time zone",
+        ),
         ([{"convert": {"path": "a", "to": "int", "tz": "UTC"}}], (0, "convert"), "only apply to date"),
         ([{"rename": {"from": "a", "to": "b", "extra": 1}}], (0, "rename", "extra"), "Extra inputs"),
         ([{"rename": {"from": "a", "to": "$1"}}], (0, "rename", "to"), "has no '*'"),
         ([{"string": {"path": "a", "op": "replace"}}], (0, "string"), "needs 'old'"),
         ([{"string": {"path": "a", "op": "upper", "sep": ","}}], (0, "string"), "does not take sep"),
-        ([{"string": {"path": "a", "op": "regex_extract", "pattern": "("}}], (0, "string", "pattern"), "bad regular"),
-        ([{"string": {"path": "a", "op": "regex_extract", "pattern": "a", "group": 2}}], (0, "string", "group"), "no group"),
+        (
+            [{"string": {"path": "a", "op": "regex_extract", "pattern": "("}}],
+            (0, "string", "pattern"),
+            "bad regular",
+        ),
+        (
+            [{"string": {"path": "a", "op": "regex_extract", "pattern": "a", "group": 2}}],
+            (0, "string", "group"),
+            "no group",
+        ),
         ([{"use": "nothing"}], (0, "use", "name"), "unknown transformer 'nothing'"),
         ([{"use": "loop"}], (0, "use", "name"), "uses itself"),
         ([{"lookup": {"storage": "s", "key": "a", "into": "b"}}], (0, "lookup"), "needs storage access"),
@@ -48,7 +71,11 @@ from crossdock.transform import (
         ([{"python": "os:no_such_function"}], (0, "python", "function"), "has no"),
         ([{"python": "not-an-entry-point"}], (0, "python", "function"), "no entry point"),
         ([{"merge": {"value": "plain"}}], (0, "merge", "value"), "mapping or an '=expression'"),
-        ([{"json_to_xml": {"path": "a", "root": "1bad"}}], (0, "json_to_xml", "root"), "not a valid XML name"),
+        (
+            [{"json_to_xml": {"path": "a", "root": "1bad"}}],
+            (0, "json_to_xml", "root"),
+            "not a valid XML name",
+        ),
         ([{"set": {"path": "a", "value": 1}, "remove": "b"}], (0,), "one-key mapping"),
         (["remove"], (0,), "one-key mapping"),
         ([{"defaults": {"a": "=b +"}}], (0, "defaults", "a"), "unexpected end"),
@@ -87,7 +114,11 @@ def test_empty_pipeline_is_false_and_returns_the_input() -> None:
 
 def test_reason_names_step_number_kind_path_and_type() -> None:
     pipeline = compile_steps(
-        [{"rename": {"title": "name"}}, {"set": {"path": "x", "value": 1}}, {"convert": {"path": "price", "to": "float"}}]
+        [
+            {"rename": {"title": "name"}},
+            {"set": {"path": "x", "value": 1}},
+            {"convert": {"path": "price", "to": "float"}},
+        ]
     )
     with pytest.raises(RecordRejected) as err:
         pipeline.apply({"price": "abc"})
@@ -128,7 +159,9 @@ def test_split_children_do_not_share_writes() -> None:
 
 
 def test_the_same_named_transformer_compiles_once() -> None:
-    pipeline = compile_steps([{"use": "n"}, {"use": "n"}], named={"n": [{"math": {"path": "c", "expr": "coalesce(c, 0) + 1"}}]})
+    pipeline = compile_steps(
+        [{"use": "n"}, {"use": "n"}], named={"n": [{"math": {"path": "c", "expr": "coalesce(c, 0) + 1"}}]}
+    )
     assert pipeline.steps[0].pipeline is pipeline.steps[1].pipeline  # type: ignore[attr-defined]
     assert pipeline.apply({}) == [{"c": 2}]
 
@@ -196,8 +229,11 @@ def test_config_tests_pass() -> None:
 def test_config_test_failures_are_readable() -> None:
     pipeline = compile_steps(CONFIG["transform"])
     tests = [
-        {"name": "wrong price", "input": {"sku": "a", "title": "Stuhl", "stock": 1, "price": "1.50"},
-         "expected": {"sku": "a", "name": "Stuhl", "stock": 1, "price": 151}},
+        {
+            "name": "wrong price",
+            "input": {"sku": "a", "title": "Stuhl", "stock": 1, "price": "1.50"},
+            "expected": {"sku": "a", "name": "Stuhl", "stock": 1, "price": 151},
+        },
         {"input": {"sku": "a", "stock": 1}, "expected": {"filtered": True}},
         {"input": {"sku": "a", "stock": 0}, "expected": {"rejected": "x"}},
         {"input": {"stock": 1}, "expected": {"rejected": "price"}},
@@ -214,8 +250,8 @@ def test_config_test_failures_are_readable() -> None:
     assert first.diff.startswith("--- expected\n+++ actual")
     assert str(first).startswith("test 1 (wrong price): the output differs\n---")
     assert "expected the record to be filtered, got {" in failures[1].message
-    assert "expected the record to be rejected, got filtered (filter: stock > 0)" == failures[2].message
-    assert "rejected with 'no sku', which lacks 'price'" == failures[3].message
+    assert failures[2].message == "expected the record to be rejected, got filtered (filter: stock > 0)"
+    assert failures[3].message == "rejected with 'no sku', which lacks 'price'"
     assert "expected a record, got filtered" in failures[4].message
     assert "lacks 'other reason'" in failures[5].message
     assert "'input' must be an object" in failures[6].message
@@ -232,7 +268,11 @@ def test_config_test_with_split_expects_a_list() -> None:
 
 def test_storage_round_trip_between_save_and_lookup() -> None:
     storages = MemoryStorages()
-    save = compile_steps([{"save": {"storage": "prices", "key": "sku", "value": "=price"}}], storages=storages)
-    lookup = compile_steps([{"lookup": {"storage": "prices", "key": "sku", "into": "old_price"}}], storages=storages)
+    save = compile_steps(
+        [{"save": {"storage": "prices", "key": "sku", "value": "=price"}}], storages=storages
+    )
+    lookup = compile_steps(
+        [{"lookup": {"storage": "prices", "key": "sku", "into": "old_price"}}], storages=storages
+    )
     save.apply({"sku": "a", "price": 3})
     assert lookup.apply({"sku": "a"}) == [{"sku": "a", "old_price": 3}]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -32,7 +32,6 @@ from crossdock.transform.pipeline import (
     describe,
     register_step,
 )
-
 
 _CAPTURE = re.compile(r"\$[1-9]")
 
@@ -70,11 +69,8 @@ class SetStep(Step):
             self.value = compile_expression(options.expr, path=(*where, "expr")).__call__
         else:
             self.value = compile_value(options.value, path=(*where, "value"))
-            if not (isinstance(options.value, str) and options.value.startswith("=")):
-                literal = options.value
-                # a literal container must not be shared between records
-                if isinstance(literal, dict | list):
-                    self.value = lambda _e: deep_copy(literal)
+            if isinstance(options.value, dict | list):
+                self.value = _fresh(options.value)
 
     def apply(self, entity: Entity) -> Entity:
         key = self.slot.key
@@ -121,7 +117,9 @@ class _Relocate:
             self.source_slot = Slot(source, where=(*where, "from"))
 
     def target_path(self, captures: tuple[str, ...]) -> tuple[Segment, ...]:
-        return tuple(expand_captures(seg, captures) if isinstance(seg, str) else seg for seg in self.target_segments)
+        return tuple(
+            expand_captures(seg, captures) if isinstance(seg, str) else seg for seg in self.target_segments
+        )
 
 
 class _RelocateStep(Step):
@@ -311,10 +309,7 @@ class DefaultsStep(Step):
         self.fills: list[tuple[Slot, Evaluator]] = []
         for key, value in options.values.items():
             here = (*where, key)
-            literal = value
-            fn = compile_value(value, path=here)
-            if isinstance(literal, dict | list):
-                fn = lambda _e, v=literal: deep_copy(v)  # noqa: E731 - one fresh copy per record
+            fn = _fresh(value) if isinstance(value, dict | list) else compile_value(value, path=here)
             self.fills.append((Slot(key, where=here), fn))
 
     def apply(self, entity: Entity) -> Entity:
@@ -323,6 +318,11 @@ class DefaultsStep(Step):
             if current is MISSING or current is None:
                 slot.set(entity, fn(entity))
         return entity
+
+
+def _fresh(literal: Any) -> Evaluator:
+    """A literal container, copied per record so records never share it."""
+    return lambda _e: deep_copy(literal)
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -184,7 +184,7 @@ class SplitOptions(StepOptions):
 
 @register_step
 class SplitStep(Step):
-    """One record becomes many: one per item of a list (order lines from an order), with chosen parent fields."""
+    """One record becomes many, one per item of a list (order lines from an order), with parent fields."""
 
     kind = "split"
     Options = SplitOptions
@@ -331,4 +331,6 @@ class PythonStep(Step):
             return [result]
         if isinstance(result, list) and all(isinstance(r, dict) for r in result):
             return result
-        raise StepFailed(f"{self.name} returned {describe(result)}; expected an object, a list of them, or None")
+        raise StepFailed(
+            f"{self.name} returned {describe(result)}; expected an object, a list of them, or None"
+        )

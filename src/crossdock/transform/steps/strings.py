@@ -136,7 +136,9 @@ class StringStep(Step):
         try:
             regex = re.compile(options.pattern)
         except re.error as exc:
-            raise StepConfigError(f"bad regular expression {options.pattern!r}: {exc}", (*where, "pattern")) from None
+            raise StepConfigError(
+                f"bad regular expression {options.pattern!r}: {exc}", (*where, "pattern")
+            ) from None
         group = options.group if options.group is not None else (1 if regex.groups else 0)
         if isinstance(group, int) and group > regex.groups:
             raise StepConfigError(f"the pattern has no group {group}", (*where, "group"))
@@ -201,7 +203,9 @@ class MathStep(Step):
                 if self.on_null == "reject":
                     raise StepFailed(f"{self.slot.text} = {self.expr.source} is null (a value is missing)")
             else:
-                raise StepFailed(f"{self.slot.text} = {self.expr.source} gave {describe(result)}, not a number")
+                raise StepFailed(
+                    f"{self.slot.text} = {self.expr.source} gave {describe(result)}, not a number"
+                )
         elif self.digits is not None:
             result = round(result, self.digits)
         self.slot.set(entity, result)

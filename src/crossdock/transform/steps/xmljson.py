@@ -1,7 +1,8 @@
 """XML <-> JSON, with one convention that round-trips.
 
-An element becomes ``{tag: content}``. Content is a string for a text-only element, null for an empty one, or an
-object: attributes under ``@name``, text under ``#text``, children under their tag (a list when the tag repeats).
+An element becomes ``{tag: content}``. Content is a string for a text-only element, null for an empty one,
+or an object: attributes under ``@name``, text under ``#text``, children under their tag (a list when the
+tag repeats).
 Whitespace-only text between child elements (indentation) is dropped; tails of mixed content are not kept.
 Parsing refuses DTDs and entity declarations, so entity-expansion and external-entity attacks cannot start.
 """
@@ -89,7 +90,7 @@ def _fill(elem: ET.Element, content: Any) -> None:
 
 
 def json_to_xml(data: Any, root: str | None = None) -> str:
-    """Build XML text from the shape ``xml_to_json`` gives; ``root`` wraps data that has no single root key."""
+    """Build XML text from the shape ``xml_to_json`` gives; ``root`` wraps data without a single root key."""
     if root is None:
         if not (isinstance(data, Mapping) and len(data) == 1):
             raise XmlError("give 'root', or data with exactly one top-level key")
