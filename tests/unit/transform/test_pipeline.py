@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from conftest import MemoryStorages
+from step_cases import MemoryStorages
 
 from crossdock.errors import RecordFiltered, RecordRejected, StepConfigError
 from crossdock.transform import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Filtered, MemoryStorages, Rejected, check_case
+from step_cases import Filtered, MemoryStorages, Rejected, check_case
 
 Case = tuple[str, list[Any], dict[str, Any], Any]
 

@@ -1,4 +1,4 @@
-"""Shared helpers: run a step list on an input and compare with the expected outcome."""
+"""Helpers for the transform tests: run a step list on an input and compare with the expected outcome."""
 
 from __future__ import annotations
 
