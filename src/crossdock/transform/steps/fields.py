@@ -138,7 +138,21 @@ class _RelocateStep(Step):
             _Relocate(src, dst, where if options.from_ is not None else (*where, src)) for src, dst in pairs
         ]
 
+        #: renames of top-level keys only: the common case, done with dict operations alone
+        self.top_level: list[tuple[str, str]] | None = None
+        if not self.keep_source and all(
+            r.fixed_target is not None and r.fixed_target.key and r.source_slot.key for r in self.rules
+        ):
+            self.top_level = [
+                (str(r.source_slot.key), str(r.fixed_target.key)) for r in self.rules if r.fixed_target
+            ]
+
     def apply(self, entity: Entity) -> Entity:
+        if self.top_level is not None:
+            for old, new in self.top_level:
+                if old in entity:
+                    entity[new] = entity.pop(old)
+            return entity
         for rule in self.rules:
             if rule.fixed_target is not None:
                 value = rule.source_slot.get(entity)
