@@ -1,41 +1,49 @@
-"""Placeholder until the transformer language lands (branch ``transform``): identifiers only."""
+"""Transformers: one expression language and a registry of small steps, compiled once per route.
 
-from __future__ import annotations
+pipeline = compile_steps(route.transform, named=config.transformers, storages=engine)
+entities = pipeline.apply(entity)   # raises RecordFiltered / RecordRejected
+"""
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from crossdock.transform import steps as _steps  # noqa: F401 - fills STEPS
+from crossdock.transform.config_tests import TestFailure, run_transform_tests
+from crossdock.transform.expressions import (
+    FUNCTIONS,
+    EvaluationError,
+    Expression,
+    compile_condition,
+    compile_expression,
+    compile_identifier,
+    compile_template,
+)
+from crossdock.transform.pipeline import (
+    STEPS,
+    CompileContext,
+    Pipeline,
+    Step,
+    StepFailed,
+    StepOptions,
+    StorageAccess,
+    compile_steps,
+    register_step,
+)
 
-from crossdock.errors import StepConfigError
-
-
-class Pipeline:
-    def __init__(self, steps: list[Any]) -> None:
-        if steps:
-            raise StepConfigError("transformer steps are not available in this build yet", (0,))
-
-    def apply(self, entity: dict[str, Any]) -> list[dict[str, Any]]:
-        return [entity]
-
-    def __bool__(self) -> bool:
-        return False
-
-
-def compile_steps(steps: list[Any], **_: Any) -> Pipeline:
-    return Pipeline(steps)
-
-
-def compile_identifier(spec: str | list[str]) -> Callable[[Mapping[str, Any]], str | None]:
-    parts = spec if isinstance(spec, list) else [p.strip() for p in spec.strip("[] ").split(",")]
-
-    def get(entity: Mapping[str, Any]) -> str | None:
-        values = []
-        for part in parts:
-            value: Any = entity
-            for key in part.split("."):
-                value = value.get(key) if isinstance(value, Mapping) else None
-            if value is None or value == "":
-                return None
-            values.append(str(value))
-        return ":".join(values)
-
-    return get
+__all__ = [
+    "FUNCTIONS",
+    "STEPS",
+    "CompileContext",
+    "EvaluationError",
+    "Expression",
+    "Pipeline",
+    "Step",
+    "StepFailed",
+    "StepOptions",
+    "StorageAccess",
+    "TestFailure",
+    "compile_condition",
+    "compile_expression",
+    "compile_identifier",
+    "compile_steps",
+    "compile_template",
+    "register_step",
+    "run_transform_tests",
+]
