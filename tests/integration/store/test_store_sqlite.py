@@ -5,11 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from store_helpers import ROUTE, at, imp, item
+import pytest
+from store_helpers import ROUTE, at, claim, imp, item
 
 from crossdock.store.base import TaskFilter
 from crossdock.store.sqlfiles import load_migrations
 from crossdock.store.sqlite.store import Q, SQLiteStore
+from crossdock.tasks import Status
 
 LATEST_VERSION = max(v for v, _name, _sql in load_migrations("crossdock.store.sqlite"))
 
@@ -104,3 +106,19 @@ def test_a_failed_batch_leaves_nothing_behind(sqlite_store: SQLiteStore) -> None
     assert sqlite_store.cache_show(ROUTE, "a").task_id == 1  # type: ignore[union-attr]
     # the reserved ids of the failed batch are not reused in a way that clashes
     assert imp(sqlite_store, [item("c")], now=at(2)).created == {"new": 1}
+
+
+def test_recovery_of_one_route_is_not_starved_by_other_routes(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crossdock.store.sqlite.store as module
+
+    monkeypatch.setattr(module, "ACTION_BATCH", 3)
+    imp(sqlite_store, [item(str(i)) for i in range(5)], route="busy")
+    imp(sqlite_store, [item(str(i)) for i in range(4)], route="mine")
+    claim(sqlite_store, route="busy", now=at(0), lease=5)
+    claim(sqlite_store, route="mine", now=at(0), lease=5)
+    assert sqlite_store.recover_expired_leases(now=at(10), max_attempts={}, route="mine") == 4
+    assert sqlite_store.count_tasks(TaskFilter(route="mine", statuses=[Status.NEW])) == 4
+    assert sqlite_store.count_tasks(TaskFilter(route="busy", statuses=[Status.PROCESSING])) == 5
+    assert sqlite_store.recover_expired_leases(now=at(10), max_attempts={}) == 5
