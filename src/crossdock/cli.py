@@ -656,6 +656,49 @@ def cache_clear(
         out.print(f"cleared {n} fingerprint(s)")
 
 
+# --- transform preview ---------------------------------------------------------------------------
+
+
+@app.command()
+def transform(
+    route: Annotated[str, typer.Argument(help="Route whose transformers to apply.")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="A JSON object, a JSON array, or NDJSON.")],
+    outgoing: Annotated[bool, typer.Option("--outgoing", help="Also apply the outgoing transform.")] = False,
+    trace: Annotated[bool, typer.Option("--trace", help="Show the entity after each step.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Preview what a route's transformers make of sample records (filtered and rejected say why)."""
+    from crossdock.engine.preview import preview_records
+
+    with guarded():
+        project = load(config)
+        compiled = project.route(route)
+        try:
+            raw = input_file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--input {input_file}: {exc.strerror}") from None
+        store = store_for(config, db, project=project)
+        try:
+            project.bind_store(store)
+            results = preview_records(project, compiled, raw, outgoing=outgoing, trace=trace)
+        finally:
+            store.close()
+    if json_out:
+        emit_json(results)
+        return
+    for i, result in enumerate(results, 1):
+        out.print(f"[bold]record {i}[/]: {result['outcome']}" + (f" — {result['reason']}" if result.get("reason") else ""))
+        for label, entity in result.get("trace", []):
+            out.print(f"  after {label}:", markup=False)
+            out.print("    " + orjson.dumps(entity).decode(), markup=False)
+        for entity in result.get("entities", []):
+            out.print(orjson.dumps(entity, option=orjson.OPT_INDENT_2).decode(), markup=False)
+    if any(r["outcome"] == "error" for r in results):
+        raise typer.Exit(1)
+
+
 # --- demo ------------------------------------------------------------------------------------------
 
 

@@ -10,24 +10,48 @@ import orjson
 from crossdock.errors import UsageError
 
 CONFIG = """\
-# crossdock project. Reference: docs/config.md in the crossdock repository.
+# crossdock project. Reference: docs/config.md and docs/transformers.md in the crossdock repository.
 database: sqlite:///crossdock.db
+
+transformers:
+  # the shop wants prices in cents, an upper-case category and no internal fields
+  shop-product:
+    steps:
+      - convert: {path: price, to: cents}
+      - string: {path: category, op: upper}
+      - set: {path: url, template: "https://shop.example/p/{sku}"}
+      - remove: [internal_note]
+    tests:
+      - name: maps a product
+        input: {sku: SKU-1, title: Chair, price: "19.99", stock: 3, category: garden, internal_note: x}
+        expected: {sku: SKU-1, title: Chair, price: 1999, stock: 3, category: GARDEN, url: "https://shop.example/p/SKU-1"}
 
 routes:
   products-to-shop:
     incoming:
       source: {type: file, path: data/products.ndjson}
       # schedule: "*/5 * * * *"         # cron; without it the route runs on demand (crossdock run)
+      transform:
+        - filter: "stock > 0"            # out-of-stock products become skipped tasks, with this as the reason
     identifier: sku
     delta: true                          # only new or changed records become new tasks
     validate:
       max_entity_bytes: 2000
       schema: schemas/product.json
     outgoing:
+      transform:
+        - use: shop-product
       target: {type: file, path: out/shop-products.ndjson}
       # target: {type: http, url: "${SHOP_URL}", method: PUT, path: "/products/{sku}"}
       batch_size: 100
     retry: {max_attempts: 5, backoff: 30s, max_backoff: 6h}
+    tests:
+      - name: in stock passes
+        input: {sku: SKU-2, title: Lamp, price: "5.00", stock: 1, category: books}
+        expected: {sku: SKU-2, title: Lamp, price: "5.00", stock: 1, category: books}
+      - name: out of stock is filtered
+        input: {sku: SKU-3, title: Lamp, price: "5.00", stock: 0}
+        expected: {filtered: true}
 """
 
 SCHEMA = {
@@ -64,11 +88,11 @@ def sample_products(n: int = 20, seed: int = 7) -> list[dict[str, object]]:
                 "sku": f"SKU-{i:05d}",
                 "title": f"Sample product {i}",
                 "price": f"{rng.randint(100, 9999) / 100:.2f}",
-                "stock": rng.randint(0, 50),
+                "stock": 0 if i % 10 == 0 else rng.randint(1, 50),
                 "category": rng.choice(["apparel", "books", "garden"]),
             }
         )
-    products.append({"sku": "SKU-BAD", "title": "Price missing: rejected by the schema"})
+    products.append({"sku": "SKU-BAD", "title": "Price missing: rejected by the schema", "stock": 5})
     return products
 
 

@@ -103,13 +103,20 @@ class StorageConfig(Strict):
     ttl: Duration | None = None
 
 
+class NamedTransformer(Strict):
+    """A transformer defined once under ``transformers:``, with optional examples that ``check`` runs."""
+
+    steps: list[Any]
+    tests: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class ProjectConfig(Strict):
     database: str | None = None
     include: list[str] = Field(default_factory=list)
     plugins: list[str] = Field(default_factory=list)
     connections: dict[str, ConnectorSpec] = Field(default_factory=dict)
     incomings: dict[str, IncomingConfig] = Field(default_factory=dict)
-    transformers: dict[str, list[Any]] = Field(default_factory=dict)
+    transformers: dict[str, list[Any] | NamedTransformer] = Field(default_factory=dict)
     storages: dict[str, StorageConfig] = Field(default_factory=dict)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
@@ -121,3 +128,7 @@ class ProjectConfig(Strict):
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
                 raise ValueError(f"name {name!r} may only hold letters, digits, '-', '_' and '.'")
         return value
+
+    def transformer_steps(self) -> dict[str, list[Any]]:
+        """Named transformers as plain step lists, whichever form they were written in."""
+        return {k: (v.steps if isinstance(v, NamedTransformer) else v) for k, v in self.transformers.items()}

@@ -73,19 +73,25 @@ def check_project(path: Path) -> CheckReport:
 
 
 def _run_tests(project: Any, report: CheckReport) -> None:
-    """Run the ``tests:`` of routes and named transformers, if the transformer language provides them."""
-    try:
-        from crossdock.transform import run_transform_tests  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    for name, route in sorted(project.routes.items()):
-        tests = route.config.tests
-        if not tests:
-            continue
-        from crossdock.engine.preview import route_pipeline
+    """Run the ``tests:`` of named transformers and routes; a failure is an error with a readable diff."""
+    from crossdock.config.models import NamedTransformer
+    from crossdock.engine.preview import route_pipeline
+    from crossdock.transform import compile_steps, run_transform_tests
 
-        failures = run_transform_tests(route_pipeline(route), tests)
+    config = project.loaded.config
+    named = config.transformer_steps()
+    suites: list[tuple[tuple[str, ...], Any, list[dict[str, Any]]]] = []
+    for name, transformer in sorted(config.transformers.items()):
+        if isinstance(transformer, NamedTransformer) and transformer.tests:
+            pipeline = compile_steps(transformer.steps, named=named, storages=project.storages)
+            suites.append((("transformers", name, "tests"), pipeline, transformer.tests))
+    for name, route in sorted(project.routes.items()):
+        if route.config.tests:
+            suites.append((("routes", name, "tests"), route_pipeline(project, route), route.config.tests))
+    for path, pipeline, tests in suites:
+        failures = run_transform_tests(pipeline, tests)
         report.tests_run += len(tests) - len(failures)
         for failure in failures:
-            file, line = project.loaded.source.where(("routes", name, "tests", failure.index))
-            report.errors.append(f"test failed: {file}:{line}: routes.{name}.tests[{failure.index}]\n{failure.diff}")
+            file, line = project.loaded.source.where((*path, failure.index))
+            where = ".".join(path) + f"[{failure.index}]"
+            report.errors.append(f"test failed: {file}:{line}: {where}: {failure.message}\n{failure.diff}")

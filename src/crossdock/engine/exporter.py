@@ -62,6 +62,7 @@ class Exporter:
         self, project: Project, store: Store, *, worker: str | None = None, clients: dict[str, Any] | None = None
     ) -> None:
         self.project = project
+        project.bind_store(store)
         self.store = store
         self.worker = worker or worker_id()
         #: shared connection clients (one per connection), closed by :meth:`close`

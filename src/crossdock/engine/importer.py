@@ -110,6 +110,7 @@ class Importer:
         clients: dict[str, Any] | None = None,
     ) -> None:
         self.project = project
+        project.bind_store(store)
         #: shared connection clients (one per connection); whoever passes them in closes them
         self.clients: dict[str, Any] = clients if clients is not None else {}
         self.store = store

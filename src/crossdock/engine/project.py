@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,27 @@ class CompiledRoute:
         return PRIORITIES[self.config.priority]
 
 
+class StorageBridge:
+    """Gives ``lookup`` and ``save`` steps the store's storages once a store is bound (pipelines compile first)."""
+
+    def __init__(self, ttls: Mapping[str, float | None]) -> None:
+        self.ttls = dict(ttls)
+        self.store: Any = None
+
+    def _bound(self, storage: str) -> Any:
+        if self.store is None:
+            raise RuntimeError(f"storage {storage!r} is used before a database is open")
+        if storage not in self.ttls:
+            raise RuntimeError(f"no storage named {storage!r} under storages:")
+        return self.store
+
+    def storage_get(self, storage: str, key: str) -> Any | None:
+        return self._bound(storage).storage_get(storage, key, now=datetime.now(UTC))
+
+    def storage_put(self, storage: str, key: str, value: Any) -> None:
+        self._bound(storage).storage_put(storage, key, value, now=datetime.now(UTC), ttl=self.ttls[storage])
+
+
 @dataclass
 class Project:
     loaded: LoadedConfig
@@ -67,6 +89,11 @@ class Project:
     incomings: dict[str, CompiledIncoming] = field(default_factory=dict)
     connections: dict[str, Options] = field(default_factory=dict)
     redact: Redactor = field(default_factory=Redactor)
+    storages: StorageBridge = field(default_factory=lambda: StorageBridge({}))
+
+    def bind_store(self, store: Any) -> None:
+        """Let transformer steps reach the storages of this store."""
+        self.storages.store = store
 
     @property
     def root(self) -> Path:
@@ -103,7 +130,11 @@ class Project:
 def load_project(path: str | Path, environ: dict[str, str] | None = None) -> Project:
     """Load, validate and compile a project. Raises ConfigErrors listing every problem."""
     loaded = load_config(path, environ)
-    project = Project(loaded=loaded, redact=Redactor(loaded.secrets))
+    project = Project(
+        loaded=loaded,
+        redact=Redactor(loaded.secrets),
+        storages=StorageBridge({k: v.ttl for k, v in loaded.config.storages.items()}),
+    )
     errors: list[ConfigError] = []
     cfg = loaded.config
     _load_plugins(project, errors)
@@ -115,6 +146,8 @@ def load_project(path: str | Path, environ: dict[str, str] | None = None) -> Pro
         compiled = _incoming(project, name, inc, ("incomings", name), True, errors)
         if compiled is not None:
             project.incomings[name] = compiled
+    for name, named in cfg.transformers.items():
+        _steps(project, cfg.transformer_steps()[name], _named_path(name, named), errors)
     for name, route in cfg.routes.items():
         compiled_route = _route(project, name, route, errors)
         if compiled_route is not None:
@@ -159,10 +192,14 @@ def _options(
 
 def _steps(project: Project, steps: list[Any], path: KeyPath, errors: list[ConfigError]) -> Pipeline | None:
     try:
-        return compile_steps(steps, named=project.loaded.config.transformers)
+        return compile_steps(steps, named=project.loaded.config.transformer_steps(), storages=project.storages)
     except StepConfigError as exc:
         errors.append(project.loaded.error((*path, *exc.path), exc.message))
         return None
+
+
+def _named_path(name: str, named: Any) -> KeyPath:
+    return ("transformers", name) if isinstance(named, list) else ("transformers", name, "steps")
 
 
 def _cron(project: Project, expr: str | None, path: KeyPath, errors: list[ConfigError]) -> None:
