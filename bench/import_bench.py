@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import peak_rss_mb, write_ndjson  # noqa: E402
+from common import peak_rss_mb, write_ndjson
 
 CONFIG = """\
 database: sqlite:///bench.db
@@ -54,7 +54,9 @@ def phase(workdir: str, part: str, limit: int | None = None) -> None:
     took = time.perf_counter() - start
     stats = store.stats("products").by_status
     store.close()
-    print(f"{part:<7} {n:>9,} records in {took:6.2f} s = {n / took:>9,.0f}/s  peak RSS {peak_rss_mb():5.0f} MB  {extra}")
+    print(
+        f"{part:<7} {n:>9,} records in {took:6.2f} s = {n / took:>9,.0f}/s  peak RSS {peak_rss_mb():5.0f} MB  {extra}"
+    )
     print(f"        tasks: {stats}")
 
 

@@ -188,8 +188,16 @@ def run(
             store.ensure_routes(project.routes)
             progress = None if json_out or not sys.stdout.isatty() else _progress_bar()
             result = run_async(
-                run_once(project, store, route, incoming=incoming or not outgoing, outgoing=outgoing or not incoming,
-                         full=full, limit=limit, progress=progress)
+                run_once(
+                    project,
+                    store,
+                    route,
+                    incoming=incoming or not outgoing,
+                    outgoing=outgoing or not incoming,
+                    full=full,
+                    limit=limit,
+                    progress=progress,
+                )
             )
         finally:
             store.close()
@@ -243,7 +251,8 @@ def _print_run(result: dict[str, Any]) -> None:
 # --- tasks ----------------------------------------------------------------------------------------
 
 StatusOpt = Annotated[
-    list[Status] | None, typer.Option("--status", "-s", help="Filter by status (repeatable).", case_sensitive=False)
+    list[Status] | None,
+    typer.Option("--status", "-s", help="Filter by status (repeatable).", case_sensitive=False),
 ]
 
 
@@ -415,7 +424,11 @@ def _act(
         store = store_for(config, db)
         try:
             result = store.apply_action(
-                action, selection, actor=os.environ.get("CROSSDOCK_ACTOR", "cli"), reason=reason, now=datetime.now(UTC)
+                action,
+                selection,
+                actor=os.environ.get("CROSSDOCK_ACTOR", "cli"),
+                reason=reason,
+                now=datetime.now(UTC),
             )
         finally:
             store.close()
@@ -447,7 +460,19 @@ def _action_command(action: Action, doc: str) -> None:
         db: DbOpt = None,
         json_out: JsonOpt = False,
     ) -> None:
-        _act(action, ids, status, route, identifier, created_after, created_before, reason, config, db, json_out)
+        _act(
+            action,
+            ids,
+            status,
+            route,
+            identifier,
+            created_after,
+            created_before,
+            reason,
+            config,
+            db,
+            json_out,
+        )
 
     command.__doc__ = doc
     tasks_app.command(action.value)(command)
@@ -532,9 +557,7 @@ def prune(
         statuses = status or [Status.FINISHED, Status.SKIPPED, Status.FAILED, Status.REJECTED]
         store = store_for(config, db)
         try:
-            deleted = store.prune(
-                older_than=datetime.now(UTC) - timedelta(seconds=age), statuses=statuses, route=route
-            )
+            deleted = store.prune(older_than=datetime.now(UTC) - timedelta(seconds=age), statuses=statuses, route=route)
         finally:
             store.close()
     if json_out:
@@ -689,7 +712,9 @@ def transform(
         emit_json(results)
         return
     for i, result in enumerate(results, 1):
-        out.print(f"[bold]record {i}[/]: {result['outcome']}" + (f" — {result['reason']}" if result.get("reason") else ""))
+        out.print(
+            f"[bold]record {i}[/]: {result['outcome']}" + (f" — {result['reason']}" if result.get("reason") else "")
+        )
         for label, entity in result.get("trace", []):
             out.print(f"  after {label}:", markup=False)
             out.print("    " + orjson.dumps(entity).decode(), markup=False)

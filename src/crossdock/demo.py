@@ -53,9 +53,10 @@ def run_demo(directory: Path, *, port: int, products: int, console: Console) -> 
     token = "demo-erp-token"
     # a few records the shop refuses for good (400) and a flaky shop (every 20th request 503)
     failures = FailureConfig(fail_every=20, fail_status=503, status_for_skus={"SKU-00003": 400, "SKU-00042": 422})
-    with start_erp(products=products, auth={"mode": "bearer", "token": token}) as erp, start_shop(
-        failures=failures
-    ) as shop:
+    with (
+        start_erp(products=products, auth={"mode": "bearer", "token": token}) as erp,
+        start_shop(failures=failures) as shop,
+    ):
         os.environ.update({"ERP_URL": erp.url, "ERP_TOKEN": token, "SHOP_URL": shop.url})
         console.print(f"mock ERP  {erp.url}  ({products} products, bearer auth)")
         console.print(f"mock shop {shop.url}  (every 20th request 503, two SKUs refused with 4xx)")

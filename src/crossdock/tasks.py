@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from crossdock.errors import TransitionRefused
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """The status of a task. Lower-case strings everywhere (API, CLI, database)."""
 
     #: imported, waiting for the outgoing to claim it
@@ -41,7 +41,7 @@ class Status(str, Enum):
 ALL_STATUSES: tuple[Status, ...] = tuple(Status)
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """Every cause of a status change. Each maps to exactly one target status."""
 
     #: a worker claimed due work (lease)
@@ -231,7 +231,7 @@ def iso(value: datetime | None) -> str | None:
 # --- import decisions (delta) ---------------------------------------------------------------------
 
 
-class ImportOutcome(str, Enum):
+class ImportOutcome(StrEnum):
     """What an import does with one record, once compared with the latest task of its identifier."""
 
     #: a new task row in the intended status

@@ -9,7 +9,7 @@ def timeline(task: Task, logs: list[LogLine]) -> list[LogLine]:
     """Prepend the import event, which is recorded on the task row itself rather than as a log line."""
     first = _initial_status(task, logs)
     if first in (Status.SKIPPED, Status.REJECTED):
-        message = task.error if not logs else _import_reason(task, logs)
+        message = (task.error or first.value) if not logs else _import_reason(task, logs)
     else:
         message = "imported"
     if task.run_id is not None:

@@ -109,7 +109,9 @@ def interpolate_env(located: Located, environ: dict[str, str] | None = None) -> 
                 resolved = default
             else:
                 errors.append(
-                    located.error(path, f"environment variable {name} is not set; export it or use ${{{name}:-default}}")
+                    located.error(
+                        path, f"environment variable {name} is not set; export it or use ${{{name}:-default}}"
+                    )
                 )
                 return ""
             return resolved

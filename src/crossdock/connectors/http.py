@@ -309,9 +309,10 @@ class HttpSource(Source):
             try:
                 body = orjson.loads(resp.body)
             except orjson.JSONDecodeError:
+                kind = resp.headers.get("Content-Type", "?")
                 raise SourceError(
-                    f"{resp.method} {resp.url}: the response is not JSON "
-                    f"(content-type {resp.headers.get('Content-Type', '?')}): {excerpt(resp.body, self.context.redact)[:200]}"
+                    f"{resp.method} {resp.url}: the response is not JSON (content-type {kind}): "
+                    f"{excerpt(resp.body, self.context.redact)[:200]}"
                 ) from None
             records = lookup(body, self.options.records)
             if not isinstance(records, list):

@@ -54,7 +54,9 @@ def check_project(path: Path) -> CheckReport:
     report.routes = sorted(project.routes)
     for name, route in sorted(project.routes.items()):
         cfg = route.config
-        flags = [f for f, on in (("inactive", not cfg.active), ("realtime", cfg.realtime), ("waiting", cfg.waiting)) if on]
+        flags = [
+            f for f, on in (("inactive", not cfg.active), ("realtime", cfg.realtime), ("waiting", cfg.waiting)) if on
+        ]
         source = route.incoming.name if route.incoming.shared else route.incoming.source_options.type
         report.info.append(
             f"route {name}: {source} → {route.target_options.type}"

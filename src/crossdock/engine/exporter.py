@@ -59,7 +59,12 @@ class ExportSummary:
 
 class Exporter:
     def __init__(
-        self, project: Project, store: Store, *, worker: str | None = None, clients: dict[str, Any] | None = None
+        self,
+        project: Project,
+        store: Store,
+        *,
+        worker: str | None = None,
+        clients: dict[str, Any] | None = None,
     ) -> None:
         self.project = project
         project.bind_store(store)
@@ -141,7 +146,12 @@ class Exporter:
                 want = batch if remaining is None else min(batch, remaining)
                 lease_until = _now() + timedelta(seconds=out.lease)
                 tasks = await asyncio.to_thread(
-                    self.store.claim_due_tasks, route.name, want, worker=self.worker, lease_until=lease_until, now=_now()
+                    self.store.claim_due_tasks,
+                    route.name,
+                    want,
+                    worker=self.worker,
+                    lease_until=lease_until,
+                    now=_now(),
                 )
                 if not tasks:
                     break
@@ -172,7 +182,12 @@ class Exporter:
                 await asyncio.to_thread(self.store.extend_leases, ids, worker=self.worker, lease_until=until)
 
     async def _process(
-        self, route: CompiledRoute, target: Target, tasks: list[Task], sem: asyncio.Semaphore, summary: ExportSummary
+        self,
+        route: CompiledRoute,
+        target: Target,
+        tasks: list[Task],
+        sem: asyncio.Semaphore,
+        summary: ExportSummary,
     ) -> None:
         self._in_flight.update(t.id for t in tasks)
         try:
@@ -214,7 +229,11 @@ class Exporter:
             results = pipeline.apply(task.entity)
         except RecordFiltered as exc:
             return None, Settlement(
-                task.id, Action.FILTERED_OUT, self.worker, error=exc.message, message=f"outgoing filter: {exc.message}"
+                task.id,
+                Action.FILTERED_OUT,
+                self.worker,
+                error=exc.message,
+                message=f"outgoing filter: {exc.message}",
             )
         except RecordRejected as exc:
             message = f"outgoing transform of route {route.name}: {exc.message}"

@@ -269,7 +269,12 @@ def _connection_refs(route: RouteConfig) -> list[tuple[KeyPath, str | None]]:
         (("outgoing", "target", "connection"), (route.outgoing.target.model_extra or {}).get("connection"))
     ]
     if not isinstance(route.incoming, str):
-        refs.append((("incoming", "source", "connection"), (route.incoming.source.model_extra or {}).get("connection")))
+        refs.append(
+            (
+                ("incoming", "source", "connection"),
+                (route.incoming.source.model_extra or {}).get("connection"),
+            )
+        )
     return refs
 
 

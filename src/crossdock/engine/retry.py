@@ -18,4 +18,4 @@ def next_delay(attempts: int, policy: RetryConfig, retry_after: float | None = N
     base = policy.backoff * (2 ** max(attempts - 1, 0))
     base = min(base, policy.max_backoff)
     spread = base * policy.jitter
-    return max(0.0, min(base + random.uniform(-spread, spread), policy.max_backoff))
+    return float(max(0.0, min(base + random.uniform(-spread, spread), policy.max_backoff)))

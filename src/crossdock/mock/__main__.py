@@ -32,13 +32,9 @@ def _add_failure_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fail-status", type=int, default=503, help="status for --fail-every/--fail-times")
     group.add_argument("--fail-times", type=int, default=0, metavar="N", help="first N requests per key fail")
     group.add_argument("--always-status", type=int, metavar="STATUS", help="answer every request with STATUS")
-    group.add_argument(
-        "--status-for-sku", type=_sku_status, action="append", default=[], metavar="SKU=STATUS"
-    )
+    group.add_argument("--status-for-sku", type=_sku_status, action="append", default=[], metavar="SKU=STATUS")
     group.add_argument("--rate-limit", type=int, metavar="N", help="at most N requests per second, then 429")
-    group.add_argument(
-        "--retry-after", type=int, default=1, metavar="SECONDS", help="Retry-After sent with 429"
-    )
+    group.add_argument("--retry-after", type=int, default=1, metavar="SECONDS", help="Retry-After sent with 429")
     group.add_argument("--slow-ms", type=int, default=0, metavar="MS", help="delay every answer")
     group.add_argument("--html", type=int, metavar="STATUS", help="answer an HTML page with STATUS (200/502)")
     group.add_argument("--truncated", action="store_true", help="cut every answer in half")
@@ -79,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     shop.add_argument("--port", type=int, default=8082)
     shop.add_argument("--host", default=LOOPBACK)
     shop.add_argument("--no-record-bodies", action="store_true", help="count only (for benchmarks)")
-    shop.add_argument(
-        "--collection", action="append", metavar="PATH", help="collections to serve (repeatable)"
-    )
+    shop.add_argument("--collection", action="append", metavar="PATH", help="collections to serve (repeatable)")
     _add_failure_options(shop)
     return parser
 

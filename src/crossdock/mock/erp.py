@@ -198,9 +198,7 @@ class Catalogue:
                 return len(self._order)
             return sum(1 for p in self._products.values() if p["updated_at"] >= since)
 
-    def page_after(
-        self, after: str | None, limit: int, since: str | None = None
-    ) -> tuple[list[Product], bool]:
+    def page_after(self, after: str | None, limit: int, since: str | None = None) -> tuple[list[Product], bool]:
         """Up to ``limit`` products with a SKU after ``after`` (keyset), and whether more remain."""
         with self._lock:
             start = bisect.bisect_right(self._order, after) if after is not None else 0
@@ -568,9 +566,7 @@ ERP_KEY = web.AppKey("crossdock_mock_erp", Erp)
 
 
 def _json(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:

@@ -296,9 +296,7 @@ async def failures_endpoint(failures: Failures, request: web.Request) -> web.Res
                 raise ValueError("expected a JSON object")
             failures.set(FailureConfig.from_dict(data))
         except (ValueError, TypeError) as exc:
-            return web.Response(
-                status=400, body=orjson.dumps({"error": str(exc)}), content_type="application/json"
-            )
+            return web.Response(status=400, body=orjson.dumps({"error": str(exc)}), content_type="application/json")
     elif request.method == "DELETE":
         failures.clear()
     return web.Response(body=orjson.dumps(failures.config.to_dict()), content_type="application/json")

@@ -203,9 +203,7 @@ class Shop:
         if method == "GET":
             with self._lock:
                 found = self._bodies[collection].get(last)
-            return (
-                self._answer(200, found) if found is not None else self._answer(404, {"error": "not found"})
-            )
+            return self._answer(200, found) if found is not None else self._answer(404, {"error": "not found"})
         if method == "DELETE":
             with self._lock:
                 known = self._ids[collection].pop(last, None)
@@ -233,9 +231,7 @@ class Shop:
                 self._next_id += 1
             if self.record_bodies:
                 self._bodies[collection][sku] = body
-                self._received.append(
-                    ReceivedRequest(request.method, request.path, collection, sku, body, key, status)
-                )
+                self._received.append(ReceivedRequest(request.method, request.path, collection, sku, body, key, status))
             if key is not None:
                 self._idempotency[key] = self._idempotency.get(key, 0) + 1
             self._accepted += 1

@@ -243,7 +243,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def import_batch(
-        self, route: str, items: Sequence[ImportItem], *, run_id: int | None, options: ImportOptions, now: datetime
+        self,
+        route: str,
+        items: Sequence[ImportItem],
+        *,
+        run_id: int | None,
+        options: ImportOptions,
+        now: datetime,
     ) -> ImportCounts:
         """Write a batch of records as tasks in one transaction, with their fingerprints and counters."""
 
@@ -263,9 +269,7 @@ class Store(abc.ABC):
     def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int: ...
 
     @abc.abstractmethod
-    def recover_expired_leases(
-        self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None
-    ) -> int:
+    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
         """Give back processing tasks whose lease ran out (their worker died). The attempt counts."""
 
     @abc.abstractmethod
@@ -341,9 +345,7 @@ class Store(abc.ABC):
     def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None: ...
 
     @abc.abstractmethod
-    def storage_put(
-        self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None
-    ) -> None: ...
+    def storage_put(self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None) -> None: ...
 
     # --- housekeeping --------------------------------------------------------------------------
 

@@ -7,9 +7,7 @@ from typing import Any
 from crossdock.store.base import TaskFilter
 
 
-def where_clause(
-    selection: TaskFilter, *, placeholder: str = "?", timestamp: Any = None
-) -> tuple[str, list[Any]]:
+def where_clause(selection: TaskFilter, *, placeholder: str = "?", timestamp: Any = None) -> tuple[str, list[Any]]:
     """``(sql, params)``; ``timestamp`` converts datetimes to the backend's column type."""
     conv = timestamp or (lambda d: d)
     parts: list[str] = []

@@ -19,16 +19,16 @@ from crossdock.store.base import (
     AuditEntry,
     CacheEntry,
     ErrorGroup,
-    RouteState,
-    TokenRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
+    RouteState,
     Run,
     Settlement,
     Stats,
     Store,
     TaskFilter,
+    TokenRecord,
     empty_counts,
 )
 from crossdock.store.transitions import (
@@ -80,7 +80,13 @@ class MemoryStore(Store):
     # --- import ----------------------------------------------------------------------------------
 
     def import_batch(
-        self, route: str, items: Sequence[ImportItem], *, run_id: int | None, options: ImportOptions, now: datetime
+        self,
+        route: str,
+        items: Sequence[ImportItem],
+        *,
+        run_id: int | None,
+        options: ImportOptions,
+        now: datetime,
     ) -> ImportCounts:
         self.calls.append("import_batch")
         with self._lock:
@@ -155,7 +161,7 @@ class MemoryStore(Store):
     ) -> list[Task]:
         self.calls.append("claim_due_tasks")
         with self._lock:
-            claimed = []
+            claimed: list[Task] = []
             for source in (Status.RETRY, Status.NEW):
                 due = sorted(
                     (
@@ -198,7 +204,16 @@ class MemoryStore(Store):
                 t.result = s.result
                 self._log(
                     t.id,
-                    LogLine(now, s.level, "export", s.message, s.worker, Status.PROCESSING, target, dict(s.details)),
+                    LogLine(
+                        now,
+                        s.level,
+                        "export",
+                        s.message,
+                        s.worker,
+                        Status.PROCESSING,
+                        target,
+                        dict(s.details),
+                    ),
                 )
                 changed += 1
         return changed
@@ -213,9 +228,7 @@ class MemoryStore(Store):
                     n += 1
         return n
 
-    def recover_expired_leases(
-        self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None
-    ) -> int:
+    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
         self.calls.append("recover_expired_leases")
         n = 0
         with self._lock:
@@ -246,7 +259,8 @@ class MemoryStore(Store):
                 t.attempts = max(t.attempts - 1, 0)
                 t.next_attempt_at = now
                 self._log(
-                    i, LogLine(now, "info", "system", "released at shutdown", worker, Status.PROCESSING, Status.NEW)
+                    i,
+                    LogLine(now, "info", "system", "released at shutdown", worker, Status.PROCESSING, Status.NEW),
                 )
                 n += 1
         return n
@@ -351,7 +365,12 @@ class MemoryStore(Store):
             return None
         t = self.tasks.get(entry[1])
         return CacheEntry(
-            route, identifier, entry[0].hex(), entry[1], t.status if t else None, t.last_seen_at if t else None
+            route,
+            identifier,
+            entry[0].hex(),
+            entry[1],
+            t.status if t else None,
+            t.last_seen_at if t else None,
         )
 
     def cache_clear(self, route: str, identifier: str | None = None) -> int:
@@ -366,9 +385,7 @@ class MemoryStore(Store):
             return None
         return entry[0]
 
-    def storage_put(
-        self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None
-    ) -> None:
+    def storage_put(self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None) -> None:
         self.storage[(storage, key)] = (value, now.timestamp() + ttl if ttl else None)
 
     # --- housekeeping ----------------------------------------------------------------------------
@@ -396,7 +413,6 @@ class MemoryStore(Store):
             self.logs.pop(t.id, None)
             self.counters[(t.route, t.status.value)] -= 1
         return len(victims)
-
 
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 

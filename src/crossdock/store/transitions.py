@@ -13,7 +13,14 @@ class PlannedTask:
     """A task row an import batch will insert. Its id is assigned by the store."""
 
     __slots__ = (
-        "item", "record_fingerprint", "related_id", "seen_count", "status", "superseded_by", "task_id", "_reason"
+        "_reason",
+        "item",
+        "record_fingerprint",
+        "related_id",
+        "seen_count",
+        "status",
+        "superseded_by",
+        "task_id",
     )
 
     def __init__(self, item: ImportItem, status: Status, reason: str | None, related_id: int | None) -> None:
@@ -114,9 +121,7 @@ def import_plan(
     return plan
 
 
-def _create(
-    plan: ImportPlan, item: ImportItem, status: Status, reason: str | None, related: int | None
-) -> PlannedTask:
+def _create(plan: ImportPlan, item: ImportItem, status: Status, reason: str | None, related: int | None) -> PlannedTask:
     task = PlannedTask(item, status, reason, related)
     plan.creates.append(task)
     plan.counts.created[status.value] = plan.counts.created.get(status.value, 0) + 1

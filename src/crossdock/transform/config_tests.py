@@ -31,9 +31,7 @@ class TestFailure:
 def pretty(value: Any) -> str:
     """Stable, readable JSON for diffs (sorted keys, two-space indent)."""
     try:
-        return orjson.dumps(
-            value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-        ).decode()
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         return repr(value)
 
@@ -75,9 +73,7 @@ def run_one(pipeline: Pipeline, index: int, test: Any) -> TestFailure | None:
     if isinstance(expected, dict) and set(expected) == {"filtered"}:
         want = expected["filtered"]
         if not isinstance(outcome, RecordFiltered):
-            return TestFailure(
-                index, name, f"expected the record to be filtered, got {_outcome_text(outcome)}"
-            )
+            return TestFailure(index, name, f"expected the record to be filtered, got {_outcome_text(outcome)}")
         if isinstance(want, str) and want not in outcome.message:
             return TestFailure(index, name, f"filtered with {outcome.message!r}, which lacks {want!r}")
         if want is False:
@@ -86,9 +82,7 @@ def run_one(pipeline: Pipeline, index: int, test: Any) -> TestFailure | None:
     if isinstance(expected, dict) and set(expected) == {"rejected"}:
         want = expected["rejected"]
         if not isinstance(outcome, RecordRejected):
-            return TestFailure(
-                index, name, f"expected the record to be rejected, got {_outcome_text(outcome)}"
-            )
+            return TestFailure(index, name, f"expected the record to be rejected, got {_outcome_text(outcome)}")
         if isinstance(want, str) and want not in outcome.message:
             return TestFailure(index, name, f"rejected with {outcome.message!r}, which lacks {want!r}")
         return None

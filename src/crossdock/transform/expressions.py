@@ -270,11 +270,7 @@ class _Parser:
             raise self.error("expected a key after '.'", seg_tok)
         index = self.expression(0)
         self.expect("]")
-        if (
-            index.kind == "const"
-            and isinstance(index.args[0], str | int)
-            and not isinstance(index.args[0], bool)
-        ):
+        if index.kind == "const" and isinstance(index.args[0], str | int) and not isinstance(index.args[0], bool):
             return _extend_path(left, index.args[0])
         return Node("index", (left, index))
 
@@ -624,9 +620,7 @@ class _Compiler:
             if rn.kind == "const":
                 pattern = rn.args[0]
                 if not isinstance(pattern, str):
-                    raise StepConfigError(
-                        f"invalid expression {self.text!r}: matches needs a string", self.where
-                    )
+                    raise StepConfigError(f"invalid expression {self.text!r}: matches needs a string", self.where)
                 try:
                     regex = re.compile(pattern)
                 except re.error as exc:

@@ -147,9 +147,7 @@ def _make_step(raw: Any, index: int, ctx: CompileContext, where: Where) -> Step:
     step_cls = STEPS.get(kind)
     if step_cls is None:
         raise StepConfigError(f"unknown step {kind!r} (known: {', '.join(sorted(STEPS))})", (*here, kind))
-    return step_cls(
-        parse_options(step_cls, options, (*here, kind)), ctx, (*here, kind), f"{ctx.label}{index + 1}"
-    )
+    return step_cls(parse_options(step_cls, options, (*here, kind)), ctx, (*here, kind), f"{ctx.label}{index + 1}")
 
 
 def _compile(steps: Any, ctx: CompileContext, where: Where) -> Pipeline:
@@ -199,9 +197,7 @@ class Pipeline:
         end = start
         while end < len(self.steps) and not self.steps[end].fans_out:
             end += 1
-        plain: list[tuple[Callable[[Entity], Entity], str]] = [
-            (s.apply, s.label) for s in self.steps[start:end]
-        ]
+        plain: list[tuple[Callable[[Entity], Entity], str]] = [(s.apply, s.label) for s in self.steps[start:end]]
         if end == len(self.steps):
 
             def run_plain(entity: Entity) -> list[Entity]:

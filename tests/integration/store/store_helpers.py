@@ -39,9 +39,7 @@ def item(
 
 
 def rejected(reason: str = "no identifier", raw: str = "{broken") -> ImportItem:
-    return ImportItem(
-        status=Status.REJECTED, identifier=None, entity=None, fingerprint=None, reason=reason, raw=raw
-    )
+    return ImportItem(status=Status.REJECTED, identifier=None, entity=None, fingerprint=None, reason=reason, raw=raw)
 
 
 def imp(
@@ -63,14 +61,10 @@ def claim(
     lease: float = 60,
     route: str = ROUTE,
 ) -> list[Task]:
-    return store.claim_due_tasks(
-        route, limit, worker=worker, lease_until=now + timedelta(seconds=lease), now=now
-    )
+    return store.claim_due_tasks(route, limit, worker=worker, lease_until=now + timedelta(seconds=lease), now=now)
 
 
-def settle(
-    store: Store, task_id: int, action: Action, now: datetime = T0, worker: str = WORKER, **fields: Any
-) -> int:
+def settle(store: Store, task_id: int, action: Action, now: datetime = T0, worker: str = WORKER, **fields: Any) -> int:
     return store.settle([Settlement(task_id=task_id, action=action, worker=worker, **fields)], now=now)
 
 

@@ -69,9 +69,7 @@ def test_every_manual_action_from_every_status(store: Store, action: Action, sta
     task_id = ids[status]
     before = task(store, task_id)
     logs_before = store.task_logs(task_id)
-    result = store.apply_action(
-        action, TaskFilter(ids=[task_id]), actor="alice", reason="because", now=at(10)
-    )
+    result = store.apply_action(action, TaskFilter(ids=[task_id]), actor="alice", reason="because", now=at(10))
     rule = TRANSITIONS[action]
     assert result.matched == 1
     after = task(store, task_id)
@@ -210,9 +208,7 @@ def test_processing_tasks_refuse_every_manual_action(store: Store) -> None:
     imp(store, [item("a")])
     claim(store)
     for action in MANUAL_ACTIONS:
-        r = store.apply_action(
-            action, TaskFilter(statuses=[Status.PROCESSING]), actor="x", reason=None, now=at(1)
-        )
+        r = store.apply_action(action, TaskFilter(statuses=[Status.PROCESSING]), actor="x", reason=None, now=at(1))
         assert (r.matched, r.changed) == (1, 0)
         assert "Allowed from processing: none" in r.refused[0]
     assert status_of(store, 1) is Status.PROCESSING

@@ -25,9 +25,7 @@ from crossdock.tasks import TRANSITIONS, Action, Status
 
 
 def to_retry(store: Store, task_id: int, when: float, now: float = 0) -> None:
-    assert (
-        settle(store, task_id, Action.SCHEDULE_RETRY, now=at(now), error="503", next_attempt_at=at(when)) == 1
-    )
+    assert settle(store, task_id, Action.SCHEDULE_RETRY, now=at(now), error="503", next_attempt_at=at(when)) == 1
 
 
 # --- claim -----------------------------------------------------------------------------------------

@@ -136,9 +136,7 @@ def test_unchanged_after_finished_creates_a_skipped_task_pointing_at_it(store: S
     assert_counters_exact(store)
 
 
-@pytest.mark.parametrize(
-    "latest", [Status.NEW, Status.RETRY, Status.WAITING, Status.SKIPPED, Status.PROCESSING]
-)
+@pytest.mark.parametrize("latest", [Status.NEW, Status.RETRY, Status.WAITING, Status.SKIPPED, Status.PROCESSING])
 def test_unchanged_while_not_finished_only_touches_the_latest_task(store: Store, latest: Status) -> None:
     bring_to(store, "a", 1, latest)
     before = store.count_tasks(TaskFilter())
@@ -194,9 +192,7 @@ def test_changed_while_unsent_supersedes_the_older_task(store: Store, latest: St
     assert_counters_exact(store)
 
 
-@pytest.mark.parametrize(
-    "latest", [Status.PROCESSING, Status.WAITING, Status.FINISHED, Status.FAILED, Status.SKIPPED]
-)
+@pytest.mark.parametrize("latest", [Status.PROCESSING, Status.WAITING, Status.FINISHED, Status.FAILED, Status.SKIPPED])
 def test_changed_after_sending_started_is_not_superseded(store: Store, latest: Status) -> None:
     bring_to(store, "a", 1, latest)
     counts = imp(store, [item("a", 2)], now=at(500))

@@ -137,9 +137,7 @@ class StoreMachine(RuleBasedStateMachine):
                     action,
                     worker,
                     error=None if action is Action.DELIVERED else "boom",
-                    next_attempt_at=self.now + timedelta(seconds=delay)
-                    if action is Action.SCHEDULE_RETRY
-                    else None,
+                    next_attempt_at=self.now + timedelta(seconds=delay) if action is Action.SCHEDULE_RETRY else None,
                     message=action.value,
                 )
             ],
@@ -160,9 +158,7 @@ class StoreMachine(RuleBasedStateMachine):
         task_id = data.draw(st.sampled_from(self.ids([Status.PROCESSING])))
         t = self.store.get_task(task_id)
         assert t is not None and t.worker is not None
-        n = self.store.extend_leases(
-            [task_id], worker=t.worker, lease_until=self.now + timedelta(seconds=seconds)
-        )
+        n = self.store.extend_leases([task_id], worker=t.worker, lease_until=self.now + timedelta(seconds=seconds))
         assert n == 1
 
     @precondition(lambda self: self.store.count_tasks(TaskFilter(statuses=[Status.PROCESSING])) > 0)
@@ -176,9 +172,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         action=st.sampled_from(MANUAL_ACTIONS),
-        statuses=st.one_of(
-            st.none(), st.lists(st.sampled_from(ALL_STATUSES), min_size=1, max_size=3, unique=True)
-        ),
+        statuses=st.one_of(st.none(), st.lists(st.sampled_from(ALL_STATUSES), min_size=1, max_size=3, unique=True)),
         route=st.one_of(st.none(), st.sampled_from(ROUTES)),
         identifier=st.one_of(st.none(), st.sampled_from(IDENTS)),
     )
@@ -234,9 +228,7 @@ class StoreMachine(RuleBasedStateMachine):
             if logs:
                 last = logs[-1].to_status
                 # claims are the only unlogged change
-                assert t.status is last or (
-                    t.status is Status.PROCESSING and last in (Status.NEW, Status.RETRY)
-                ), (
+                assert t.status is last or (t.status is Status.PROCESSING and last in (Status.NEW, Status.RETRY)), (
                     t,
                     logs,
                 )

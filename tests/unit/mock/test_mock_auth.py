@@ -56,9 +56,7 @@ def test_unknown_auth_mode_is_refused() -> None:
         AuthConfig.parse("kerberos")
 
 
-def _token(
-    http: Any, erp: RunningErp, secret: str = "crossdock-secret", grant: str = "client_credentials"
-) -> Any:
+def _token(http: Any, erp: RunningErp, secret: str = "crossdock-secret", grant: str = "client_credentials") -> Any:
     form = urllib.parse.urlencode({"grant_type": grant, "client_id": "crossdock", "client_secret": secret})
     return http(
         "POST",
@@ -115,9 +113,7 @@ def test_oauth2_tokens_expire(http: Any, oauth_erp: RunningErp) -> None:
     assert expired.status == 401
     assert "invalid_token" in expired.headers["WWW-Authenticate"]
     fresh = _token(http, oauth_erp).json()["access_token"]
-    assert (
-        http("GET", oauth_erp.url + "/products", headers={"Authorization": f"Bearer {fresh}"}).status == 200
-    )
+    assert http("GET", oauth_erp.url + "/products", headers={"Authorization": f"Bearer {fresh}"}).status == 200
     assert oauth_erp.tokens_issued == 2
 
 

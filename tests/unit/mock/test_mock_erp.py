@@ -88,9 +88,7 @@ STYLES = {
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
-def test_each_pagination_style_returns_every_product_exactly_once(
-    http: Any, erp: RunningErp, style: str
-) -> None:
+def test_each_pagination_style_returns_every_product_exactly_once(http: Any, erp: RunningErp, style: str) -> None:
     path, follow = STYLES[style]
     items = follow(http, erp.url + path)
     skus = [item["sku"] for item in items]
@@ -173,9 +171,7 @@ def test_requests_are_counted_per_path(http: Any, erp: RunningErp) -> None:
     assert erp.stats()["requests"] == 0
 
 
-@pytest.mark.parametrize(
-    "query", ["page_size=0", "page_size=x", "updated_since=yesterday", "page_size=100000"]
-)
+@pytest.mark.parametrize("query", ["page_size=0", "page_size=x", "updated_since=yesterday", "page_size=100000"])
 def test_bad_query_parameters_answer_400(http: Any, erp: RunningErp, query: str) -> None:
     reply = http("GET", f"{erp.url}/products?{query}")
     assert reply.status == 400

@@ -30,7 +30,4 @@ def test_worked_example() -> None:
         pipeline.apply({**erp, "Status": "I"})
     with pytest.raises(RecordRejected) as err:
         pipeline.apply({**erp, "VK": "abc"})
-    assert (
-        "step erp-to-shop > 4 (convert): cannot convert price_cents ('abc', str) to cents"
-        == err.value.message
-    )
+    assert err.value.message == "step erp-to-shop > 4 (convert): cannot convert price_cents ('abc', str) to cents"

@@ -268,11 +268,7 @@ def test_config_test_with_split_expects_a_list() -> None:
 
 def test_storage_round_trip_between_save_and_lookup() -> None:
     storages = MemoryStorages()
-    save = compile_steps(
-        [{"save": {"storage": "prices", "key": "sku", "value": "=price"}}], storages=storages
-    )
-    lookup = compile_steps(
-        [{"lookup": {"storage": "prices", "key": "sku", "into": "old_price"}}], storages=storages
-    )
+    save = compile_steps([{"save": {"storage": "prices", "key": "sku", "value": "=price"}}], storages=storages)
+    lookup = compile_steps([{"lookup": {"storage": "prices", "key": "sku", "into": "old_price"}}], storages=storages)
     save.apply({"sku": "a", "price": 3})
     assert lookup.apply({"sku": "a"}) == [{"sku": "a", "old_price": 3}]

@@ -20,9 +20,7 @@ names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,6}", fullmatch=True).filter(
     lambda n: not n.lower().startswith("xml")
 )
 # XML 1.0 characters only; \r is excluded because every parser turns it into \n
-xml_text = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"), max_size=8
-)
+xml_text = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"), max_size=8)
 
 
 @st.composite
@@ -84,12 +82,8 @@ def test_rename_then_rename_back_is_identity(entity: dict[str, Any], value: Any,
     entity = {k: v for k, v in entity.items() if k not in ("src", "dst", "p")}
     entity["src"] = value
     entity["p"] = {"src": value, "keep": 1}
-    there = compile_steps(
-        [{"rename": {"from": "src", "to": "dst"}}, {"rename": {"from": "p.src", "to": "p.dst"}}]
-    )
-    back = compile_steps(
-        [{"rename": {"from": "dst", "to": "src"}}, {"rename": {"from": "p.dst", "to": "p.src"}}]
-    )
+    there = compile_steps([{"rename": {"from": "src", "to": "dst"}}, {"rename": {"from": "p.src", "to": "p.dst"}}])
+    back = compile_steps([{"rename": {"from": "dst", "to": "src"}}, {"rename": {"from": "p.dst", "to": "p.src"}}])
     (moved,) = there.apply(entity)
     assert "src" not in moved and moved["dst"] == value
     assert back.apply(moved) == [entity]
@@ -110,9 +104,7 @@ def test_wildcard_rename_then_back_is_identity(others: dict[str, Any], attrs: di
 
 # --- filter --------------------------------------------------------------------------------------
 
-atoms = st.sampled_from(
-    ["a", "b", "a.b", "a[0]", "c.d.e", "1", "0", "2.5", "'x'", "''", "null", "true", "[1, 'a']"]
-)
+atoms = st.sampled_from(["a", "b", "a.b", "a[0]", "c.d.e", "1", "0", "2.5", "'x'", "''", "null", "true", "[1, 'a']"])
 functions = st.sampled_from(["upper", "lower", "trim", "len", "int", "float", "str", "abs", "round"])
 
 

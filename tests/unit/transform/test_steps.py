@@ -11,9 +11,7 @@ Case = tuple[str, list[Any], dict[str, Any], Any]
 
 
 def cases(*rows: Case) -> Any:
-    return pytest.mark.parametrize(
-        ("steps", "entity", "expected"), [r[1:] for r in rows], ids=[r[0] for r in rows]
-    )
+    return pytest.mark.parametrize(("steps", "entity", "expected"), [r[1:] for r in rows], ids=[r[0] for r in rows])
 
 
 @cases(
@@ -351,9 +349,7 @@ def test_reject(steps: list[Any], entity: dict[str, Any], expected: Any) -> None
     check_case(steps, entity, expected)
 
 
-FE = {
-    "for_each": {"path": "lines", "steps": [{"convert": {"path": "qty", "to": "int"}}, {"filter": "qty > 0"}]}
-}
+FE = {"for_each": {"path": "lines", "steps": [{"convert": {"path": "qty", "to": "int"}}, {"filter": "qty > 0"}]}}
 
 
 @cases(
@@ -519,9 +515,7 @@ def test_save() -> None:
         {"sku": "b", "l": []},
         storages=storages,
     )
-    check_case(
-        [{"save": {"storage": "seen", "key": "sku"}}], {}, Rejected("key sku is empty"), storages=storages
-    )
+    check_case([{"save": {"storage": "seen", "key": "sku"}}], {}, Rejected("key sku is empty"), storages=storages)
     assert storages.data == {"seen": {"ä": 1}, "all": {"b": {"sku": "b", "l": []}}}
 
 

@@ -18,16 +18,16 @@ from crossdock.store.base import (
     AuditEntry,
     CacheEntry,
     ErrorGroup,
-    RouteState,
-    TokenRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
+    RouteState,
     Run,
     Settlement,
     Stats,
     Store,
     TaskFilter,
+    TokenRecord,
     empty_counts,
 )
 from crossdock.store.filters import where_clause
@@ -164,7 +164,13 @@ class SQLiteStore(Store):
     # --- import ----------------------------------------------------------------------------------
 
     def import_batch(
-        self, route: str, items: Sequence[ImportItem], *, run_id: int | None, options: ImportOptions, now: datetime
+        self,
+        route: str,
+        items: Sequence[ImportItem],
+        *,
+        run_id: int | None,
+        options: ImportOptions,
+        now: datetime,
     ) -> ImportCounts:
         now_ts = now.timestamp()
         lease_ts = ts(options.lease_until)
@@ -235,9 +241,7 @@ class SQLiteStore(Store):
                 deltas[(route, old_status.value)] -= 1
                 deltas[(route, Status.SKIPPED.value)] += 1
                 superseded += 1
-                logs.append(
-                    (old_id, now_ts, "info", "import", "import", old_status.value, "skipped", reason, None)
-                )
+                logs.append((old_id, now_ts, "info", "import", "import", old_status.value, "skipped", reason, None))
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
             imported = sum(1 for c in plan.creates if c.status in (Status.NEW, Status.PROCESSING))
@@ -264,9 +268,7 @@ class SQLiteStore(Store):
                     break
                 query = Q["claim_retry"] if source is Status.RETRY else Q["claim_new"]
                 first, second = (now_ts, route) if source is Status.RETRY else (route, now_ts)
-                rows = conn.execute(
-                    query, (worker, lease_until.timestamp(), now_ts, first, second, want)
-                ).fetchall()
+                rows = conn.execute(query, (worker, lease_until.timestamp(), now_ts, first, second, want)).fetchall()
                 if rows:
                     deltas[(route, source.value)] -= len(rows)
                     deltas[(route, Status.PROCESSING.value)] += len(rows)
@@ -334,9 +336,7 @@ class SQLiteStore(Store):
             cur = conn.executemany(Q["extend_lease"], [(until, i, worker) for i in ids])
             return cur.rowcount
 
-    def recover_expired_leases(
-        self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None
-    ) -> int:
+    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
         now_ts = now.timestamp()
         recovered = 0
         while True:
@@ -365,7 +365,17 @@ class SQLiteStore(Store):
                         deltas[(task_route, Status.PROCESSING.value)] -= 1
                         deltas[(task_route, target.value)] += 1
                         logs.append(
-                            (task_id, now_ts, "warning", "system", "lease", "processing", target.value, message, None)
+                            (
+                                task_id,
+                                now_ts,
+                                "warning",
+                                "system",
+                                "lease",
+                                "processing",
+                                target.value,
+                                message,
+                                None,
+                            )
                         )
                 self._add_counters(conn, deltas)
                 self._logs(conn, logs)
@@ -386,7 +396,17 @@ class SQLiteStore(Store):
                 deltas[(row[0], "processing")] -= 1
                 deltas[(row[0], "new")] += 1
                 logs.append(
-                    (task_id, now_ts, "info", "system", worker, "processing", "new", "released at shutdown", None)
+                    (
+                        task_id,
+                        now_ts,
+                        "info",
+                        "system",
+                        worker,
+                        "processing",
+                        "new",
+                        "released at shutdown",
+                        None,
+                    )
                 )
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
@@ -554,9 +574,7 @@ class SQLiteStore(Store):
         rows = self._read(Q["storage_get"], (storage, key, now.timestamp()))
         return orjson.loads(rows[0][0]) if rows else None
 
-    def storage_put(
-        self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None
-    ) -> None:
+    def storage_put(self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None) -> None:
         expires = now.timestamp() + ttl if ttl else None
         with self._tx() as conn:
             conn.execute(Q["storage_put"], (storage, key, orjson.dumps(value), expires))
@@ -655,7 +673,15 @@ class SQLiteStore(Store):
     def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
         rows = self._read(Q["list_audit"], (cursor if cursor is not None else 2**62, limit))
         return [
-            AuditEntry(r[0], datetime.fromtimestamp(r[1], UTC), r[2], r[3], orjson.loads(r[4]) if r[4] else {}, r[5], r[6])
+            AuditEntry(
+                r[0],
+                datetime.fromtimestamp(r[1], UTC),
+                r[2],
+                r[3],
+                orjson.loads(r[4]) if r[4] else {},
+                r[5],
+                r[6],
+            )
             for r in rows
         ]
 

@@ -145,9 +145,7 @@ class ConvertStep(Step):
         except (ConvertError, ValueError, TypeError, OverflowError, InvalidOperation) as exc:
             if self.on_error == "reject":
                 detail = f": {exc}" if isinstance(exc, ConvertError) and str(exc) else ""
-                raise StepFailed(
-                    f"cannot convert {self.slot.text} {describe(value)} to {self.to}{detail}"
-                ) from None
+                raise StepFailed(f"cannot convert {self.slot.text} {describe(value)} to {self.to}{detail}") from None
             if self.on_error == "keep":
                 return entity
             result = None

@@ -117,9 +117,7 @@ class _Relocate:
             self.source_slot = Slot(source, where=(*where, "from"))
 
     def target_path(self, captures: tuple[str, ...]) -> tuple[Segment, ...]:
-        return tuple(
-            expand_captures(seg, captures) if isinstance(seg, str) else seg for seg in self.target_segments
-        )
+        return tuple(expand_captures(seg, captures) if isinstance(seg, str) else seg for seg in self.target_segments)
 
 
 class _RelocateStep(Step):
@@ -134,18 +132,14 @@ class _RelocateStep(Step):
 
     def compile(self, options: Any, ctx: CompileContext, where: Where) -> None:
         pairs = [(options.from_, options.to)] if options.from_ is not None else list(options.pairs.items())
-        self.rules = [
-            _Relocate(src, dst, where if options.from_ is not None else (*where, src)) for src, dst in pairs
-        ]
+        self.rules = [_Relocate(src, dst, where if options.from_ is not None else (*where, src)) for src, dst in pairs]
 
         #: renames of top-level keys only: the common case, done with dict operations alone
         self.top_level: list[tuple[str, str]] | None = None
         if not self.keep_source and all(
             r.fixed_target is not None and r.fixed_target.key and r.source_slot.key for r in self.rules
         ):
-            self.top_level = [
-                (str(r.source_slot.key), str(r.fixed_target.key)) for r in self.rules if r.fixed_target
-            ]
+            self.top_level = [(str(r.source_slot.key), str(r.fixed_target.key)) for r in self.rules if r.fixed_target]
 
     def apply(self, entity: Entity) -> Entity:
         if self.top_level is not None:

@@ -85,9 +85,7 @@ class FilterStep(Step):
     def compile(self, options: Any, ctx: CompileContext, where: Where) -> None:
         self.condition = compile_condition(options.condition, path=(*where, "condition"))
         text = f"filter: {_condition_text(options.condition)}"
-        self.reason = (
-            compile_template(options.reason, path=(*where, "reason")) if options.reason else (lambda _e: text)
-        )
+        self.reason = compile_template(options.reason, path=(*where, "reason")) if options.reason else (lambda _e: text)
 
     def apply(self, entity: Entity) -> Entity:
         try:
@@ -331,6 +329,4 @@ class PythonStep(Step):
             return [result]
         if isinstance(result, list) and all(isinstance(r, dict) for r in result):
             return result
-        raise StepFailed(
-            f"{self.name} returned {describe(result)}; expected an object, a list of them, or None"
-        )
+        raise StepFailed(f"{self.name} returned {describe(result)}; expected an object, a list of them, or None")

@@ -58,9 +58,7 @@ class LookupStep(Step):
         self.storage = options.storage
         self.key_expr = compile_expression(options.key, path=(*where, "key"))
         self.into = Slot(options.into, where=(*where, "into"))
-        self.field = (
-            compile_getter(Slot(options.field, where=(*where, "field")).segments) if options.field else None
-        )
+        self.field = compile_getter(Slot(options.field, where=(*where, "field")).segments) if options.field else None
         self.has_default = "default" in options.model_fields_set
         self.default = options.default
         self.required = options.required
@@ -102,9 +100,7 @@ class SaveStep(Step):
         self.storage = options.storage
         self.key_expr = compile_expression(options.key, path=(*where, "key"))
         self.value: Evaluator | None = (
-            compile_value(options.value, path=(*where, "value"))
-            if "value" in options.model_fields_set
-            else None
+            compile_value(options.value, path=(*where, "value")) if "value" in options.model_fields_set else None
         )
 
     def apply(self, entity: Entity) -> Entity:

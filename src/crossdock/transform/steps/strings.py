@@ -22,9 +22,7 @@ from crossdock.transform.pipeline import (
     register_step,
 )
 
-StringOp = Literal[
-    "trim", "lower", "upper", "title", "replace", "regex_extract", "split", "join", "concat", "truncate"
-]
+StringOp = Literal["trim", "lower", "upper", "title", "replace", "regex_extract", "split", "join", "concat", "truncate"]
 _NEEDS: dict[str, tuple[str, ...]] = {
     "replace": ("old",),
     "regex_extract": ("pattern",),
@@ -136,9 +134,7 @@ class StringStep(Step):
         try:
             regex = re.compile(options.pattern)
         except re.error as exc:
-            raise StepConfigError(
-                f"bad regular expression {options.pattern!r}: {exc}", (*where, "pattern")
-            ) from None
+            raise StepConfigError(f"bad regular expression {options.pattern!r}: {exc}", (*where, "pattern")) from None
         group = options.group if options.group is not None else (1 if regex.groups else 0)
         if isinstance(group, int) and group > regex.groups:
             raise StepConfigError(f"the pattern has no group {group}", (*where, "group"))
@@ -203,9 +199,7 @@ class MathStep(Step):
                 if self.on_null == "reject":
                     raise StepFailed(f"{self.slot.text} = {self.expr.source} is null (a value is missing)")
             else:
-                raise StepFailed(
-                    f"{self.slot.text} = {self.expr.source} gave {describe(result)}, not a number"
-                )
+                raise StepFailed(f"{self.slot.text} = {self.expr.source} gave {describe(result)}, not a number")
         elif self.digits is not None:
             result = round(result, self.digits)
         self.slot.set(entity, result)
