@@ -95,6 +95,10 @@ class _RouteState:
     summary: RouteImportSummary
     items: list[ImportItem] = field(default_factory=list)
     options: ImportOptions = field(default_factory=ImportOptions)
+    #: the batch being written while the next one is parsed (at most one per route, so batches stay in order)
+    pending: asyncio.Task[None] | None = None
+    #: route transform → identifier → validation → fingerprint, compiled once per run
+    accept: Callable[[dict[str, Any]], None] = field(default=lambda _e: None)
 
 
 class Importer:
@@ -153,7 +157,9 @@ class Importer:
             options = ImportOptions(
                 delta=route.config.delta, supersede=route.config.supersede, full=full, priority=route.priority
             )
-            states.append(_RouteState(route, rs, options=options))
+            state = _RouteState(route, rs, options=options)
+            state.accept = self._acceptor(state)
+            states.append(state)
         if not states:
             summary.duration_s = time.perf_counter() - started
             return summary
@@ -170,13 +176,18 @@ class Importer:
                         progress(summary.read)
             for state in states:
                 await self._flush(state)
+                await self._settle_pending(state)
         except SourceError as exc:
-            # what was read before the failure is already committed in whole batches; nothing is half-written
+            # what was read before the failure is committed in whole batches; nothing is half-written
             for state in states:
                 await self._flush(state)
+                await self._settle_pending(state)
             summary.status = "failed"
             summary.error = self.project.redact(exc.message)
         finally:
+            for state in states:
+                if state.pending is not None and not state.pending.done():
+                    state.pending.cancel()
             if source is not None:
                 await source.close()
             summary.duration_s = time.perf_counter() - started
@@ -237,59 +248,64 @@ class Importer:
                 continue
             for entity in entities:
                 for state in states:
-                    self._one(state, entity)
+                    state.accept(entity)
         for state in states:
             if len(state.items) >= batch_size:
                 await self._flush(state)
 
-    def _one(self, state: _RouteState, entity: dict[str, Any]) -> None:
+    def _acceptor(self, state: _RouteState) -> Callable[[dict[str, Any]], None]:
+        """One route's per-record work as a closure over its compiled config: the import hot path."""
         route = state.route
-        if route.pipeline:
-            try:
-                results = route.pipeline.apply(entity)
-            except RecordFiltered as exc:
-                self._filtered(state, entity, f"route {route.name}: {exc.message}")
-                return
-            except RecordRejected as exc:
-                self._rejected(state, entity, f"route {route.name}: {exc.message}")
-                return
-        else:
-            results = [entity]
-        for result in results:
-            ident = route.identifier(result)
-            if ident is None:
-                self._rejected(
-                    state,
-                    result,
-                    f"identifier {_spec(route.config.identifier)} is missing or empty in the record",
-                )
-                continue
-            try:
-                data = orjson.dumps(result, option=_DUMPS_OPTS)
-            except TypeError as exc:
-                self._rejected(state, result, f"the record cannot be stored as JSON: {exc}")
-                continue
-            limit = route.config.validate_.max_entity_bytes
-            if limit is not None and len(data) > limit:
-                state.summary.rejected += 1
-                state.items.append(
-                    ImportItem(
-                        Status.REJECTED,
+        summary = state.summary
+        pipeline = route.pipeline if route.pipeline else None
+        identify = route.identifier
+        limit = route.config.validate_.max_entity_bytes
+        validator = route.schema_validator
+        status = Status.PROCESSING if route.config.realtime else Status.NEW
+        dumps, digest, sort_keys = orjson.dumps, xxhash.xxh3_128_digest, _DUMPS_OPTS
+        spec = _spec(route.config.identifier)
+
+        def reject(ident: str, data: bytes, reason: str) -> None:
+            summary.rejected += 1
+            state.items.append(ImportItem(Status.REJECTED, ident, data, digest(data), reason))
+
+        def accept(entity: dict[str, Any]) -> None:
+            if pipeline is not None:
+                try:
+                    results = pipeline.apply(entity)
+                except RecordFiltered as exc:
+                    self._filtered(state, entity, f"route {route.name}: {exc.message}")
+                    return
+                except RecordRejected as exc:
+                    self._rejected(state, entity, f"route {route.name}: {exc.message}")
+                    return
+            else:
+                results = [entity]
+            for result in results:
+                ident = identify(result)
+                if ident is None:
+                    self._rejected(state, result, f"identifier {spec} is missing or empty in the record")
+                    continue
+                try:
+                    data = dumps(result, option=sort_keys)
+                except TypeError as exc:
+                    self._rejected(state, result, f"the record cannot be stored as JSON: {exc}")
+                    continue
+                if limit is not None and len(data) > limit:
+                    reject(
                         ident,
                         data,
-                        xxhash.xxh3_128_digest(data),
                         f"validate.max_entity_bytes: entity is {len(data)} bytes, over the limit of {limit}",
                     )
-                )
-                continue
-            if route.schema_validator is not None:
-                problem = _schema_problem(route.schema_validator, result)
-                if problem is not None:
-                    state.summary.rejected += 1
-                    state.items.append(ImportItem(Status.REJECTED, ident, data, xxhash.xxh3_128_digest(data), problem))
                     continue
-            status = Status.PROCESSING if route.config.realtime else Status.NEW
-            state.items.append(ImportItem(status, ident, data, xxhash.xxh3_128_digest(data)))
+                if validator is not None:
+                    problem = _schema_problem(validator, result)
+                    if problem is not None:
+                        reject(ident, data, problem)
+                        continue
+                state.items.append(ImportItem(status, ident, data, digest(data)))
+
+        return accept
 
     def _filtered(self, state: _RouteState, record: Any, reason: str) -> None:
         state.summary.filtered += 1
@@ -312,20 +328,25 @@ class Importer:
         )
 
     async def _flush(self, state: _RouteState) -> None:
+        """Start writing the collected batch; the previous batch of this route is awaited first, for order."""
         if not state.items:
             return
+        await self._settle_pending(state)
         items, state.items = state.items, []
+        state.pending = asyncio.create_task(self._write(state, items))
+
+    async def _settle_pending(self, state: _RouteState) -> None:
+        if state.pending is not None:
+            pending, state.pending = state.pending, None
+            await pending
+
+    async def _write(self, state: _RouteState, items: list[ImportItem]) -> None:
         options = state.options
         if state.route.config.realtime:
             options.worker = self.worker
             options.lease_until = _now() + timedelta(seconds=state.route.config.outgoing.lease)
         counts = await asyncio.to_thread(
-            self.store.import_batch,
-            state.route.name,
-            items,
-            run_id=state.summary.run_id,
-            options=options,
-            now=_now(),
+            self.store.import_batch, state.route.name, items, run_id=state.summary.run_id, options=options, now=_now()
         )
         state.summary.add(counts)
         if counts.processing_ids and self.on_realtime is not None:

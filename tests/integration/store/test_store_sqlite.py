@@ -27,18 +27,21 @@ def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> No
     due = at(0).timestamp()
     cases = [
         # due retries come from the partial index on (status, next_attempt_at) WHERE status = 'retry'
-        ("claim_retry", (due, ROUTE), "tasks_retry_due", "status=? AND next_attempt_at<?"),
-        # new work in arrival order from (route, status, id): no sort, no scan
-        ("claim_new", (ROUTE, due), "tasks_route_status", "route=? AND status=?"),
+        ("due_retry", (due, ROUTE), "tasks_retry_due", "status=? AND next_attempt_at<?"),
+        # new work in arrival order from the partial (route, status, id) index: no sort, no scan
+        ("due_new", (ROUTE, due), "tasks_route_status", "route=? AND status=?"),
     ]
-    for name, middle, index, condition in cases:
-        plan = sqlite_store.explain(Q[name], ("w", 1.0, 2.0, *middle, 10))
+    for name, params, index, condition in cases:
+        plan = sqlite_store.explain(Q[name], (*params, 10))
         text = "\n".join(plan)
         searches = [line for line in plan if line.startswith("SEARCH tasks USING") and "INDEX" in line]
         assert any(index in line and condition in line for line in searches), text
         assert not any(line.startswith("SCAN tasks") for line in plan), text
-        assert "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)" in plan, text
         assert "USE TEMP B-TREE FOR ORDER BY" not in text, text
+    # the claim itself updates by primary key
+    plan = sqlite_store.explain(Q["claim_ids"], ("w", 1.0, 2.0, "[1, 2]"))
+    assert any("INTEGER PRIMARY KEY" in line for line in plan), plan
+    assert not any(line.startswith("SCAN tasks") for line in plan), plan
 
 
 def test_recovery_and_lookup_queries_do_not_scan_tasks(sqlite_store: SQLiteStore) -> None:

@@ -37,29 +37,31 @@ INSERT INTO counters (route, status, n) VALUES (?, ?, 0) ON CONFLICT (route, sta
 INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
--- name: claim_new
-UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (
-    SELECT id FROM tasks
-    WHERE route = ? AND status = 'new' AND next_attempt_at <= ?
-    ORDER BY id
-    LIMIT ?
-)
-RETURNING id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
-          worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
-          result
+-- name: due_new
+SELECT id FROM tasks
+WHERE route = ? AND status = 'new' AND status NOT IN ('finished', 'skipped') AND next_attempt_at <= ?
+ORDER BY id
+LIMIT ?
 
--- name: claim_retry
+-- name: claim_ids
 UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (
-    SELECT id FROM tasks
-    WHERE status = 'retry' AND next_attempt_at <= ? AND route = ?
-    ORDER BY next_attempt_at
-    LIMIT ?
-)
-RETURNING id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
-          worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
-          result
+WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('new', 'retry')
+
+-- name: tasks_by_ids
+SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw, result
+FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id
+
+-- name: settle_many
+UPDATE tasks SET status = ?, updated_at = ?, error = NULL, next_attempt_at = NULL, lease_until = NULL
+WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing' AND worker = ?
+RETURNING id, route
+
+-- name: due_retry
+SELECT id FROM tasks
+WHERE status = 'retry' AND next_attempt_at <= ? AND route = ?
+ORDER BY next_attempt_at
+LIMIT ?
 
 -- name: settle_task
 UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL, result = ?
@@ -71,7 +73,8 @@ UPDATE tasks SET lease_until = ? WHERE id = ? AND status = 'processing' AND work
 
 -- name: expired_leases
 SELECT id, route, attempts, worker FROM tasks
-WHERE status = 'processing' AND lease_until < ? AND (? IS NULL OR route = ?)
+WHERE status = 'processing' AND status NOT IN ('finished', 'skipped') AND lease_until < ?
+  AND (? IS NULL OR route = ?)
 ORDER BY id LIMIT ?
 
 -- name: recover_task
@@ -151,12 +154,13 @@ SELECT minute, kind, SUM(n) FROM throughput WHERE minute >= ? AND route = ? GROU
 
 -- name: top_errors
 SELECT route, status, error, COUNT(*) AS n, MAX(id) FROM tasks
-WHERE status IN ('failed', 'retry') AND updated_at >= ? AND error IS NOT NULL
+WHERE status IN ('failed', 'retry') AND status NOT IN ('finished', 'skipped') AND updated_at >= ?
+  AND error IS NOT NULL
 GROUP BY route, status, error ORDER BY n DESC LIMIT ?
 
 -- name: oldest_due
 SELECT route, status, MIN(CASE WHEN status = 'waiting' THEN updated_at ELSE next_attempt_at END) FROM tasks
-WHERE status IN ('new', 'waiting', 'retry') GROUP BY route, status
+WHERE status IN ('new', 'waiting', 'retry') AND status NOT IN ('finished', 'skipped') GROUP BY route, status
 
 -- name: route_states
 SELECT route, active, incoming_next, outgoing_next FROM route_state

@@ -259,25 +259,36 @@ class SQLiteStore(Store):
         self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
         now_ts = now.timestamp()
-        claimed: list[Task] = []
         with self._tx() as conn:
+            ids: list[int] = []
+            sources: dict[int, Status] = {}
+            if limit > 0:
+                for source, query, params in (
+                    (Status.RETRY, Q["due_retry"], (now_ts, route)),
+                    (Status.NEW, Q["due_new"], (route, now_ts)),
+                ):
+                    want = limit - len(ids)
+                    if want <= 0:
+                        break
+                    found = [r[0] for r in conn.execute(query, (*params, want))]
+                    ids += found
+                    sources.update(dict.fromkeys(found, source))
+            if not ids:
+                return []
+            packed = orjson.dumps(ids)
+            # the statuses were read in this same write transaction, so the guarded update changes every id
+            conn.execute(Q["claim_ids"], (worker, lease_until.timestamp(), now_ts, packed))
+            claimed = []
+            for row in conn.execute(Q["tasks_by_ids"], (packed,)):
+                task = _task(row)
+                task.claimed_from = sources[task.id]
+                claimed.append(task)
+            moved = Counter(sources.values())
             deltas: Counter[tuple[str, str]] = Counter()
-            for source in (Status.RETRY, Status.NEW):
-                want = limit - len(claimed)
-                if want <= 0:
-                    break
-                query = Q["claim_retry"] if source is Status.RETRY else Q["claim_new"]
-                first, second = (now_ts, route) if source is Status.RETRY else (route, now_ts)
-                rows = conn.execute(query, (worker, lease_until.timestamp(), now_ts, first, second, want)).fetchall()
-                if rows:
-                    deltas[(route, source.value)] -= len(rows)
-                    deltas[(route, Status.PROCESSING.value)] += len(rows)
-                    for r in rows:
-                        task = _task(r)
-                        task.claimed_from = source
-                        claimed.append(task)
+            for source, n in moved.items():
+                deltas[(route, source.value)] -= n
+                deltas[(route, Status.PROCESSING.value)] += n
             self._add_counters(conn, deltas)
-        claimed.sort(key=lambda t: t.id)
         return claimed
 
     def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
@@ -286,9 +297,14 @@ class SQLiteStore(Store):
         with self._tx() as conn:
             deltas: Counter[tuple[str, str]] = Counter()
             per_minute: Counter[tuple[str, str]] = Counter()
-            logs = []
+            logs: list[tuple[Any, ...]] = []
+            # plain successes (no error, result or next attempt) of one worker settle in one set-based statement
+            plain: dict[tuple[Action, str], list[Settlement]] = {}
             for s in settlements:
                 if not settles_from_processing(s.action):
+                    continue
+                if s.error is None and s.next_attempt_at is None and s.result is None:
+                    plain.setdefault((s.action, s.worker), []).append(s)
                     continue
                 target = TRANSITIONS[s.action].target
                 row = conn.execute(
@@ -303,32 +319,42 @@ class SQLiteStore(Store):
                         s.worker,
                     ),
                 ).fetchone()
-                if row is None:
-                    continue
-                changed += 1
-                deltas[(row[0], Status.PROCESSING.value)] -= 1
-                deltas[(row[0], target.value)] += 1
-                if target.value in _THROUGHPUT_STATUSES:
-                    per_minute[(row[0], _THROUGHPUT_STATUSES[target.value])] += 1
-                logs.append(
-                    (
-                        s.task_id,
-                        now_ts,
-                        s.level,
-                        "export",
-                        s.worker,
-                        Status.PROCESSING.value,
-                        target.value,
-                        s.message,
-                        orjson.dumps(s.details) if s.details else None,
-                    )
-                )
+                if row is not None:
+                    changed += 1
+                    self._settled(s, row[0], target, now_ts, deltas, per_minute, logs)
+            for (action, worker), group in plain.items():
+                target = TRANSITIONS[action].target
+                by_id = {s.task_id: s for s in group}
+                rows = conn.execute(
+                    Q["settle_many"], (target.value, now_ts, orjson.dumps(list(by_id)), worker)
+                ).fetchall()
+                for task_id, route in rows:
+                    changed += 1
+                    self._settled(by_id[task_id], route, target, now_ts, deltas, per_minute, logs)
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
             minute = int(now_ts // 60)
             if per_minute:
                 conn.executemany(Q["add_throughput"], [(minute, r, k, n) for (r, k), n in per_minute.items()])
         return changed
+
+    @staticmethod
+    def _settled(
+        s: Settlement,
+        route: str,
+        target: Status,
+        now_ts: float,
+        deltas: Counter[tuple[str, str]],
+        per_minute: Counter[tuple[str, str]],
+        logs: list[tuple[Any, ...]],
+    ) -> None:
+        deltas[(route, Status.PROCESSING.value)] -= 1
+        deltas[(route, target.value)] += 1
+        kind = _THROUGHPUT_STATUSES.get(target.value)
+        if kind is not None:
+            per_minute[(route, kind)] += 1
+        details = orjson.dumps(s.details) if s.details else None
+        logs.append((s.task_id, now_ts, s.level, "export", s.worker, "processing", target.value, s.message, details))
 
     def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int:
         until = lease_until.timestamp()
@@ -506,7 +532,7 @@ class SQLiteStore(Store):
     def list_tasks(
         self, selection: TaskFilter, *, limit: int = 50, cursor: int | None = None
     ) -> tuple[list[Task], int | None]:
-        where, params = where_clause(selection, timestamp=ts)
+        where, params = _where(selection)
         if cursor is not None:
             where += " AND id < ?"
             params.append(cursor)
@@ -518,7 +544,7 @@ class SQLiteStore(Store):
         return tasks, next_cursor
 
     def count_tasks(self, selection: TaskFilter) -> int:
-        where, params = where_clause(selection, timestamp=ts)
+        where, params = _where(selection)
         return int(self._read(f"SELECT COUNT(*) FROM tasks WHERE {where}", params)[0][0])
 
     def stats(self, route: str | None = None) -> Stats:
@@ -732,6 +758,18 @@ _THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed":
 
 def _token(r: Sequence[Any]) -> TokenRecord:
     return TokenRecord(r[0], r[1], r[2], datetime.fromtimestamp(r[3], UTC), dt(r[4]), bool(r[5]))
+
+
+#: the condition of the partial status indexes; a query must state it for SQLite to use them
+ACTIVE = "status NOT IN ('finished', 'skipped')"
+_BULK = frozenset({Status.FINISHED, Status.SKIPPED})
+
+
+def _where(selection: TaskFilter) -> tuple[str, list[Any]]:
+    where, params = where_clause(selection, timestamp=ts)
+    if selection.statuses and not _BULK.intersection(selection.statuses):
+        where += f" AND {ACTIVE}"
+    return where, params
 
 
 def _stats(rows: Iterable[Sequence[Any]]) -> Stats:

@@ -39,4 +39,4 @@ CREATE TABLE throughput (
 ) WITHOUT ROWID;
 
 -- listing by status across routes newest first, the top-errors panel, pruning by status
-CREATE INDEX tasks_status_id ON tasks (status, id);
+CREATE INDEX tasks_status_id ON tasks (status, id) WHERE status NOT IN ('finished', 'skipped');
