@@ -1,0 +1,204 @@
+"""Loading crossdock.yaml: YAML errors with lines, unknown and missing keys, ${ENV}, includes, durations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossdock.config import load_config, parse_duration
+from crossdock.errors import ConfigError, ConfigErrors
+
+ROUTE = """\
+routes:
+  r:
+    incoming:
+      source: {type: file, path: data/in.ndjson}
+    identifier: sku
+    outgoing:
+      target: {type: noop}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "crossdock.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def errors_of(path: Path, environ: dict[str, str] | None = None) -> list[ConfigError]:
+    with pytest.raises((ConfigErrors, ConfigError)) as info:
+        load_config(path, environ if environ is not None else {})
+    exc = info.value
+    return list(exc.errors) if isinstance(exc, ConfigErrors) else [exc]
+
+
+def test_valid_config_loads(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, ROUTE), {})
+    route = loaded.config.routes["r"]
+    assert route.identifier == "sku"
+    assert route.delta is True and route.retry is None
+    assert loaded.root == tmp_path
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    text = ROUTE + "  broken: [unclosed\n  other: 1\n"
+    errors = errors_of(write(tmp_path, text))
+    assert len(errors) == 1
+    assert errors[0].file is not None and errors[0].file.endswith("crossdock.yaml")
+    assert errors[0].line is not None and errors[0].line >= 8
+    assert "invalid YAML" in errors[0].message
+    assert f"crossdock.yaml:{errors[0].line}" in errors[0].message
+
+
+def test_bad_indentation_names_the_line(tmp_path: Path) -> None:
+    text = "routes:\n  r:\n    identifier: sku\n   outgoing: x\n"
+    [error] = errors_of(write(tmp_path, text))
+    assert error.line == 4, error.message
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    text = ROUTE.replace("identifier: sku", "identifier: sku\n    identifer: sku")
+    errors = errors_of(write(tmp_path, text))
+    [error] = errors
+    assert error.line == 6
+    assert error.key == "routes.r.identifer"
+    assert "unknown key" in error.message
+    assert "crossdock.yaml:6: routes.r.identifer:" in error.message
+
+
+def test_unknown_key_in_a_connector_block(tmp_path: Path) -> None:
+    from crossdock.engine.project import load_project
+
+    path = write(tmp_path, ROUTE.replace("path: data/in.ndjson}", "path: data/in.ndjson, fromat: csv}"))
+    with pytest.raises(ConfigErrors) as info:
+        load_project(path, {})
+    [error] = info.value.errors
+    assert error.line == 4
+    assert error.key == "routes.r.incoming.source.fromat"
+
+
+def test_missing_key_is_named(tmp_path: Path) -> None:
+    text = ROUTE.replace("    identifier: sku\n", "")
+    [error] = errors_of(write(tmp_path, text))
+    assert error.key == "routes.r.identifier"
+    assert "required key is missing" in error.message
+    assert error.line == 2  # the route that lacks it
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    text = ROUTE.replace("identifier: sku", "identifer: sku").replace(
+        "    outgoing:", "    realtim: true\n    outgoing:"
+    )
+    errors = errors_of(write(tmp_path, text))
+    keys = {e.key for e in errors}
+    assert {"routes.r.identifer", "routes.r.realtim", "routes.r.identifier"} <= keys
+
+
+def test_env_value_is_substituted(tmp_path: Path) -> None:
+    text = ROUTE.replace("data/in.ndjson", '"${DATA_DIR}/in.ndjson"')
+    loaded = load_config(write(tmp_path, text), {"DATA_DIR": "/srv/data"})
+    source = loaded.config.routes["r"].incoming.source  # type: ignore[union-attr]
+    assert source.model_extra["path"] == "/srv/data/in.ndjson"
+
+
+def test_missing_env_is_an_error_naming_the_variable_and_line(tmp_path: Path) -> None:
+    text = "database: ${CD_UNIT_DB_URL}\n" + ROUTE
+    [error] = errors_of(write(tmp_path, text))
+    assert "CD_UNIT_DB_URL" in error.message
+    assert error.line == 1
+    assert error.key == "database"
+
+
+def test_env_default_is_used_when_missing(tmp_path: Path) -> None:
+    text = "database: ${CD_UNIT_DB_URL:-sqlite:///x.db}\n" + ROUTE
+    assert load_config(write(tmp_path, text), {}).config.database == "sqlite:///x.db"
+    assert load_config(write(tmp_path, text), {"CD_UNIT_DB_URL": "sqlite:///y.db"}).config.database == "sqlite:///y.db"
+    empty_default = "database: ${CD_UNIT_DB_URL:-}\n" + ROUTE
+    assert load_config(write(tmp_path, empty_default), {}).config.database == ""
+
+
+def test_secret_values_from_env_are_collected_for_redaction(tmp_path: Path) -> None:
+    text = 'connections:\n  shop: {type: http, base_url: "http://x", auth: {type: bearer, token: "${TOK}"}}\n' + ROUTE
+    loaded = load_config(write(tmp_path, text), {"TOK": "s3cr3t-value"})
+    assert "s3cr3t-value" in loaded.secrets
+
+
+def test_include_merges_sections(tmp_path: Path) -> None:
+    write(tmp_path, 'connections:\n  shop: {type: http, base_url: "http://x"}\n', "conns.yaml")
+    (tmp_path / "routes").mkdir()
+    write(tmp_path, ROUTE.replace("  r:", "  r2:").split("\n", 1)[1].join(["routes:\n", ""]), "routes/r2.yaml")
+    loaded = load_config(write(tmp_path, "include: [conns.yaml, routes/*.yaml]\n" + ROUTE), {})
+    assert set(loaded.config.routes) == {"r", "r2"}
+    assert set(loaded.config.connections) == {"shop"}
+
+
+def test_include_errors_name_the_included_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path, "routes:\n  r2:\n    identifier: sku\n    bogus: 1\n", "more.yaml")
+    errors = errors_of(write(tmp_path, "include: [more.yaml]\n" + ROUTE))
+    bogus = [e for e in errors if e.key == "routes.r2.bogus"]
+    assert len(bogus) == 1, [e.message for e in errors]
+    assert bogus[0].file is not None and bogus[0].file.endswith("more.yaml")
+    assert bogus[0].line == 4
+
+
+def test_include_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
+    [error] = errors_of(write(tmp_path, "include: [nope/*.yaml]\n" + ROUTE))
+    assert "nope/*.yaml" in error.message
+    assert error.line == 1
+
+
+def test_include_defining_a_route_twice_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, ROUTE, "dup.yaml")
+    errors = errors_of(write(tmp_path, "include: [dup.yaml]\n" + ROUTE))
+    assert any("defined twice" in e.message and e.file and e.file.endswith("dup.yaml") for e in errors)
+
+
+def test_include_may_not_hold_other_sections(tmp_path: Path) -> None:
+    write(tmp_path, "database: sqlite:///z.db\n", "db.yaml")
+    errors = errors_of(write(tmp_path, "include: [db.yaml]\n" + ROUTE))
+    assert any("database" in (e.key or "") and e.file and e.file.endswith("db.yaml") for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("30s", 30),
+        ("5m", 300),
+        ("6h", 21600),
+        ("1.5h", 5400),
+        ("30d", 30 * 86400),
+        ("2w", 14 * 86400),
+        ("45", 45),
+        (45, 45),
+        (0.5, 0.5),
+        ("0s", 0),
+        (" 10s ", 10),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["1h30m", "5 minutes", "abc", "", "-5s", "10y", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_bad_duration_in_config_names_the_key(tmp_path: Path) -> None:
+    text = ROUTE + "    retry: {max_attempts: 3, backoff: 5 minutes}\n"
+    [error] = errors_of(write(tmp_path, text))
+    assert error.key == "routes.r.retry.backoff"
+    assert error.line == 8
+    assert "5 minutes" in error.message
+
+
+def test_durations_in_config_become_seconds(tmp_path: Path) -> None:
+    text = ROUTE + "    retry: {max_attempts: 3, backoff: 250ms, max_backoff: 2h}\n"
+    text = text.replace("target: {type: noop}", "target: {type: noop}\n      lease: 2s")
+    route = load_config(write(tmp_path, text), {}).config.routes["r"]
+    assert route.retry is not None
+    assert route.retry.backoff == 0.25 and route.retry.max_backoff == 7200
+    assert route.outgoing.lease == 2
