@@ -46,10 +46,19 @@ routes:
 """
 
 
-def run_demo(directory: Path, *, port: int, products: int, console: Console) -> int:
+def run_demo(
+    directory: Path,
+    *,
+    port: int,
+    products: int,
+    console: Console,
+    config_name: str = "crossdock.yaml",
+    database: str | None = None,
+) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "crossdock.yaml"
-    config.write_text(DEMO_CONFIG, encoding="utf-8")
+    config = directory / config_name
+    text = DEMO_CONFIG if database is None else DEMO_CONFIG.replace("sqlite:///crossdock.db", database, 1)
+    config.write_text(text, encoding="utf-8")
     token = "demo-erp-token"
     # a few records the shop refuses for good (400) and a flaky shop (every 20th request 503)
     failures = FailureConfig(fail_every=20, fail_status=503, status_for_skus={"SKU-00003": 400, "SKU-00042": 422})

@@ -96,9 +96,12 @@ def sample_products(n: int = 20, seed: int = 7) -> list[dict[str, object]]:
     return products
 
 
-def write_project(directory: Path, *, force: bool = False) -> list[Path]:
+def write_project(
+    directory: Path, *, force: bool = False, config_name: str = "crossdock.yaml", database: str | None = None
+) -> list[Path]:
+    config = CONFIG if database is None else CONFIG.replace("sqlite:///crossdock.db", database, 1)
     files = {
-        directory / "crossdock.yaml": CONFIG.encode(),
+        directory / config_name: config.encode(),
         directory / "schemas" / "product.json": orjson.dumps(SCHEMA, option=orjson.OPT_INDENT_2) + b"\n",
         directory / "data" / "products.ndjson": b"".join(orjson.dumps(p) + b"\n" for p in sample_products()),
         directory / "README.md": README.encode(),

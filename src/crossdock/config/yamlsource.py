@@ -135,7 +135,11 @@ def interpolate_env(located: Located, environ: dict[str, str] | None = None) -> 
     return errors
 
 
-_SECRET_KEY = re.compile(r"(token|password|passwd|secret|api_?key|private_key|passphrase|authorization)$", re.I)
+_SECRET_KEY = re.compile(
+    r"(token|password|passwd|secret|api[_-]?key|private[_-]?key|passphrase|authorization|x-auth[\w-]*)$", re.I
+)
+#: keys of an ``auth:`` block that are not secret; every other string in it is
+_AUTH_PUBLIC = {"type", "name", "location", "username", "token_url", "scope", "client_id", "header"}
 
 
 def collect_secrets(located: Located) -> None:
@@ -144,6 +148,8 @@ def collect_secrets(located: Located) -> None:
     def walk(value: Any, key: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
+                if key == "auth" and isinstance(v, str) and str(k) not in _AUTH_PUBLIC and len(v) >= 4:
+                    located.secrets.add(v)
                 walk(v, str(k))
         elif isinstance(value, list):
             for item in value:

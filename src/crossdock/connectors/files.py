@@ -59,7 +59,7 @@ class FileSource(Source):
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         paths = [Path(m) for m in matches]
         if not glob.has_magic(pattern) and not paths[0].exists():
-            raise SourceError(f"source file {self.options.path} not found (looked in {paths[0].parent})")
+            raise SourceError(f"source file {self.options.path} not found (looked in {paths[0].parent.resolve()})")
         return paths
 
     def describe(self) -> str:
@@ -165,7 +165,8 @@ def _read_csv(path: Path, options: FileSourceOptions) -> Iterator[Any]:
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc.strerror}") from None
     try:
-        reader = csv.reader(handle, delimiter=options.delimiter)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" and options.delimiter == "," else options.delimiter
+        reader = csv.reader(handle, delimiter=delimiter)
         if options.header:
             try:
                 columns = next(reader)
@@ -181,7 +182,7 @@ def _read_csv(path: Path, options: FileSourceOptions) -> Iterator[Any]:
                 continue
             if len(row) != width:
                 raw = io.StringIO()
-                csv.writer(raw, delimiter=options.delimiter).writerow(row)
+                csv.writer(raw, delimiter=delimiter).writerow(row)
                 yield Malformed(
                     raw.getvalue().rstrip("\r\n"),
                     f"{path.name} line {reader.line_num}: {len(row)} fields, expected {width}",

@@ -39,7 +39,7 @@ class CheckReport:
         }
 
 
-def check_project(path: Path) -> CheckReport:
+def check_project(path: Path, *, database: str | None = None) -> CheckReport:
     from crossdock.engine.project import load_project
 
     report = CheckReport(str(path))
@@ -52,6 +52,8 @@ def check_project(path: Path) -> CheckReport:
         report.errors.append(f"config error: {exc.message}")
         return report
     report.routes = sorted(project.routes)
+    if database is not None:
+        _check_database(project, database, report)
     for name, route in sorted(project.routes.items()):
         cfg = route.config
         flags = [
@@ -97,3 +99,16 @@ def _run_tests(project: Any, report: CheckReport) -> None:
             file, line = project.loaded.source.where((*path, failure.index))
             where = ".".join(path) + f"[{failure.index}]"
             report.errors.append(f"test failed: {file}:{line}: {where}: {failure.message}\n{failure.diff}")
+
+
+def _check_database(project: Any, url: str, report: CheckReport) -> None:
+    from crossdock.errors import CrossdockError
+    from crossdock.store import open_store
+
+    try:
+        store = open_store(url, base=project.root)
+    except (CrossdockError, OSError) as exc:
+        report.errors.append(f"config error: --db {url}: cannot open the database: {exc}")
+        return
+    report.info.append(f"database {store.backend}: schema at version {store.upgrade()}")
+    store.close()

@@ -9,7 +9,7 @@ from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.errors import UsageError
-from crossdock.store import Store, backend_name
+from crossdock.store import Store
 from crossdock.store.base import empty_counts
 
 
@@ -32,7 +32,7 @@ async def run_once(
         await exporter.deliver_claimed(route, store.get_tasks(ids))
 
     importer = Importer(project, store, worker=exporter.worker, on_realtime=realtime, clients=exporter.clients)
-    result: dict[str, Any] = {"route": name, "status": "ok", "database": backend_name(project.database_url())}
+    result: dict[str, Any] = {"route": name, "status": "ok", "database": store.backend}
     routes: list[str]
     try:
         if name in project.routes:

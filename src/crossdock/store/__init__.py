@@ -45,7 +45,9 @@ def backend_name(url: str) -> str:
 
 def sqlite_path(url: str, base: Path | None = None) -> Path:
     """``sqlite:///rel.db`` is relative to ``base`` (the project folder); ``sqlite:////abs.db`` is absolute."""
-    rest = url[len("sqlite://") :]
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
     if rest.startswith("/"):
         rest = rest[1:]
     path = Path(rest)
