@@ -148,10 +148,11 @@ class Importer:
         now = _now()
         summary = ImportSummary(incoming.name)
         states: list[_RouteState] = []
+        active = self.project.active_routes(self.store)
         for route in self.project.routes_of(incoming):
-            rs = RouteImportSummary(route.name, active=route.config.active)
+            rs = RouteImportSummary(route.name, active=route.name in active)
             summary.routes[route.name] = rs
-            if not route.config.active:
+            if not rs.active:
                 continue
             rs.run_id = self.store.start_run(route.name, "incoming", actor=actor, now=now)
             options = ImportOptions(

@@ -123,6 +123,19 @@ class Project:
     def routes_of(self, incoming: CompiledIncoming) -> list[CompiledRoute]:
         return [r for r in self.routes.values() if r.incoming is incoming]
 
+    def active_routes(self, store: Any) -> set[str]:
+        """Routes that run: the store's override (dashboard, API) wins over the config's ``active``."""
+        overrides = store.route_states()
+        active = set()
+        for name, route in self.routes.items():
+            state = overrides.get(name)
+            if state is not None and state.active is not None:
+                if state.active:
+                    active.add(name)
+            elif route.config.active:
+                active.add(name)
+        return active
+
     def max_attempts(self) -> dict[str, int]:
         return {name: r.max_attempts for name, r in self.routes.items()}
 

@@ -56,8 +56,7 @@ async def run_once(
             known = ", ".join(sorted([*project.routes, *project.incomings])) or "none"
             raise UsageError(f"no route or shared incoming named {name!r} in {project.path} (known: {known})")
         if outgoing:
-            route = project.routes[name]
-            if route.config.active:
+            if name in project.active_routes(store):
                 exp = await exporter.run_route(name, limit=limit, actor=actor)
                 result["outgoing"] = exp.to_json()
                 if exp.status != "ok":
