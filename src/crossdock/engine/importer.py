@@ -116,6 +116,8 @@ class Importer:
         self.worker = worker
         #: called with the ids of tasks created in processing on realtime routes (delivered right away)
         self.on_realtime = on_realtime
+        #: whether a route takes records; the scheduler swaps in the database's active override
+        self.is_active: Callable[[CompiledRoute], bool] = lambda route: route.config.active
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -144,9 +146,10 @@ class Importer:
         summary = ImportSummary(incoming.name)
         states: list[_RouteState] = []
         for route in self.project.routes_of(incoming):
-            rs = RouteImportSummary(route.name, active=route.config.active)
+            active = self.is_active(route)
+            rs = RouteImportSummary(route.name, active=active)
             summary.routes[route.name] = rs
-            if not route.config.active:
+            if not active:
                 continue
             rs.run_id = self.store.start_run(route.name, "incoming", actor=actor, now=now)
             options = ImportOptions(
