@@ -10,21 +10,25 @@ Run::
 
     PYTHONPATH=src python bench/worker_bench.py [--tasks 20000] [--workers 1 2 4] [--concurrency 32]
 
-Measured on the development container (8 vCPU shared, Linux, Python 3.11, SQLite WAL, loopback HTTP,
-route ``concurrency: 32``, no global ``--concurrency``), ``--tasks 20000``:
+Measured on the development container: 2 vCPU (AMD EPYC, shared with the mock shop process), Python
+3.11.7, SQLite WAL, loopback HTTP, route ``concurrency: 32``, no global ``--concurrency``,
+``--tasks 20000``. Three runs, tasks/s (wall time from spawn to the last settle):
 
-=========  ==========  =========  ===========  ==========
- workers    wall (s)    tasks/s    duplicates   processing
-=========  ==========  =========  ===========  ==========
- 1          6.0         3,333      0            0
- 2          5.4         3,711      0            0
- 4          5.7         3,510      0            0
-=========  ==========  =========  ===========  ==========
+=========  ========  ========  ========  ===========  ====================
+ workers    run 1     run 2     run 3     duplicates   left in processing
+=========  ========  ========  ========  ===========  ====================
+ 1          1,452     1,456     1,191     0            0
+ 2          1,422       860     1,947     0            0
+ 4            990     (a)         865     0            0
+=========  ========  ========  ========  ===========  ====================
 
-Reading: on one SQLite file more workers barely help. Every claim and settle takes the single writer
-lock (``BEGIN IMMEDIATE``), and one worker already keeps it busy, so extra processes mostly queue for it;
-the gain from 1 to 2 is the HTTP and JSON work moving to a second core. Scale-out needs PostgreSQL
-(``FOR UPDATE SKIP LOCKED`` claims); that benchmark comes with the PostgreSQL store.
+(a) discarded: the test suite was running on the same two cores at the time (it measured 664).
+
+Reading: on one SQLite file, more workers do not reliably help; four are slower than one. Every claim
+and settle takes SQLite's single write lock (``BEGIN IMMEDIATE``); colliding writers wait in SQLite's
+busy handler, which sleeps in growing steps, and here the workers also share two cores with the shop.
+The spread between runs is the shared machine. Scale-out needs PostgreSQL (row-level claims); its
+benchmark comes with the PostgreSQL store.
 """
 
 from __future__ import annotations
