@@ -111,12 +111,14 @@ def one_row(workers: int, tasks: int, concurrency: int, shop: str, root: Path) -
             f.write(json.dumps({"sku": f"SKU-{i:06d}", "name": f"product {i}", "price": i}) + "\n")
     (root / "crossdock.yaml").write_text(CONFIG.format(shop=shop, concurrency=concurrency))
     cli = [sys.executable, "-m", "crossdock.cli"]
-    subprocess.run([*cli, "run", "to-shop", "--incoming"], cwd=root, env=env(), check=True, capture_output=True)
+    importing = [*cli, "run", "to-shop", "--incoming"]
+    subprocess.run(importing, cwd=root, env=env(), check=True, capture_output=True)
     http("POST", shop + "/_reset")
     db = root / "crossdock.db"
+    quiet = subprocess.DEVNULL
     started = time.perf_counter()
     procs = [
-        subprocess.Popen([*cli, "worker"], cwd=root, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen([*cli, "worker"], cwd=root, env=env(), stdout=quiet, stderr=quiet)
         for _ in range(workers)
     ]
     try:
@@ -156,12 +158,13 @@ def main() -> int:
     try:
         wait_up(shop_url)
         with tempfile.TemporaryDirectory(prefix="crossdock-bench-") as tmp:
-            print(f"{'workers':>7}  {'wall s':>7}  {'tasks/s':>8}  {'dupes':>5}  {'processing':>10}  exit codes")
+            header = ("workers", "wall s", "tasks/s", "dupes", "processing")
+            print("  ".join(f"{h:>10}" for h in header), " exit codes")
             for n in args.workers:
                 row = one_row(n, args.tasks, args.concurrency, shop_url, Path(tmp) / f"w{n}")
                 print(
-                    f"{row['workers']:>7}  {row['wall_s']:>7}  {row['tasks_per_s']:>8,}  {row['duplicates']:>5}  "
-                    f"{row['processing']:>10}  {row['exit_codes']}",
+                    f"{row['workers']:>10}  {row['wall_s']:>10}  {row['tasks_per_s']:>10,}  "
+                    f"{row['duplicates']:>10}  {row['processing']:>10}  {row['exit_codes']}",
                     flush=True,
                 )
     finally:
