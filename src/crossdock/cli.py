@@ -749,6 +749,78 @@ def demo(
     raise typer.Exit(code)
 
 
+# --- serve and worker -----------------------------------------------------------------------------
+
+LogFormatOpt = Annotated[
+    str,
+    typer.Option("--log-format", help="text, or json for one JSON object per line.", case_sensitive=False),
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        min=1,
+        help="Deliveries in flight at once, all routes together (default: per route only).",
+    ),
+]
+GraceOpt = Annotated[
+    str, typer.Option("--grace", help="On SIGTERM/SIGINT, how long in-flight deliveries may take to finish.")
+]
+
+
+def _service(
+    kind: str, config: Path, db: str | None, log_format: str, concurrency: int | None, grace: str, **web: Any
+) -> None:
+    from crossdock.logs import configure_logging
+    from crossdock.service import ServiceOptions, run_serve, run_worker
+
+    with guarded():
+        if log_format not in ("text", "json"):
+            raise UsageError(f"--log-format: {log_format!r} is neither text nor json")
+        try:
+            grace_s = parse_duration(grace)
+        except ValueError as exc:
+            raise UsageError(f"--grace: {exc}") from None
+        configure_logging("json" if log_format == "json" else "text")
+        project = load(config)
+        url = db or project.database_url()
+        store = store_for(config, db, project=project)
+        try:
+            store.ensure_routes(project.routes)
+            options = ServiceOptions(concurrency=concurrency, grace=grace_s, **web)
+            runner = run_serve if kind == "serve" else run_worker
+            code = run_async(runner(project, store, url, options))
+        finally:
+            store.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address the web app binds.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the web app.")] = 8080,
+    concurrency: ConcurrencyOpt = None,
+    grace: GraceOpt = "30s",
+    log_format: LogFormatOpt = "text",
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+) -> None:
+    """Scheduler + workers + web (API and dashboard, when installed) until SIGTERM or Ctrl-C."""
+    _service("serve", config, db, log_format, concurrency, grace, host=host, port=port)
+
+
+@app.command()
+def worker(
+    concurrency: ConcurrencyOpt = None,
+    grace: GraceOpt = "30s",
+    log_format: LogFormatOpt = "text",
+    config: ConfigOpt = DEFAULT_CONFIG,
+    db: DbOpt = None,
+) -> None:
+    """Export worker only: delivers routes without an outgoing schedule; run several to scale out."""
+    _service("worker", config, db, log_format, concurrency, grace)
+
+
 def main() -> None:
     try:
         app()

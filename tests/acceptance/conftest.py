@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from clirunner import Cli
 
 from crossdock.mock import FailureConfig, RunningShop, start_shop
 
@@ -227,3 +228,19 @@ def shop_factory(project: Project) -> Iterator[Callable[..., RunningShop]]:
 @pytest.fixture
 def shop(shop_factory: Callable[..., RunningShop]) -> RunningShop:
     return shop_factory()
+
+
+@pytest.fixture
+def cli_factory(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Cli]]:
+    """A long-running CLI (serve, worker) in a project folder; every process is stopped after the test."""
+    made: list[Cli] = []
+
+    def make(config: str, env: dict[str, str]) -> Cli:
+        (tmp_path / "crossdock.yaml").write_text(config, encoding="utf-8")
+        cli = Cli(tmp_path, env)
+        made.append(cli)
+        return cli
+
+    yield make
+    for cli in made:
+        cli.close()

@@ -265,3 +265,32 @@ def test_bad_expression_in_a_transform_step_exits_2_naming_file_line_and_key(pro
         result = project.cli(*args, expect=2)
         assert f"crossdock.yaml:{line}" in result.stderr, result
         assert "routes.r.transform[0]" in result.stderr, result
+
+
+def test_http_source_with_next_link_pagination_to_http_shop(project: Any, shop: RunningShop) -> None:
+    from crossdock.mock import start_erp
+
+    erp = start_erp(products=250, default_page_size=100)
+    try:
+        project.env["ERP_URL"] = erp.url
+        project.write_config(
+            'connections:\n  shop: {type: http, base_url: "${SHOP_URL}"}\n  erp: {type: http, base_url: "${ERP_URL}"}\n'
+            + project.route_yaml(
+                "erp-to-shop",
+                source="{type: http, connection: erp, path: /products, records: items, "
+                "pagination: {type: next_link, path: _links.next}}",
+                connections=False,
+            )
+        )
+        run = project.run("erp-to-shop")
+        assert run["incoming"]["read"] == 250
+        assert run["by_status"] == counts(finished=250)
+        assert erp.requests_to("/products") == 3
+        assert shop.stats()["accepted"] == 250
+        assert len(shop.by_sku) == 250
+        # a second pass: nothing changed at the ERP, nothing is sent
+        again = project.run("erp-to-shop")
+        assert again["incoming"]["routes"]["erp-to-shop"]["unchanged"] == 250
+        assert shop.stats()["accepted"] == 250
+    finally:
+        erp.stop()

@@ -13,7 +13,7 @@ import pytest
 from crossdock.demo import demo_config
 from crossdock.engine.project import Project, load_project
 from crossdock.engine.runner import run_once
-from crossdock.mock import FailureConfig, RunningErp, RunningShop, start_erp, start_shop
+from crossdock.mock import RunningErp, RunningShop, start_erp, start_shop
 from crossdock.store import Store, open_store
 
 REPO = Path(__file__).resolve().parents[2]

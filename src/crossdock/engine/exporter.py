@@ -20,6 +20,7 @@ from typing import Any
 from crossdock.connectors.base import Delivered, Target
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.retry import next_delay
+from crossdock.engine.slots import PrioritySlots
 from crossdock.errors import DeliveryError, PermanentError, RecordFiltered, RecordRejected, TransientError
 from crossdock.store import Settlement, Store
 from crossdock.tasks import Action, Task
@@ -36,6 +37,8 @@ class ExportSummary:
     route: str
     claimed: int = 0
     recovered: int = 0
+    #: claimed but handed back unstarted because the worker was stopping
+    released: int = 0
     duration_s: float = 0.0
     by_status: dict[str, int] = field(default_factory=dict)
     status: str = "ok"
@@ -51,6 +54,7 @@ class ExportSummary:
             "error": self.error,
             "claimed": self.claimed,
             "recovered_leases": self.recovered,
+            "released": self.released,
             "by_status": self.by_status,
             "duration_s": round(self.duration_s, 3),
             "tasks_per_s": round(self.claimed / self.duration_s) if self.duration_s > 0 else None,
@@ -65,6 +69,7 @@ class Exporter:
         *,
         worker: str | None = None,
         clients: dict[str, Any] | None = None,
+        slots: PrioritySlots | None = None,
     ) -> None:
         self.project = project
         project.bind_store(store)
@@ -72,7 +77,22 @@ class Exporter:
         self.worker = worker or worker_id()
         #: shared connection clients (one per connection), closed by :meth:`close`
         self._clients: dict[str, Any] = clients if clients is not None else {}
-        self._in_flight: set[int] = set()
+        #: ids being delivered, per route: each route's lease keeper extends only its own (leases differ)
+        self._in_flight: dict[str, set[int]] = {}
+        #: a process-wide cap on deliveries in flight (the worker's --concurrency), shared by all routes
+        self.slots = slots
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop claiming and starting deliveries; those already on the wire finish and are settled.
+
+        Claimed tasks that never started are released (back to new) when their batch ends.
+        """
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def run_route(
         self,
@@ -139,10 +159,10 @@ class Exporter:
         batch = max(concurrency * 4, 256) if not target.supports_batch else max(out.batch_size, 1000)
         sem = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
-        keeper = asyncio.create_task(self._keep_leases(out.lease))
+        keeper = asyncio.create_task(self._keep_leases(route.name, out.lease))
         try:
             remaining = limit
-            while remaining is None or remaining > 0:
+            while (remaining is None or remaining > 0) and not self._stopping:
                 want = batch if remaining is None else min(batch, remaining)
                 lease_until = _now() + timedelta(seconds=out.lease)
                 tasks = await asyncio.to_thread(
@@ -168,16 +188,21 @@ class Exporter:
             if running:
                 await asyncio.gather(*running)
         finally:
+            # on cancellation, the batches still delivering settle what they did and release the rest
+            for job in running:
+                job.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
-    async def _keep_leases(self, lease: float) -> None:
-        """Extend the leases of tasks still being delivered, so a slow target does not look like a dead worker."""
+    async def _keep_leases(self, route: str, lease: float) -> None:
+        """Extend leases of tasks still being delivered, so a slow target does not look like a dead worker."""
         while True:
             await asyncio.sleep(max(lease / 3, 0.05))
-            if self._in_flight:
-                ids = list(self._in_flight)
+            ids = list(self._in_flight.get(route, ()))
+            if ids:
                 until = _now() + timedelta(seconds=lease)
                 await asyncio.to_thread(self.store.extend_leases, ids, worker=self.worker, lease_until=until)
 
@@ -189,9 +214,11 @@ class Exporter:
         sem: asyncio.Semaphore,
         summary: ExportSummary,
     ) -> None:
-        self._in_flight.update(t.id for t in tasks)
+        in_flight = self._in_flight.setdefault(route.name, set())
+        in_flight.update(t.id for t in tasks)
+        settlements: list[Settlement] = []
+        unstarted: list[int] = []
         try:
-            settlements: list[Settlement] = []
             ready: list[tuple[Task, Any]] = []
             for task in tasks:
                 entity, early = self._transform(route, task)
@@ -200,26 +227,58 @@ class Exporter:
                 else:
                     ready.append((task, entity))
             if target.supports_batch and ready:
-                outcomes = await target.deliver_batch(ready)
-                for (task, _entity), outcome in zip(ready, outcomes, strict=True):
-                    settlements.append(self._settlement(route, task, outcome, None))
+                async with self._slot(route):
+                    if self._stopping:
+                        unstarted += [t.id for t, _ in ready]
+                    else:
+                        outcomes = await target.deliver_batch(ready)
+                        for (task, _entity), outcome in zip(ready, outcomes, strict=True):
+                            settlements.append(self._settlement(route, task, outcome, None))
             elif ready:
 
-                async def one(task: Task, entity: Any) -> Settlement:
-                    async with sem:
+                async def one(task: Task, entity: Any) -> None:
+                    async with sem, self._slot(route):
+                        if self._stopping:
+                            unstarted.append(task.id)
+                            return
                         started = time.perf_counter()
                         try:
                             outcome: Delivered | Exception = await target.deliver(task, entity)
                         except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
                             outcome = exc
-                        return self._settlement(route, task, outcome, time.perf_counter() - started)
+                        seconds = time.perf_counter() - started
+                        settlements.append(self._settlement(route, task, outcome, seconds))
 
-                settlements += await asyncio.gather(*(one(t, e) for t, e in ready))
+                await asyncio.gather(*(one(t, e) for t, e in ready))
+        except BaseException:
+            # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
+            settled = {s.task_id for s in settlements}
+            self._finish_sync(settlements, [t.id for t in tasks if t.id not in settled])
+            in_flight.difference_update(t.id for t in tasks)
+            raise
+        try:
             await asyncio.to_thread(self.store.settle, settlements, now=_now())
+            if unstarted:
+                summary.released += await asyncio.to_thread(
+                    self.store.release, unstarted, worker=self.worker, now=_now()
+                )
             for s in settlements:
                 summary.count(_STATUS_OF[s.action])
         finally:
-            self._in_flight.difference_update(t.id for t in tasks)
+            in_flight.difference_update(t.id for t in tasks)
+
+    def _finish_sync(self, settlements: list[Settlement], release: list[int]) -> None:
+        """Settle and release without awaiting: this runs while the task is being cancelled."""
+        try:
+            if settlements:
+                self.store.settle(settlements, now=_now())
+            if release:
+                self.store.release(release, worker=self.worker, now=_now())
+        except Exception:  # the leases will expire and recover these tasks
+            log.exception("cannot settle or release %d task(s) at shutdown", len(settlements) + len(release))
+
+    def _slot(self, route: CompiledRoute) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.slots.slot(route.priority) if self.slots is not None else contextlib.nullcontext()
 
     def _transform(self, route: CompiledRoute, task: Task) -> tuple[Any, Settlement | None]:
         pipeline = route.outgoing_pipeline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -412,3 +413,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def oldest_due(self) -> dict[str, dict[str, datetime]]:
         """Per route, the oldest due time of new, retry and waiting work: {route: {status: time}}."""
+
+    # --- coordination between processes (PostgreSQL overrides these) ---------------------------------
+
+    def try_leader_lock(self, name: str) -> bool:
+        """Take the lock ``name`` for this process without waiting; True if it is ours.
+
+        The default suits a store only one process uses (memory). SQLite leaves this alone: the runtime
+        takes a file lock beside the database instead. PostgreSQL uses a session advisory lock.
+        """
+        return True
+
+    def release_leader_lock(self, name: str) -> None:
+        """Give up the lock ``name`` if this process holds it."""
+
+    def listen_new(self, timeout: float) -> list[str]:
+        """Block up to ``timeout`` seconds for routes that got new tasks; return their names.
+
+        The default cannot be told, so it sleeps and returns nothing: workers then poll.
+        """
+        time.sleep(timeout)
+        return []
