@@ -203,12 +203,6 @@ def test_sigkill_during_import_then_rerun_gives_one_task_per_record(project: Any
     conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: incoming batch_size is not honoured: the importer flushes only after a whole source page "
-    "(engine/importer.py _feed checks len(items) >= batch_size per page; NDJSON pages are ~1 MB of lines), so one "
-    "transaction holds far more than batch_size records",
-)
 def test_import_transactions_hold_at_most_batch_size_records(project: Any) -> None:
     project.write_ndjson("data/in.ndjson", project.products(5000))
     noop_route(project, incoming_extra="      batch_size: 1000\n")

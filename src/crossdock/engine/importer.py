@@ -226,10 +226,24 @@ class Importer:
         summary: ImportSummary,
         batch_size: int,
     ) -> None:
+        """Take a page in slices, so no write transaction holds more than ``batch_size`` records."""
+        start = 0
+        while start < len(records):
+            room = max(batch_size - max(len(s.items) for s in states), 1)
+            chunk = records[start : start + room]
+            start += len(chunk)
+            self._feed_chunk(incoming, states, chunk, summary)
+            for state in states:
+                if len(state.items) >= batch_size:
+                    await self._flush(state)
+
+    def _feed_chunk(
+        self, incoming: CompiledIncoming, states: list[_RouteState], records: list[Any], summary: ImportSummary
+    ) -> None:
         redact = self.project.redact
         in_pipeline = incoming.pipeline
+        summary.read += len(records)
         for record in records:
-            summary.read += 1
             if isinstance(record, Malformed):
                 for state in states:
                     state.summary.rejected += 1
@@ -250,9 +264,6 @@ class Importer:
             for entity in entities:
                 for state in states:
                     state.accept(entity)
-        for state in states:
-            if len(state.items) >= batch_size:
-                await self._flush(state)
 
     def _acceptor(self, state: _RouteState) -> Callable[[dict[str, Any]], None]:
         """One route's per-record work as a closure over its compiled config: the import hot path."""
