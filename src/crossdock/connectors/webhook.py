@@ -104,7 +104,9 @@ def parse_payload(body: bytes, content_type: str | None) -> list[Any]:
             raise PayloadError("the JSON list is empty")
         # non-objects in a list become rejected tasks, so the sender can see what went wrong
         return [
-            item if isinstance(item, dict) else Malformed(orjson.dumps(item).decode(), f"item {i}: not a JSON object")
+            item
+            if isinstance(item, dict)
+            else Malformed(orjson.dumps(item).decode(), f"item {i}: not a JSON object")
             for i, item in enumerate(data)
         ]
     raise PayloadError("expected a JSON object or a list of objects")
@@ -123,7 +125,9 @@ def _ndjson(body: bytes) -> list[Any]:
         if isinstance(record, dict):
             records.append(record)
         else:
-            records.append(Malformed(line.decode("utf-8", "replace"), f"line {lineno}: expected a JSON object"))
+            records.append(
+                Malformed(line.decode("utf-8", "replace"), f"line {lineno}: expected a JSON object")
+            )
     if not records:
         raise PayloadError("the NDJSON body holds no records")
     return records

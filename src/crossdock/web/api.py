@@ -182,7 +182,9 @@ def act_on_task(ctx: WebContext, who: Principal, task_id: int, action: Action, r
     task = get_task_or_404(ctx, task_id)
     if not is_allowed(action, task.status):
         raise HTTPException(409, refusal_message(action, task.status))
-    result = ctx.store.apply_action(action, TaskFilter(ids=[task_id]), actor=who.actor, reason=reason, now=ctx.now())
+    result = ctx.store.apply_action(
+        action, TaskFilter(ids=[task_id]), actor=who.actor, reason=reason, now=ctx.now()
+    )
     ctx.audit(who, f"task.{action.value}", {"ids": [task_id]}, changed=result.changed, detail=reason)
     if result.changed == 0:
         current = get_task_or_404(ctx, task_id)
@@ -242,7 +244,13 @@ def bulk(ctx: Ctx, who: Operator, body: BulkRequest) -> dict[str, Any]:
     selection = bulk_selection(body)
     action = Action(body.action)
     result = ctx.store.apply_action(action, selection, actor=who.actor, reason=body.reason, now=ctx.now())
-    ctx.audit(who, f"tasks.bulk_{action.value}", selection_target(selection), changed=result.changed, detail=body.reason)
+    ctx.audit(
+        who,
+        f"tasks.bulk_{action.value}",
+        selection_target(selection),
+        changed=result.changed,
+        detail=body.reason,
+    )
     return result.to_json()
 
 
@@ -397,7 +405,15 @@ def audit_csv(entries: list[AuditEntry], redact: Callable[[str], str]) -> str:
     writer.writerow(["id", "at", "actor", "action", "target", "changed", "detail"])
     for e in entries:
         target = "; ".join(f"{k}={v}" for k, v in e.target.items())
-        row = [e.id, iso(e.at), e.actor, e.action, target, "" if e.changed is None else e.changed, e.detail or ""]
+        row = [
+            e.id,
+            iso(e.at),
+            e.actor,
+            e.action,
+            target,
+            "" if e.changed is None else e.changed,
+            e.detail or "",
+        ]
         writer.writerow([_csv_safe(redact(str(v))) for v in row])
     return buf.getvalue()
 

@@ -94,8 +94,13 @@ class Authenticator:
         if cached is not None and clock - cached[0] < self.cache_seconds:
             return cached[1]
         record = self.store.find_token(digest)
-        principal = None if record is None or record.revoked else Principal(record.id, record.name, record.role)
-        if principal is not None and clock - self._touched.get(principal.token_id, -_TOUCH_EVERY) >= _TOUCH_EVERY:
+        principal = (
+            None if record is None or record.revoked else Principal(record.id, record.name, record.role)
+        )
+        if (
+            principal is not None
+            and clock - self._touched.get(principal.token_id, -_TOUCH_EVERY) >= _TOUCH_EVERY
+        ):
             self.store.find_token(digest, now=datetime.now(UTC))
             self._touched[principal.token_id] = clock
         with self._lock:
@@ -137,7 +142,11 @@ class Authenticator:
             data: Any = self._serializer.loads(cookie, max_age=self.session_ttl)
         except BadSignature:
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("t"), int) or not isinstance(data.get("c"), str):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("t"), int)
+            or not isinstance(data.get("c"), str)
+        ):
             return None
         principal = self.live_token(data["t"])
         if principal is None:

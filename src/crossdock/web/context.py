@@ -51,7 +51,12 @@ class WebContext:
     ) -> None:
         actor = who.actor if isinstance(who, Principal) else who
         self.store.record_audit(
-            actor, action, target, changed=changed, detail=self.redact(detail) if detail else None, now=self.now()
+            actor,
+            action,
+            target,
+            changed=changed,
+            detail=self.redact(detail) if detail else None,
+            now=self.now(),
         )
 
     # --- routes ----------------------------------------------------------------------------------
@@ -95,8 +100,12 @@ class WebContext:
                     "counts": {**empty_counts(), **stats.by_route.get(name, {})},
                     "incoming_schedule": in_schedule,
                     "outgoing_schedule": out_schedule,
-                    "next_incoming": iso(_next_fire(in_schedule, state.incoming_next if state else None, now)),
-                    "next_outgoing": iso(_next_fire(out_schedule, state.outgoing_next if state else None, now)),
+                    "next_incoming": iso(
+                        _next_fire(in_schedule, state.incoming_next if state else None, now)
+                    ),
+                    "next_outgoing": iso(
+                        _next_fire(out_schedule, state.outgoing_next if state else None, now)
+                    ),
                     "running": [part for part in PARTS if (name, part) in self.running],
                     "last_runs": [r.to_json() for r in self.store.list_runs(name, 5)],
                 }

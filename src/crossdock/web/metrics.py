@@ -40,11 +40,15 @@ class StoreCollector(Collector):
             for status, n in sorted(counts.items()):
                 tasks.add_metric([route, status], n)
         yield tasks
-        imported = CounterMetricFamily("crossdock_imported", "Records imported as tasks, per route.", labels=["route"])
+        imported = CounterMetricFamily(
+            "crossdock_imported", "Records imported as tasks, per route.", labels=["route"]
+        )
         delivered = CounterMetricFamily(
             "crossdock_delivered", "Tasks delivered (finished or waiting), per route.", labels=["route"]
         )
-        failed = CounterMetricFamily("crossdock_delivery_failed", "Tasks that failed, per route.", labels=["route"])
+        failed = CounterMetricFamily(
+            "crossdock_delivery_failed", "Tasks that failed, per route.", labels=["route"]
+        )
         totals: dict[str, dict[str, int]] = {}
         for route in self.routes():
             per_kind: dict[str, int] = {}

@@ -14,7 +14,11 @@ from crossdock.web.context import WebContext
 
 STATUS_NAMES = [s.value for s in ALL_STATUSES]
 #: chart series: kind in the throughput counters → (label, CSS class)
-SERIES = (("imported", "imported", "s-imported"), ("finished", "finished", "s-finished"), ("failed", "failed", "s-failed"))
+SERIES = (
+    ("imported", "imported", "s-imported"),
+    ("finished", "finished", "s-finished"),
+    ("failed", "failed", "s-failed"),
+)
 
 
 def num(value: int | None) -> str:
@@ -178,4 +182,6 @@ def time_tag(value: datetime | None) -> Markup:
     """Relative time with the exact UTC time on hover."""
     if value is None:
         return Markup('<span class="muted">–</span>')
-    return Markup(f'<time datetime="{escape(iso(value))}" title="{escape(exact(value))}">{escape(ago(value))}</time>')
+    return Markup(
+        f'<time datetime="{escape(iso(value))}" title="{escape(exact(value))}">{escape(ago(value))}</time>'
+    )

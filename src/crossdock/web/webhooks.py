@@ -30,7 +30,9 @@ def find_incoming(ctx: WebContext, name: str) -> CompiledIncoming:
     if incoming is None:
         raise HTTPException(404, f"no route or incoming named {name!r}")
     if not isinstance(incoming.source_options, WebhookSourceOptions):
-        raise HTTPException(404, f"{name!r} does not take webhooks (its source is {incoming.source_options.type})")
+        raise HTTPException(
+            404, f"{name!r} does not take webhooks (its source is {incoming.source_options.type})"
+        )
     return incoming
 
 
@@ -90,7 +92,9 @@ async def import_records(
     async def realtime(route: CompiledRoute, ids: list[int]) -> None:
         await exporter.deliver_claimed(route, ctx.store.get_tasks(ids))
 
-    importer = Importer(ctx.project, ctx.store, worker=exporter.worker, on_realtime=realtime, clients=exporter.clients)
+    importer = Importer(
+        ctx.project, ctx.store, worker=exporter.worker, on_realtime=realtime, clients=exporter.clients
+    )
     try:
         summary = await importer.run_incoming(incoming, actor=actor, records=records)
     finally:
