@@ -65,7 +65,9 @@ def seed(store: object, total: int) -> float:
                 sku = f"SKU-{r}-{i:08d}"
                 entity = b'{"sku":"%s","price":%d,"title":"product %d"}' % (sku.encode(), i % 997, i)
                 if i % 10 == 9:
-                    items.append(ImportItem(Status.REJECTED, sku, entity, None, "validate.schema: price too low"))
+                    items.append(
+                        ImportItem(Status.REJECTED, sku, entity, None, "validate.schema: price too low")
+                    )
                 elif i % 10 == 8:
                     items.append(ImportItem(Status.SKIPPED, sku, entity, None, "filtered: inactive"))
                 else:
@@ -82,8 +84,12 @@ def settle_some(store: object) -> None:
 
     now = datetime.now(UTC)
     for route in ROUTES:
-        new_ids = [t.id for t in store.list_tasks(TaskFilter(statuses=[Status.NEW], route=route), limit=20000)[0]]  # type: ignore[attr-defined]
-        store.apply_action(Action.SKIP, TaskFilter(ids=new_ids[:20000]), actor="bench", reason="bench", now=now)  # type: ignore[attr-defined]
+        new_ids = [
+            t.id for t in store.list_tasks(TaskFilter(statuses=[Status.NEW], route=route), limit=20000)[0]
+        ]  # type: ignore[attr-defined]
+        store.apply_action(
+            Action.SKIP, TaskFilter(ids=new_ids[:20000]), actor="bench", reason="bench", now=now
+        )  # type: ignore[attr-defined]
 
 
 def timed(label: str, calls: list[Callable[[], object]]) -> dict[str, float]:
@@ -96,7 +102,10 @@ def timed(label: str, calls: list[Callable[[], object]]) -> dict[str, float]:
     samples.sort()
     p95 = samples[int(len(samples) * 0.95) - 1]
     result = {"p50": statistics.median(samples), "p95": p95, "max": samples[-1]}
-    print(f"    {label:<50} p50 {result['p50']:5.1f} ms   p95 {result['p95']:5.1f} ms   max {result['max']:5.1f} ms")
+    print(
+        f"    {label:<50} p50 {result['p50']:5.1f} ms   p95 {result['p95']:5.1f} ms"
+        f"   max {result['max']:5.1f} ms"
+    )
     return result
 
 
@@ -147,15 +156,22 @@ def main() -> int:
             calls += [page] * n
             return calls
 
-        timed(f"GET /api/v1/tasks status+route, {n} pages deep", deep({"status": "rejected", "route": ROUTES[1]}))
+        timed(
+            f"GET /api/v1/tasks status+route, {n} pages deep",
+            deep({"status": "rejected", "route": ROUTES[1]}),
+        )
         timed(f"GET /api/v1/tasks status only, {n} pages deep", deep({"status": "new"}))
         combos = [{"status": st, "route": r} for r in ROUTES for st in ("new", "skipped", "rejected")]
         timed(
             "GET /api/v1/tasks first page, each status+route",
-            [lambda q=q: client.get("/api/v1/tasks", params=q, headers=headers) for q in combos] * max(n // len(combos), 1),
+            [lambda q=q: client.get("/api/v1/tasks", params=q, headers=headers) for q in combos]
+            * max(n // len(combos), 1),
         )
         ids = [rng.randint(1, total) for _ in range(n)]
-        timed("GET /api/v1/tasks/{id}", [lambda i=i: client.get(f"/api/v1/tasks/{i}", headers=headers) for i in ids])
+        timed(
+            "GET /api/v1/tasks/{id}",
+            [lambda i=i: client.get(f"/api/v1/tasks/{i}", headers=headers) for i in ids],
+        )
         client.get(f"/login?token={token}")
         timed(
             "GET /tasks (dashboard page with counts)",

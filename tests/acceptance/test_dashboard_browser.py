@@ -66,7 +66,10 @@ routes:
 if not CHROMIUM.exists():
     if os.environ.get("CI") == "true":
         pytest.fail("CI=true but /usr/bin/chromium is missing: apt-get install -y chromium", pytrace=False)
-    pytest.skip("no /usr/bin/chromium (apt-get install -y chromium); the browser test needs it", allow_module_level=True)
+    pytest.skip(
+        "no /usr/bin/chromium (apt-get install -y chromium); the browser test needs it",
+        allow_module_level=True,
+    )
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -105,9 +108,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("browser")
     (root / "crossdock.yaml").write_text(CONFIG)
     erp_token = "erp-browser-token"
-    with start_erp(products=30, auth={"mode": "bearer", "token": erp_token}) as erp, start_shop(
-        failures=FailureConfig(status_for_skus=dict(REFUSED))
-    ) as shop:
+    with (
+        start_erp(products=30, auth={"mode": "bearer", "token": erp_token}) as erp,
+        start_shop(failures=FailureConfig(status_for_skus=dict(REFUSED))) as shop,
+    ):
         saved = {k: os.environ.get(k) for k in ("ERP_URL", "ERP_TOKEN", "SHOP_URL", "CROSSDOCK_DB")}
         os.environ.update({"ERP_URL": erp.url, "ERP_TOKEN": erp_token, "SHOP_URL": shop.url})
         os.environ.pop("CROSSDOCK_DB", None)
@@ -197,7 +201,9 @@ def test_filter_failed_open_retry_and_see_it_finish(page: object, site: Site) ->
     pg.wait_for_url(re.compile(r"/tasks\?status=failed"))  # type: ignore[attr-defined]
     rows = pg.locator("tr[data-task]")  # type: ignore[attr-defined]
     assert rows.count() == len(REFUSED)
-    assert {pg.locator("tr[data-task]").nth(i).get_attribute("data-status") for i in range(rows.count())} == {"failed"}  # type: ignore[attr-defined]
+    assert {pg.locator("tr[data-task]").nth(i).get_attribute("data-status") for i in range(rows.count())} == {
+        "failed"
+    }  # type: ignore[attr-defined]
     shot(pg, "tasks-failed")
     rows.first.locator("td.num a").click()
     pg.wait_for_selector("[data-testid=task-error]")  # type: ignore[attr-defined]

@@ -191,7 +191,11 @@ class Importer:
                 self.store.finish_run(
                     rs.run_id,
                     status=summary.status,
-                    summary={**rs.to_json(), "duration_s": round(summary.duration_s, 3), "incoming": incoming.name},
+                    summary={
+                        **rs.to_json(),
+                        "duration_s": round(summary.duration_s, 3),
+                        "incoming": incoming.name,
+                    },
                     error=summary.error,
                     now=end,
                 )
@@ -220,7 +224,9 @@ class Importer:
                 for state in states:
                     state.summary.rejected += 1
                     state.items.append(
-                        ImportItem(Status.REJECTED, None, None, None, redact(record.reason), record.raw[:RAW_LIMIT])
+                        ImportItem(
+                            Status.REJECTED, None, None, None, redact(record.reason), record.raw[:RAW_LIMIT]
+                        )
                     )
                 continue
             try:
@@ -257,7 +263,9 @@ class Importer:
             ident = route.identifier(result)
             if ident is None:
                 self._rejected(
-                    state, result, f"identifier {_spec(route.config.identifier)} is missing or empty in the record"
+                    state,
+                    result,
+                    f"identifier {_spec(route.config.identifier)} is missing or empty in the record",
                 )
                 continue
             try:
@@ -301,7 +309,11 @@ class Importer:
         data, ident = _best_effort(state.route, record)
         state.items.append(
             ImportItem(
-                Status.REJECTED, ident, data, xxhash.xxh3_128_digest(data) if data else None, self.project.redact(reason)
+                Status.REJECTED,
+                ident,
+                data,
+                xxhash.xxh3_128_digest(data) if data else None,
+                self.project.redact(reason),
             )
         )
 
@@ -314,7 +326,12 @@ class Importer:
             options.worker = self.worker
             options.lease_until = _now() + timedelta(seconds=state.route.config.outgoing.lease)
         counts = await asyncio.to_thread(
-            self.store.import_batch, state.route.name, items, run_id=state.summary.run_id, options=options, now=_now()
+            self.store.import_batch,
+            state.route.name,
+            items,
+            run_id=state.summary.run_id,
+            options=options,
+            now=_now(),
         )
         state.summary.add(counts)
         if counts.processing_ids and self.on_realtime is not None:

@@ -68,7 +68,7 @@ class Principal:
 
 
 class Authenticator:
-    """Resolves bearer tokens and session cookies to principals, with a short cache so a request costs no write."""
+    """Resolves bearer tokens and session cookies to principals; a short cache keeps requests write-free."""
 
     def __init__(self, store: Store, *, secret_key: str, session_ttl: float, cache_seconds: float) -> None:
         self.store = store
@@ -131,7 +131,7 @@ class Authenticator:
     # --- sessions ----------------------------------------------------------------------------------
 
     def new_session(self, principal: Principal) -> str:
-        """A signed cookie value holding the token id and a per-session CSRF token (never the token itself)."""
+        """A signed cookie value: the token id and a per-session CSRF token (never the token itself)."""
         return self._serializer.dumps({"t": principal.token_id, "c": secrets.token_urlsafe(24)})
 
     def read_session(self, cookie: str | None) -> tuple[Principal, str] | None:
@@ -139,7 +139,7 @@ class Authenticator:
         if not cookie:
             return None
         try:
-            data: Any = self._serializer.loads(cookie, max_age=self.session_ttl)
+            data: Any = self._serializer.loads(cookie, max_age=max(int(self.session_ttl), 0))
         except BadSignature:
             return None
         if (
@@ -156,7 +156,7 @@ class Authenticator:
     # --- CSRF for the login form (before there is a session) ----------------------------------------
 
     def login_csrf(self) -> tuple[str, str]:
-        """``(cookie value, form value)``: the form value must come back with the signed cookie (double submit)."""
+        """``(cookie value, form value)``: the form value must come back with the signed cookie."""
         value = secrets.token_urlsafe(24)
         return self._login_serializer.dumps(value), value
 

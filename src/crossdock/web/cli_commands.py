@@ -102,14 +102,14 @@ def token_list(
     table = Table(show_header=True, header_style="bold")
     for col in ("id", "name", "role", "created", "last used", "revoked"):
         table.add_column(col)
-    for r in rows:
+    for t in tokens:
         table.add_row(
-            str(r["id"]),
-            r["name"],
-            r["role"],
-            r["created_at"] or "",
-            r["last_used"] or "never",
-            "yes" if r["revoked"] else "",
+            str(t.id),
+            t.name,
+            t.role,
+            iso(t.created_at) or "",
+            iso(t.last_used) or "never",
+            "yes" if t.revoked else "",
         )
     out.print(table)
 

@@ -9,6 +9,7 @@ only show there if they attach an observer too.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -104,10 +105,8 @@ class DeliveryObserver:
             return
 
         def settle(settlements: Sequence[Settlement], *, now: datetime) -> int:
-            try:
+            with contextlib.suppress(Exception):  # metrics must never take a delivery down
                 self.observe(settlements, route_of([s.task_id for s in settlements]))
-            except Exception:  # metrics must never take a delivery down
-                pass
             return original(settlements, now=now)
 
         settle._crossdock_observed = True  # type: ignore[attr-defined]

@@ -422,7 +422,7 @@ def task_page(request: Request, task_id: int) -> Response:
 
 @router.post("/tasks/{task_id}/action")
 async def task_action(request: Request, task_id: int) -> Response:
-    principal, form, csrf = await form_session(request, "operator")
+    principal, form, _csrf = await form_session(request, "operator")
     ctx = get_ctx(request)
     try:
         action = Action(str(form.get("action")))
@@ -459,7 +459,7 @@ def routes_page(request: Request) -> Response:
 
 @router.post("/routes/{name}/run")
 async def route_run(request: Request, name: str) -> Response:
-    principal, form, csrf = await form_session(request, "operator")
+    principal, form, _csrf = await form_session(request, "operator")
     ctx = get_ctx(request)
     part = str(form.get("part") or "both")
     try:
@@ -474,7 +474,7 @@ async def route_run(request: Request, name: str) -> Response:
 
 @router.post("/routes/{name}/active")
 async def route_active(request: Request, name: str) -> Response:
-    principal, form, csrf = await form_session(request, "operator")
+    principal, form, _csrf = await form_session(request, "operator")
     ctx = get_ctx(request)
     active = form.get("active") == "1"
     set_active(ctx, principal, name, active)

@@ -45,7 +45,7 @@ def login_url(host: str, port: int, token: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets (and ``?token=`` query values) in log records, e.g. uvicorn's access log of the login link."""
+    """Masks secrets and ``?token=`` values in log records, e.g. uvicorn's access log of the login link."""
 
     def __init__(self, redact: Callable[[str], str]) -> None:
         super().__init__()
@@ -95,7 +95,8 @@ def serve_web(
         if token is not None:
             echo(
                 "\nNo API token existed, so an admin token was created. Open this link once to log in\n"
-                f"(it is shown only now; create more with `crossdock token create`):\n\n    {login_url(host, port, token)}\n"
+                "(it is shown only now; create more with `crossdock token create`):\n\n"
+                f"    {login_url(host, port, token)}\n"
             )
     echo(f"crossdock web on http://{host}:{port}/  (API docs: /api/docs)")
     server.run()

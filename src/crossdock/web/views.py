@@ -75,7 +75,7 @@ class Chart:
 
 
 def throughput_chart(ctx: WebContext, *, hours: int = 6, route: str | None = None) -> Chart:
-    """An inline SVG line chart of imported / finished / failed per minute: no JavaScript, no chart library."""
+    """An inline SVG chart of imported / finished / failed per minute: no JavaScript, no chart library."""
     now = ctx.now()
     since = now - timedelta(hours=hours)
     data = ctx.store.throughput(since=since, route=route)

@@ -1,4 +1,4 @@
-"""``POST /api/v1/webhooks/{name}``: pushed records become tasks on the routes of a ``type: webhook`` incoming.
+"""``POST /api/v1/webhooks/{name}``: pushed records become tasks on the routes of a webhook incoming.
 
 The sender authenticates with what the source configures (``X-Crossdock-Secret`` and/or an HMAC-SHA256
 signature of the body). A source with neither accepts only a bearer token of role operator or above, so a

@@ -59,7 +59,11 @@ routes:
       target: {type: noop}
   signed:
     incoming:
-      source: {type: webhook, hmac_secret: "${HMAC_SECRET}", signature_header: X-Signature, max_body_bytes: 65536}
+      source:
+        type: webhook
+        hmac_secret: "${HMAC_SECRET}"
+        signature_header: X-Signature
+        max_body_bytes: 65536
     identifier: sku
     outgoing:
       target: {type: noop}

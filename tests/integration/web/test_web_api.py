@@ -52,7 +52,9 @@ def test_task_list_filters_and_cursor_paging(env: Env) -> None:
     failed = env.client.get("/api/v1/tasks", params={"status": "failed"}, headers=viewer).json()["items"]
     assert [(t["route"], t["identifier"]) for t in failed] == [("to-shop", "SKU-B")]
     two = env.client.get(
-        "/api/v1/tasks", params=[("status", "failed"), ("status", "finished"), ("route", "to-shop")], headers=viewer
+        "/api/v1/tasks",
+        params=[("status", "failed"), ("status", "finished"), ("route", "to-shop")],
+        headers=viewer,
     ).json()["items"]
     assert {t["identifier"] for t in two} == {"SKU-A", "SKU-B", "SKU-C"}
     one = env.client.get("/api/v1/tasks", params={"identifier": "SKU-D"}, headers=viewer).json()["items"]
@@ -70,7 +72,16 @@ def test_task_detail_has_entity_logs_and_allowed_actions(env: Env) -> None:
     failed = env.client.get("/api/v1/tasks", params={"status": "failed"}, headers=env.auth("viewer")).json()
     task_id = failed["items"][0]["id"]
     task = env.client.get(f"/api/v1/tasks/{task_id}", headers=env.auth("viewer")).json()
-    for key in ("id", "route", "identifier", "status", "attempts", "created_at", "updated_at", "next_attempt_at"):
+    for key in (
+        "id",
+        "route",
+        "identifier",
+        "status",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "next_attempt_at",
+    ):
         assert key in task
     assert task["entity"] == {"sku": "SKU-B", "price": 2}
     assert "category not found" in task["error"]
@@ -133,11 +144,15 @@ def test_bulk_by_ids_and_by_filter(env: Env) -> None:
     assert stats["by_status"]["finished"] == 5
     assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry"}, headers=op).status_code == 400
     assert (
-        env.client.post("/api/v1/tasks/bulk", json={"action": "retry", "filter": {}}, headers=op).status_code == 400
+        env.client.post("/api/v1/tasks/bulk", json={"action": "retry", "filter": {}}, headers=op).status_code
+        == 400
     )
     both = {"action": "retry", "ids": [1], "filter": {"route": "files"}}
     assert env.client.post("/api/v1/tasks/bulk", json=both, headers=op).status_code == 400
-    assert env.client.post("/api/v1/tasks/bulk", json={"action": "claim", "ids": [1]}, headers=op).status_code == 422
+    assert (
+        env.client.post("/api/v1/tasks/bulk", json={"action": "claim", "ids": [1]}, headers=op).status_code
+        == 422
+    )
 
 
 def test_routes_listing(env: Env) -> None:
@@ -170,7 +185,10 @@ def test_run_in_background_answers_202(env: Env) -> None:
             break
         time.sleep(0.05)
     assert stats["by_status"]["new"] == 5  # imported, not exported: only the incoming part ran
-    assert env.client.post("/api/v1/routes/files/run", params={"part": "sideways"}, headers=op).status_code == 400
+    assert (
+        env.client.post("/api/v1/routes/files/run", params={"part": "sideways"}, headers=op).status_code
+        == 400
+    )
     assert env.client.post("/api/v1/routes/nope/run", headers=op).status_code == 404
 
 
@@ -197,9 +215,13 @@ def test_runs_and_audit(env: Env) -> None:
     actions = [e["action"] for e in audit]
     assert actions[:3] == ["route.deactivate", "task.retry", "route.run"]
     retry = audit[1]
-    assert retry["actor"] == "operator-token" and retry["target"] == {"ids": [task_id]} and retry["changed"] == 1
+    assert (
+        retry["actor"] == "operator-token" and retry["target"] == {"ids": [task_id]} and retry["changed"] == 1
+    )
     assert retry["detail"] == "because"
-    only = env.client.get("/api/v1/audit", params={"action": "task."}, headers=env.auth("viewer")).json()["items"]
+    only = env.client.get("/api/v1/audit", params={"action": "task."}, headers=env.auth("viewer")).json()[
+        "items"
+    ]
     assert [e["action"] for e in only] == ["task.retry"]
     csv_reply = env.client.get("/api/v1/audit", params={"format": "csv"}, headers=env.auth("viewer"))
     assert csv_reply.headers["content-type"].startswith("text/csv")

@@ -1,4 +1,4 @@
-"""Every endpoint refuses a missing token (401) and a role too low (403); every form post needs its CSRF token."""
+"""Every endpoint refuses a missing token (401) and a role too low (403); form posts need a CSRF token."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ BELOW = {"operator": "viewer", "admin": "operator"}
 
 
 @pytest.mark.parametrize(("method", "path", "body", "role"), API_MUTATIONS)
-def test_api_mutations_need_a_token_and_the_role(env: Env, method: str, path: str, body: object, role: str) -> None:
+def test_api_mutations_need_a_token_and_the_role(
+    env: Env, method: str, path: str, body: object, role: str
+) -> None:
     assert env.client.request(method, path, json=body).status_code == 401
     bad = {"Authorization": "Bearer not-a-token"}
     assert env.client.request(method, path, json=body, headers=bad).status_code == 401
@@ -73,7 +75,9 @@ def test_a_session_cookie_does_not_open_the_api(env: Env) -> None:
 
 
 @pytest.mark.parametrize(("path", "fields", "role"), FORM_POSTS)
-def test_form_posts_need_session_role_and_csrf(env: Env, path: str, fields: dict[str, str], role: str) -> None:
+def test_form_posts_need_session_role_and_csrf(
+    env: Env, path: str, fields: dict[str, str], role: str
+) -> None:
     env.run("files")
     env.client.cookies.clear()
     assert env.client.post(path, data=fields, follow_redirects=False).status_code == 401
@@ -107,7 +111,9 @@ def test_login_link_sets_a_safe_cookie_and_is_audited(env: Env) -> None:
     assert env.client.get("/routes").status_code == 200
     audit = env.client.get("/api/v1/audit", headers=env.auth("admin")).json()["items"]
     assert audit[0]["action"] == "login" and audit[0]["actor"] == "viewer-token"
-    bounced = env.client.get(f"/login?token={env.tokens['viewer']}&next=//evil.example", follow_redirects=False)
+    bounced = env.client.get(
+        f"/login?token={env.tokens['viewer']}&next=//evil.example", follow_redirects=False
+    )
     assert bounced.headers["location"] == "/"
     assert env.client.get("/login?token=wrong").status_code == 401
 
@@ -120,10 +126,14 @@ def test_login_form_needs_its_csrf_token(env: Env) -> None:
     csrf = csrf_of(forged.text)  # every rendering of the form issues a fresh token
     wrong = env.client.post("/login", data={"token": "nope", "csrf_token": csrf}, follow_redirects=False)
     assert wrong.status_code == 401
-    stale = env.client.post("/login", data={"token": env.tokens["admin"], "csrf_token": csrf}, follow_redirects=False)
+    stale = env.client.post(
+        "/login", data={"token": env.tokens["admin"], "csrf_token": csrf}, follow_redirects=False
+    )
     assert stale.status_code == 403
     csrf = csrf_of(stale.text)
-    ok = env.client.post("/login", data={"token": env.tokens["admin"], "csrf_token": csrf}, follow_redirects=False)
+    ok = env.client.post(
+        "/login", data={"token": env.tokens["admin"], "csrf_token": csrf}, follow_redirects=False
+    )
     assert ok.status_code == 303
     assert env.client.get("/").status_code == 200
 
@@ -159,9 +169,9 @@ def test_health_can_require_a_token(env: Env) -> None:
 
 def test_a_viewer_sees_no_action_buttons(env: Env) -> None:
     env.run("to-shop")
-    failed_id = env.client.get("/api/v1/tasks", params={"status": "failed"}, headers=env.auth("viewer")).json()[
-        "items"
-    ][0]["id"]
+    failed_id = env.client.get(
+        "/api/v1/tasks", params={"status": "failed"}, headers=env.auth("viewer")
+    ).json()["items"][0]["id"]
     env.login("viewer")
     for path in ("/tasks", f"/tasks/{failed_id}", "/routes", "/"):
         html = env.client.get(path).text

@@ -13,7 +13,15 @@ def test_every_page_renders_with_the_stylesheet(env: Env) -> None:
     env.run("files")
     env.run("to-shop")
     env.login("admin")
-    for path in ("/", "/tasks", "/tasks?status=failed&route=to-shop", "/tasks/1", "/routes", "/audit", "/login"):
+    for path in (
+        "/",
+        "/tasks",
+        "/tasks?status=failed&route=to-shop",
+        "/tasks/1",
+        "/routes",
+        "/audit",
+        "/login",
+    ):
         reply = env.client.get(path)
         assert reply.status_code == 200, path
         assert '<link rel="stylesheet" href="/static/crossdock.css">' in reply.text
@@ -65,7 +73,9 @@ def test_bulk_retry_by_filter_asks_for_confirmation(env: Env) -> None:
     assert confirm.status_code == 200
     assert "Retry 5 tasks?" in confirm.text
     assert env.store.stats("files").by_status["finished"] == 5  # nothing changed yet
-    done = env.client.post("/tasks/bulk", data={**form, "confirm": "1", "reason": "replay"}, follow_redirects=False)
+    done = env.client.post(
+        "/tasks/bulk", data={**form, "confirm": "1", "reason": "replay"}, follow_redirects=False
+    )
     assert done.status_code == 303
     assert env.store.stats("files").by_status["new"] == 5
     flash = env.client.get(done.headers["location"]).text
@@ -79,10 +89,14 @@ def test_bulk_by_selected_ids(env: Env) -> None:
     base = [("csrf_token", csrf), ("action", "finish"), *[("ids", i) for i in ids]]
     confirm = env.client.post("/tasks/bulk", data=dict(base) | {"ids": ids})
     assert "Mark finished 2 tasks?" in confirm.text
-    done = env.client.post("/tasks/bulk", data=dict(base) | {"ids": ids, "confirm": "1"}, follow_redirects=False)
+    done = env.client.post(
+        "/tasks/bulk", data=dict(base) | {"ids": ids, "confirm": "1"}, follow_redirects=False
+    )
     assert done.status_code == 303
     assert env.store.stats("approvals").by_status["finished"] == 2
-    nothing = env.client.post("/tasks/bulk", data={"csrf_token": csrf, "action": "skip"}, follow_redirects=False)
+    nothing = env.client.post(
+        "/tasks/bulk", data={"csrf_token": csrf, "action": "skip"}, follow_redirects=False
+    )
     assert nothing.status_code == 303 and env.store.stats("approvals").by_status["skipped"] == 0
 
 
@@ -94,7 +108,9 @@ def test_task_page_actions_and_timeline(env: Env) -> None:
     assert "category not found" in html and 'data-testid="timeline"' in html
     assert "<details" in html and "PUT" in html and "422" in html  # export line unfolds
     assert "&#34;sku&#34;: &#34;SKU-B&#34;" in html or '"sku": "SKU-B"' in html
-    reply = env.client.post(f"/tasks/{failed.id}/action", data={"csrf_token": csrf, "action": "retry"}, follow_redirects=False)
+    reply = env.client.post(
+        f"/tasks/{failed.id}/action", data={"csrf_token": csrf, "action": "retry"}, follow_redirects=False
+    )
     assert reply.status_code == 303
     after = env.client.get(reply.headers["location"]).text
     assert "is now new" in after
@@ -106,7 +122,9 @@ def test_routes_page_toggle_and_run(env: Env) -> None:
     csrf = env.login("operator")
     html = env.client.get("/routes").text
     assert "*/5 * * * *" in html and "realtime" in html and "waiting" in html and "retry ×3" in html
-    off = env.client.post("/routes/files/active", data={"csrf_token": csrf, "active": "0"}, follow_redirects=False)
+    off = env.client.post(
+        "/routes/files/active", data={"csrf_token": csrf, "active": "0"}, follow_redirects=False
+    )
     assert off.status_code == 303
     assert env.store.route_states()["files"].active is False
     assert "Route files is now inactive" in env.client.get("/routes").text
@@ -138,12 +156,20 @@ def test_no_secret_in_any_answer(env: Env) -> None:
     """The shop's bearer token (from ${SHOP_TOKEN}) is in the config and in one record's data."""
     env.run("files")
     env.run("to-shop")
-    env.client.post("/api/v1/webhooks/hook", json={"sku": "W", "note": SHOP_TOKEN}, headers={"X-Crossdock-Secret": HOOK_SECRET})
+    env.client.post(
+        "/api/v1/webhooks/hook",
+        json={"sku": "W", "note": SHOP_TOKEN},
+        headers={"X-Crossdock-Secret": HOOK_SECRET},
+    )
     bodies: dict[str, str] = {}
     admin = env.auth("admin")
-    ids = [t["id"] for t in env.client.get("/api/v1/tasks", params={"limit": 100}, headers=admin).json()["items"]]
-    api_paths = ["/api/v1/health", "/api/v1/stats", "/api/v1/tasks?limit=100", "/api/v1/routes", "/api/v1/runs",
-                 "/api/v1/audit", "/api/v1/audit.csv", "/api/v1/tokens", "/metrics", "/api/openapi.json"]  # fmt: skip
+    ids = [
+        t["id"] for t in env.client.get("/api/v1/tasks", params={"limit": 100}, headers=admin).json()["items"]
+    ]
+    api_paths = [
+        "/api/v1/health", "/api/v1/stats", "/api/v1/tasks?limit=100", "/api/v1/routes", "/api/v1/runs",
+        "/api/v1/audit", "/api/v1/audit.csv", "/api/v1/tokens", "/metrics", "/api/openapi.json",
+    ]  # fmt: skip
     api_paths += [f"/api/v1/tasks/{i}" for i in ids]
     for path in api_paths:
         bodies[path] = env.client.get(path, headers=admin).text

@@ -32,14 +32,22 @@ def test_wrong_or_missing_secret_is_401_and_creates_nothing(env: Env) -> None:
 
 def test_hmac_signature(env: Env) -> None:
     body = b'{"sku": "S-1"}'
-    bad = env.client.post("/api/v1/webhooks/signed", content=body, headers={"X-Signature": sign(body, "other-key")})
+    bad = env.client.post(
+        "/api/v1/webhooks/signed", content=body, headers={"X-Signature": sign(body, "other-key")}
+    )
     assert bad.status_code == 401
-    tampered = env.client.post("/api/v1/webhooks/signed", content=b'{"sku": "S-2"}', headers={"X-Signature": sign(body)})
+    tampered = env.client.post(
+        "/api/v1/webhooks/signed", content=b'{"sku": "S-2"}', headers={"X-Signature": sign(body)}
+    )
     assert tampered.status_code == 401
     assert total(env) == 0
-    ok = env.client.post("/api/v1/webhooks/signed", content=body, headers={"X-Signature": "sha256=" + sign(body)})
+    ok = env.client.post(
+        "/api/v1/webhooks/signed", content=body, headers={"X-Signature": "sha256=" + sign(body)}
+    )
     assert ok.status_code == 202, ok.text
-    plain = env.client.post("/api/v1/webhooks/signed", content=b'{"sku": "S-3"}', headers={"X-Signature": sign(b'{"sku": "S-3"}')})
+    plain = env.client.post(
+        "/api/v1/webhooks/signed", content=b'{"sku": "S-3"}', headers={"X-Signature": sign(b'{"sku": "S-3"}')}
+    )
     assert plain.status_code == 202
     assert total(env) == 2
 
@@ -61,9 +69,7 @@ def test_a_streamed_body_over_the_limit_is_413(env: Env) -> None:
         yield b'"}'
 
     body = b"".join(chunks())
-    reply = env.client.post(
-        "/api/v1/webhooks/signed", content=chunks(), headers={"X-Signature": sign(body)}
-    )
+    reply = env.client.post("/api/v1/webhooks/signed", content=chunks(), headers={"X-Signature": sign(body)})
     assert reply.status_code == 413
     assert total(env) == 0
 
@@ -84,7 +90,9 @@ def test_a_streamed_body_over_the_limit_is_413(env: Env) -> None:
         ("text/xml", b"<product><sku>X-3</sku><tags><tag>a</tag><tag>b</tag></tags></product>", ["X-3"]),
     ],
 )
-def test_good_payloads_create_tasks(env: Env, content_type: str | None, body: bytes, identifiers: list[str]) -> None:
+def test_good_payloads_create_tasks(
+    env: Env, content_type: str | None, body: bytes, identifiers: list[str]
+) -> None:
     headers = {**SECRET, **({"Content-Type": content_type} if content_type else {})}
     reply = env.client.post("/api/v1/webhooks/hook", content=body, headers=headers)
     assert reply.status_code == 202, reply.text
@@ -97,7 +105,9 @@ def test_good_payloads_create_tasks(env: Env, content_type: str | None, body: by
 
 def test_xml_shapes(env: Env) -> None:
     body = b'<product id="7"><sku>X-9</sku><tags><tag>a</tag><tag>b</tag></tags></product>'
-    reply = env.client.post("/api/v1/webhooks/hook", content=body, headers={**SECRET, "Content-Type": "application/xml"})
+    reply = env.client.post(
+        "/api/v1/webhooks/hook", content=body, headers={**SECRET, "Content-Type": "application/xml"}
+    )
     task = env.store.get_task(reply.json()["tasks"][0])
     assert task is not None
     assert task.entity == {"@id": "7", "sku": "X-9", "tags": {"tag": ["a", "b"]}}
@@ -119,7 +129,9 @@ def test_xml_shapes(env: Env) -> None:
     ],
 )
 def test_bad_payloads_are_400_with_a_reason(env: Env, content_type: str, body: bytes, reason: str) -> None:
-    reply = env.client.post("/api/v1/webhooks/hook", content=body, headers={**SECRET, "Content-Type": content_type})
+    reply = env.client.post(
+        "/api/v1/webhooks/hook", content=body, headers={**SECRET, "Content-Type": content_type}
+    )
     assert reply.status_code == 400
     assert reason in reply.json()["detail"]
     assert total(env) == 0
@@ -127,7 +139,9 @@ def test_bad_payloads_are_400_with_a_reason(env: Env, content_type: str, body: b
 
 def test_bad_lines_in_a_list_become_rejected_tasks(env: Env) -> None:
     body = b'{"sku": "G-1"}\nnot json\n{"name": "no sku"}\n'
-    reply = env.client.post("/api/v1/webhooks/hook", content=body, headers={**SECRET, "Content-Type": "application/x-ndjson"})
+    reply = env.client.post(
+        "/api/v1/webhooks/hook", content=body, headers={**SECRET, "Content-Type": "application/x-ndjson"}
+    )
     assert reply.status_code == 202
     statuses = sorted(t.status.value for t in env.store.get_tasks(reply.json()["tasks"]))
     assert statuses == ["new", "rejected", "rejected"]
@@ -140,13 +154,20 @@ def test_unknown_and_non_webhook_names_are_404(env: Env) -> None:
 
 def test_a_webhook_without_secret_takes_operator_tokens(env: Env) -> None:
     assert env.client.post("/api/v1/webhooks/open-hook", json={"sku": "O-1"}).status_code == 401
-    assert env.client.post("/api/v1/webhooks/open-hook", json={"sku": "O-1"}, headers=env.auth("viewer")).status_code == 403
+    assert (
+        env.client.post(
+            "/api/v1/webhooks/open-hook", json={"sku": "O-1"}, headers=env.auth("viewer")
+        ).status_code
+        == 403
+    )
     ok = env.client.post("/api/v1/webhooks/open-hook", json={"sku": "O-1"}, headers=env.auth("operator"))
     assert ok.status_code == 202 and len(ok.json()["tasks"]) == 1
 
 
 def test_realtime_route_delivers_before_answering(env: Env) -> None:
-    reply = env.client.post("/api/v1/webhooks/live-hook", content=orjson.dumps([{"sku": "R-1"}, {"sku": "R-2"}]), headers=SECRET)
+    reply = env.client.post(
+        "/api/v1/webhooks/live-hook", content=orjson.dumps([{"sku": "R-1"}, {"sku": "R-2"}]), headers=SECRET
+    )
     assert reply.status_code == 202
     assert {t.status.value for t in env.store.get_tasks(reply.json()["tasks"])} == {"finished"}
 
