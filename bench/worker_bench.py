@@ -118,8 +118,7 @@ def one_row(workers: int, tasks: int, concurrency: int, shop: str, root: Path) -
     quiet = subprocess.DEVNULL
     started = time.perf_counter()
     procs = [
-        subprocess.Popen([*cli, "worker"], cwd=root, env=env(), stdout=quiet, stderr=quiet)
-        for _ in range(workers)
+        subprocess.Popen([*cli, "worker"], cwd=root, env=env(), stdout=quiet, stderr=quiet) for _ in range(workers)
     ]
     try:
         while finished(db)["finished"] < tasks:

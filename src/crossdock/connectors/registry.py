@@ -12,6 +12,7 @@ ENTRY_POINT_GROUP = "crossdock.connectors"
 _BUILTIN_SOURCES = {
     "file": "crossdock.connectors.files:FileSource",
     "http": "crossdock.connectors.http:HttpSource",
+    "webhook": "crossdock.connectors.webhook:WebhookSource",
 }
 _BUILTIN_TARGETS = {
     "file": "crossdock.connectors.files:FileTarget",

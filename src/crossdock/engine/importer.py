@@ -42,8 +42,11 @@ class RouteImportSummary:
     superseded: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     delivered_realtime: int = 0
+    #: ids of the tasks this run created, in order (webhooks answer with them); not part of the run summary
+    task_ids: list[int] = field(default_factory=list)
 
     def add(self, counts: ImportCounts) -> None:
+        self.task_ids += counts.created_ids
         for status, n in counts.created.items():
             self.by_status[status] = self.by_status.get(status, 0) + n
         self.unchanged += counts.unchanged + counts.unchanged_created

@@ -1,0 +1,501 @@
+"""The REST API under ``/api/v1`` (DESIGN section 3). JSON in, JSON out, ``Authorization: Bearer TOKEN``."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from crossdock.engine.runner import run_once
+from crossdock.errors import CrossdockError
+from crossdock.store import TaskFilter
+from crossdock.store.base import AuditEntry
+from crossdock.tasks import Action, Status, Task, allowed_actions, is_allowed, iso, refusal_message
+from crossdock.timeline import timeline
+from crossdock.web.auth import ROLES, Principal, issue_token
+from crossdock.web.context import PARTS, WebContext, get_ctx
+
+log = logging.getLogger("crossdock.web")
+
+Ctx = Annotated[WebContext, Depends(get_ctx)]
+
+
+def require(minimum: str) -> Callable[[Request], Principal]:
+    """A dependency: the bearer token's principal, 401 without a valid token, 403 below ``minimum``."""
+
+    def dependency(request: Request) -> Principal:
+        ctx = get_ctx(request)
+        principal = ctx.auth.from_authorization(request.headers.get("authorization"))
+        if principal is None:
+            raise HTTPException(
+                401, "a valid token is required: Authorization: Bearer TOKEN", {"WWW-Authenticate": "Bearer"}
+            )
+        if not principal.can(minimum):
+            raise HTTPException(403, f"this needs the {minimum} role; your token has {principal.role}")
+        return principal
+
+    dependency.__name__ = f"require_{minimum}"
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+router = APIRouter(prefix="/api/v1")
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: kept in the task log and the audit log
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class BulkFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: list[Status] | None = None
+    route: str | None = None
+    identifier: str | None = None
+    search: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class BulkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["retry", "skip", "finish", "fail"]
+    ids: list[int] | None = Field(default=None, max_length=100_000)
+    filter: BulkFilter | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["viewer", "operator", "admin"]
+    name: str = Field(min_length=1, max_length=100)
+
+
+# --- health and stats ------------------------------------------------------------------------------
+
+
+@router.get("/health", tags=["system"])
+def health(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """Liveness plus a cheap database read. Open unless ``health_requires_auth`` is set."""
+    if ctx.settings.health_requires_auth:
+        require("viewer")(request)
+    try:
+        ctx.store.route_states()
+    except Exception as exc:
+        raise HTTPException(503, f"database unavailable: {type(exc).__name__}") from None
+    return {"status": "ok", "database": ctx.store.backend}
+
+
+@router.get("/stats", tags=["tasks"])
+def stats(ctx: Ctx, _: Viewer, route: str | None = None) -> dict[str, Any]:
+    """Counts per status, total and per route, from the counters (the same shape as ``crossdock stats``)."""
+    data: dict[str, Any] = ctx.store.stats(route).to_json()
+    return data
+
+
+# --- tasks -----------------------------------------------------------------------------------------
+
+
+def task_filter(
+    status: list[Status] | None,
+    route: str | None,
+    identifier: str | None,
+    search: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> TaskFilter:
+    return TaskFilter(
+        statuses=status or None,
+        route=route or None,
+        identifier=identifier or None,
+        search=search or None,
+        created_after=created_after,
+        created_before=created_before,
+    )
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None or cursor == "":
+        return None
+    if not cursor.isdigit():
+        raise HTTPException(400, "cursor must be the next_cursor value of the previous page")
+    return int(cursor)
+
+
+@router.get("/tasks", tags=["tasks"])
+def list_tasks(
+    ctx: Ctx,
+    _: Viewer,
+    status: Annotated[list[Status] | None, Query(description="repeatable")] = None,
+    route: str | None = None,
+    identifier: str | None = None,
+    search: Annotated[str | None, Query(description="text in the identifier or the error")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next (older) page."""
+    selection = task_filter(status, route, identifier, search, created_after, created_before)
+    items, next_cursor = ctx.store.list_tasks(selection, limit=limit, cursor=parse_cursor(cursor))
+    return {"items": [t.to_json() for t in items], "next_cursor": str(next_cursor) if next_cursor else None}
+
+
+def task_detail(ctx: WebContext, task: Task) -> dict[str, Any]:
+    data = task.to_json()
+    data["entity"] = task.entity
+    data["raw"] = task.raw
+    data["logs"] = [line.to_json() for line in timeline(task, ctx.store.task_logs(task.id))]
+    data["allowed_actions"] = [a.value for a in allowed_actions(task.status)]
+    return data
+
+
+def get_task_or_404(ctx: WebContext, task_id: int) -> Task:
+    task = ctx.store.get_task(task_id)
+    if task is None:
+        raise HTTPException(404, f"no task with id {task_id}")
+    return task
+
+
+@router.get("/tasks/{task_id}", tags=["tasks"])
+def get_task(ctx: Ctx, _: Viewer, task_id: int) -> dict[str, Any]:
+    """One task with its entity and its history (``logs``, oldest first)."""
+    return task_detail(ctx, get_task_or_404(ctx, task_id))
+
+
+def act_on_task(ctx: WebContext, who: Principal, task_id: int, action: Action, reason: str | None) -> Task:
+    """One manual action; raises 404 for an unknown id and 409 (with the allowed transitions) when refused."""
+    task = get_task_or_404(ctx, task_id)
+    if not is_allowed(action, task.status):
+        raise HTTPException(409, refusal_message(action, task.status))
+    result = ctx.store.apply_action(action, TaskFilter(ids=[task_id]), actor=who.actor, reason=reason, now=ctx.now())
+    ctx.audit(who, f"task.{action.value}", {"ids": [task_id]}, changed=result.changed, detail=reason)
+    if result.changed == 0:
+        current = get_task_or_404(ctx, task_id)
+        raise HTTPException(409, refusal_message(action, current.status))
+    return get_task_or_404(ctx, task_id)
+
+
+def _action_endpoint(action: Action) -> None:
+    def endpoint(
+        ctx: Ctx, who: Operator, task_id: int, body: Annotated[Reason | None, Body()] = None
+    ) -> dict[str, Any]:
+        task = act_on_task(ctx, who, task_id, action, body.reason if body else None)
+        return task_detail(ctx, task)
+
+    endpoint.__name__ = f"task_{action.value}"
+    endpoint.__doc__ = f"{action.value.capitalize()} one task. 409 with the allowed transitions when refused."
+    router.post(f"/tasks/{{task_id}}/{action.value}", tags=["tasks"])(endpoint)
+
+
+def bulk_selection(body: BulkRequest) -> TaskFilter:
+    if body.ids is not None and body.filter is not None:
+        raise HTTPException(400, "give either ids or a filter, not both")
+    if body.ids is not None:
+        if not body.ids:
+            raise HTTPException(400, "ids is empty")
+        return TaskFilter(ids=body.ids)
+    if body.filter is None:
+        raise HTTPException(400, "give ids or a filter")
+    f = body.filter
+    selection = task_filter(f.status, f.route, f.identifier, f.search, f.created_after, f.created_before)
+    if selection.is_empty():
+        raise HTTPException(400, "the filter is empty; name at least a status or a route")
+    return selection
+
+
+def selection_target(selection: TaskFilter) -> dict[str, Any]:
+    """How a selection appears in the audit log."""
+    if selection.ids is not None:
+        return {"ids": list(selection.ids)[:1000], "count": len(selection.ids)}
+    target: dict[str, Any] = {}
+    if selection.statuses:
+        target["status"] = [s.value for s in selection.statuses]
+    for key in ("route", "identifier", "search"):
+        value = getattr(selection, key)
+        if value:
+            target[key] = value
+    for key in ("created_after", "created_before"):
+        value = getattr(selection, key)
+        if value:
+            target[key] = iso(value)
+    return {"filter": target}
+
+
+@router.post("/tasks/bulk", tags=["tasks"])
+def bulk(ctx: Ctx, who: Operator, body: BulkRequest) -> dict[str, Any]:
+    """One action on many tasks, by ids or by filter; tasks in other statuses are counted but not changed."""
+    selection = bulk_selection(body)
+    action = Action(body.action)
+    result = ctx.store.apply_action(action, selection, actor=who.actor, reason=body.reason, now=ctx.now())
+    ctx.audit(
+        who,
+        f"tasks.bulk_{action.value}",
+        selection_target(selection),
+        changed=result.changed,
+        detail=body.reason,
+    )
+    return result.to_json()
+
+
+for _action in (Action.RETRY, Action.SKIP, Action.FINISH, Action.FAIL):
+    _action_endpoint(_action)
+
+
+# --- routes and runs -------------------------------------------------------------------------------
+
+
+@router.get("/routes", tags=["routes"])
+def routes(ctx: Ctx, _: Viewer) -> list[dict[str, Any]]:
+    """Every configured route with its counts, schedules, next fire times and last runs."""
+    return ctx.routes_json()
+
+
+def run_parts(part: str | None) -> tuple[str, ...]:
+    if part is None or part == "both":
+        return PARTS
+    if part not in PARTS:
+        raise HTTPException(400, "part must be incoming, outgoing or both")
+    return (part,)
+
+
+async def start_run(ctx: WebContext, who: Principal, name: str, parts: tuple[str, ...], *, wait: bool) -> Any:
+    """Start (or, with ``wait``, run to the end) an import and/or export pass of a route."""
+    ctx.route(name)
+    if not ctx.route_active(name):
+        raise HTTPException(409, f"route {name} is inactive; activate it first")
+    busy = [p for p in parts if (name, p) in ctx.running and not ctx.running[(name, p)].done()]
+    if busy:
+        raise HTTPException(409, f"route {name}: {', '.join(busy)} is already running")
+    ctx.audit(who, "route.run", {"route": name, "parts": list(parts)}, detail="wait" if wait else None)
+    coro = run_once(
+        ctx.project,
+        ctx.store,
+        name,
+        incoming="incoming" in parts,
+        outgoing="outgoing" in parts,
+        actor=who.actor,
+    )
+    if wait:
+        try:
+            return await coro
+        except CrossdockError as exc:
+            raise HTTPException(409, ctx.redact(exc.message)) from None
+
+    async def background() -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("run of route %s (%s) failed", name, ", ".join(parts))
+        finally:
+            for p in parts:
+                ctx.running.pop((name, p), None)
+
+    job = asyncio.create_task(background(), name=f"run {name} {'+'.join(parts)}")
+    for p in parts:
+        ctx.running[(name, p)] = job
+    return None
+
+
+@router.post("/routes/{name}/run", tags=["routes"])
+async def run_route(
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    who: Operator,
+    name: str,
+    part: Annotated[str | None, Query(description="incoming, outgoing or both (default)")] = None,
+    wait: Annotated[bool, Query(description="run inline and answer 200 with the summary")] = False,
+) -> dict[str, Any]:
+    """Run a route now. By default it starts in the background and answers 202 with what started;
+    with ``wait=true`` it runs to the end and answers 200 with the run summary."""
+    parts = run_parts(part)
+    result = await start_run(ctx, who, name, parts, wait=wait)
+    if wait:
+        data: dict[str, Any] = result
+        return data
+    response.status_code = 202
+    return {"route": name, "parts": list(parts), "started_at": iso(ctx.now()), "status": "started"}
+
+
+def set_active(ctx: WebContext, who: Principal, name: str, active: bool) -> dict[str, Any]:
+    ctx.route(name)
+    ctx.store.set_route_active(name, active, now=ctx.now())
+    ctx.audit(who, "route.activate" if active else "route.deactivate", {"route": name})
+    return {"name": name, "active": ctx.route_active(name)}
+
+
+@router.post("/routes/{name}/activate", tags=["routes"])
+def activate(ctx: Ctx, who: Operator, name: str) -> dict[str, Any]:
+    """Switch a route on (overrides the config's ``active`` until deactivated)."""
+    return set_active(ctx, who, name, True)
+
+
+@router.post("/routes/{name}/deactivate", tags=["routes"])
+def deactivate(ctx: Ctx, who: Operator, name: str) -> dict[str, Any]:
+    """Switch a route off: the scheduler and "run now" leave it alone; its tasks stay."""
+    return set_active(ctx, who, name, False)
+
+
+@router.get("/runs", tags=["routes"])
+def runs(
+    ctx: Ctx, _: Viewer, route: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> list[dict[str, Any]]:
+    """The latest import and export runs, newest first."""
+    return [r.to_json() for r in ctx.store.list_runs(route, limit)]
+
+
+# --- audit -----------------------------------------------------------------------------------------
+
+
+def audit_entries(
+    ctx: WebContext,
+    *,
+    actor: str | None,
+    action: str | None,
+    search: str | None,
+    limit: int,
+    cursor: int | None,
+) -> tuple[list[AuditEntry], int | None]:
+    """Newest first, filtered by actor, action prefix or text; scans at most a few pages of the log."""
+    found: list[AuditEntry] = []
+    scanned = 0
+    while len(found) < limit and scanned < 50_000:
+        page = ctx.store.list_audit(limit=1000, cursor=cursor)
+        if not page:
+            cursor = None
+            break
+        for entry in page:
+            cursor = entry.id
+            scanned += 1
+            if actor and entry.actor != actor:
+                continue
+            if action and not entry.action.startswith(action):
+                continue
+            if search and search.lower() not in f"{entry.target} {entry.detail or ''}".lower():
+                continue
+            found.append(entry)
+            if len(found) >= limit:
+                break
+        if len(page) < 1000 and len(found) < limit:
+            cursor = None
+            break
+    return found, cursor
+
+
+def audit_csv(entries: list[AuditEntry], redact: Callable[[str], str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["id", "at", "actor", "action", "target", "changed", "detail"])
+    for e in entries:
+        target = "; ".join(f"{k}={v}" for k, v in e.target.items())
+        row = [
+            e.id,
+            iso(e.at),
+            e.actor,
+            e.action,
+            target,
+            "" if e.changed is None else e.changed,
+            e.detail or "",
+        ]
+        writer.writerow([_csv_safe(redact(str(v))) for v in row])
+    return buf.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    """Spreadsheets run cells that start with = + - @ as formulas; quote them as text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
+
+
+@router.get("/audit", tags=["audit"], response_model=None)
+def audit(
+    ctx: Ctx,
+    _: Viewer,
+    actor: str | None = None,
+    action: str | None = None,
+    search: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    cursor: str | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> dict[str, Any] | Response:
+    """Who did what: newest first. ``format=csv`` (or ``/audit.csv``) downloads the same rows as CSV."""
+    entries, next_cursor = audit_entries(
+        ctx, actor=actor, action=action, search=search, limit=limit, cursor=parse_cursor(cursor)
+    )
+    if format == "csv":
+        return csv_response(audit_csv(entries, ctx.redact))
+    return {"items": [e.to_json() for e in entries], "next_cursor": str(next_cursor) if next_cursor else None}
+
+
+def csv_response(text: str) -> Response:
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="crossdock-audit.csv"'},
+    )
+
+
+@router.get("/audit.csv", tags=["audit"], response_class=Response)
+def audit_export(
+    ctx: Ctx,
+    _: Viewer,
+    actor: str | None = None,
+    action: str | None = None,
+    search: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Response:
+    """The audit log as CSV."""
+    entries, _next = audit_entries(ctx, actor=actor, action=action, search=search, limit=limit, cursor=None)
+    return csv_response(audit_csv(entries, ctx.redact))
+
+
+# --- tokens (admin) --------------------------------------------------------------------------------
+
+
+@router.get("/tokens", tags=["auth"])
+def tokens(ctx: Ctx, _: Admin) -> list[dict[str, Any]]:
+    """Every token: name, role, created, last used, revoked. Never the token itself."""
+    return [
+        {
+            "id": t.id,
+            "name": t.name,
+            "role": t.role,
+            "created_at": iso(t.created_at),
+            "last_used": iso(t.last_used),
+            "revoked": t.revoked,
+        }
+        for t in ctx.store.list_tokens()
+    ]
+
+
+@router.post("/tokens", tags=["auth"], status_code=201)
+def create_token(ctx: Ctx, who: Admin, body: NewToken) -> dict[str, Any]:
+    """Create a token; the answer is the only time it is shown."""
+    if body.role not in ROLES:  # pragma: no cover - the model already refuses it
+        raise HTTPException(400, "unknown role")
+    token_id, token = issue_token(ctx.store, body.role, body.name, now=ctx.now())
+    ctx.audit(who, "token.create", {"token_id": token_id, "name": body.name, "role": body.role})
+    return {"id": token_id, "name": body.name, "role": body.role, "token": token}
+
+
+@router.delete("/tokens/{token_id}", tags=["auth"])
+def revoke(ctx: Ctx, who: Admin, token_id: int) -> dict[str, Any]:
+    """Revoke a token; its sessions end within a few seconds."""
+    if not ctx.store.revoke_token(token_id):
+        raise HTTPException(404, f"no token with id {token_id}")
+    ctx.audit(who, "token.revoke", {"token_id": token_id})
+    return {"id": token_id, "revoked": True}

@@ -1,0 +1,158 @@
+"""``create_app``: the REST API, the webhooks, ``/metrics`` and the dashboard on one FastAPI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crossdock.engine.project import Project
+from crossdock.store import Store
+from crossdock.web import api, pages, webhooks
+from crossdock.web.auth import Authenticator
+from crossdock.web.context import WebContext, redact_data
+from crossdock.web.metrics import CONTENT_TYPE, DeliveryObserver, StoreCollector, render
+from crossdock.web.settings import WebSettings
+
+STATIC = Path(__file__).parent / "static"
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # the login link carries a token in its query: never send it on as a Referer
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+# the OpenAPI page loads its own assets and inline script; it gets a looser policy
+_DOCS_CSP = "default-src 'self' https://cdn.jsdelivr.net; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net"
+
+
+def create_app(project: Project, store: Store, *, settings: WebSettings | None = None) -> FastAPI:
+    """One app per project and store. Nothing global: tests can build many side by side."""
+    settings = settings or WebSettings()
+    registry = CollectorRegistry(auto_describe=True)
+    observer = DeliveryObserver(registry)
+    ctx = WebContext(
+        project=project,
+        store=store,
+        settings=settings,
+        auth=Authenticator(
+            store,
+            secret_key=settings.secret_key,
+            session_ttl=settings.session_ttl,
+            cache_seconds=settings.token_cache_seconds,
+        ),
+        observer=observer,
+    )
+    store.ensure_routes(project.routes)
+    registry.register(StoreCollector(store, lambda: sorted(project.routes)))
+    observer.attach(store, lambda ids: {t.id: t.route for t in store.get_tasks(ids)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs = {job for job in ctx.running.values() if not job.done()}
+        for job in jobs:
+            job.cancel()
+        for job in jobs:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
+
+    app = FastAPI(
+        title="crossdock",
+        summary="Tasks, routes, runs and audit of a crossdock project.",
+        version="1",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        default_response_class=redacting_json(project.redact),
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.templates = pages.make_templates(ctx)
+    app.state.registry = registry
+    app.include_router(api.router)
+    app.include_router(webhooks.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/metrics", tags=["system"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Prometheus text format. Needs a viewer token (Prometheus sends it with ``authorization``)."""
+        api.require("viewer")(request)
+        return Response(project.redact(render(registry).decode()), media_type=CONTENT_TYPE)
+
+    install_handlers(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if request.url.path == "/api/docs":
+            response.headers["Content-Security-Policy"] = _DOCS_CSP
+        return response
+
+    return app
+
+
+def redacting_json(redact: Callable[[str], str]) -> type[JSONResponse]:
+    """The API's response class: every string of every answer passes the project's redactor."""
+
+    class RedactedJSON(JSONResponse):
+        def render(self, content: Any) -> bytes:
+            return orjson.dumps(redact_data(content, redact), option=orjson.OPT_NON_STR_KEYS)
+
+    return RedactedJSON
+
+
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    return not (path.startswith("/api/") or path == "/metrics" or path.startswith("/static/"))
+
+
+def install_handlers(app: FastAPI) -> None:
+    """API errors stay JSON; dashboard errors become a styled page; missing sessions go to the login form."""
+
+    @app.exception_handler(pages.LoginRequired)
+    async def login_required(request: Request, exc: pages.LoginRequired) -> Response:
+        return RedirectResponse("/login?" + urllib.parse.urlencode({"next": exc.next_url}), status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_html(request):
+            session = pages.session_of(request)
+            return pages.render(
+                request,
+                "error.html",
+                session,
+                status=exc.status_code,
+                code=exc.status_code,
+                message=str(exc.detail),
+            )
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors: Sequence[Any] = exc.errors()
+        problems = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors
+        ]
+        if _wants_html(request):
+            text = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+            return pages.render(request, "error.html", pages.session_of(request), status=422, code=422, message=text)
+        return JSONResponse({"detail": problems}, status_code=422)

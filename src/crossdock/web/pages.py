@@ -1,0 +1,517 @@
+"""The dashboard (UI.md): server-rendered pages, a signed session cookie, and a CSRF token on every form post.
+
+Pages answer GETs with a redirect to the login form when there is no session; form posts answer 401 without a
+session, 403 for a role that is too low or a missing/wrong CSRF token, so a forged cross-site form never acts.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from starlette.datastructures import FormData
+
+from crossdock.store import TaskFilter
+from crossdock.tasks import TRANSITIONS, Action, Status, allowed_actions, is_allowed
+from crossdock.timeline import timeline
+from crossdock.web import views
+from crossdock.web.api import (
+    act_on_task,
+    audit_csv,
+    audit_entries,
+    csv_response,
+    run_parts,
+    selection_target,
+    set_active,
+    start_run,
+)
+from crossdock.web.auth import CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Principal, csrf_ok
+from crossdock.web.context import WebContext, get_ctx
+
+TEMPLATES = Path(__file__).parent / "templates"
+FLASH_COOKIE = "crossdock_flash"
+BULK_ACTIONS = (Action.RETRY, Action.SKIP, Action.FINISH, Action.FAIL)
+ACTION_LABELS = {
+    Action.RETRY: "Retry",
+    Action.SKIP: "Skip",
+    Action.FINISH: "Mark finished",
+    Action.FAIL: "Mark failed",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+def make_templates(ctx: WebContext) -> Jinja2Templates:
+    """Every ``{{ value }}`` goes through the project's redactor, so a secret can never reach a page."""
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    env = templates.env
+    redact = ctx.redact
+
+    def finalize(value: Any) -> Any:
+        if isinstance(value, Markup):
+            return Markup(redact(str(value)))
+        if isinstance(value, str):
+            return redact(value)
+        return value
+
+    env.finalize = finalize
+    env.filters.update(
+        num=views.num,
+        compact=views.compact,
+        ago=views.ago,
+        exact=views.exact,
+        badge=views.badge,
+        when=views.time_tag,
+        truncate_text=views.truncate,
+        pretty=views.pretty_json,
+        run_text=views.run_text,
+    )
+    env.globals.update(
+        STATUS_NAMES=views.STATUS_NAMES,
+        ACTION_LABELS={a.value: label for a, label in ACTION_LABELS.items()},
+        duration=views.duration,
+    )
+    return templates
+
+
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+# --- session helpers ------------------------------------------------------------------------------
+
+
+def session_of(request: Request) -> tuple[Principal, str] | None:
+    return get_ctx(request).auth.read_session(request.cookies.get(SESSION_COOKIE))
+
+
+class LoginRequired(Exception):
+    """Raised by page handlers without a session; the app turns it into a redirect to /login."""
+
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+def page_session(request: Request) -> tuple[Principal, str]:
+    found = session_of(request)
+    if found is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(target)
+    return found
+
+
+async def form_session(request: Request, minimum: str) -> tuple[Principal, FormData, str]:
+    """A form post's session, role and CSRF token, checked in that order (401, 403, 403)."""
+    found = session_of(request)
+    if found is None:
+        raise HTTPException(401, "your session has ended; log in again")
+    principal, csrf = found
+    if not principal.can(minimum):
+        raise HTTPException(403, f"this needs the {minimum} role; you are {principal.role}")
+    form = await request.form()
+    given = form.get(CSRF_FIELD)
+    if not csrf_ok(csrf, given if isinstance(given, str) else None):
+        raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page and try again")
+    return principal, form, csrf
+
+
+def render(
+    request: Request, name: str, session: tuple[Principal, str] | None, status: int = 200, **data: Any
+) -> Response:
+    ctx = get_ctx(request)
+    flash = request.cookies.get(FLASH_COOKIE)
+    context = {
+        "user": session[0] if session else None,
+        "csrf": session[1] if session else "",
+        "can_act": bool(session and session[0].can("operator")),
+        "flash": urllib.parse.unquote(flash) if flash else None,
+        "refresh": ctx.settings.refresh_seconds,
+        "now": ctx.now(),
+        **data,
+    }
+    response = _templates(request).TemplateResponse(request, name, context, status_code=status)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def redirect(url: str, flash: str | None = None) -> RedirectResponse:
+    response = RedirectResponse(url, status_code=303)
+    if flash:
+        response.set_cookie(FLASH_COOKIE, urllib.parse.quote(flash[:300]), max_age=60, httponly=True, samesite="lax")
+    return response
+
+
+def safe_next(value: str | None) -> str:
+    """Only local paths, so the login form cannot be used to bounce people to another site."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+# --- login ----------------------------------------------------------------------------------------
+
+
+def _login_page(request: Request, error: str | None = None, status: int = 200, next_url: str = "/") -> Response:
+    ctx = get_ctx(request)
+    cookie, value = ctx.auth.login_csrf()
+    response = render(request, "login.html", None, status=status, error=error, login_csrf=value, next=next_url)
+    response.set_cookie(LOGIN_CSRF_COOKIE, cookie, max_age=3600, httponly=True, samesite="lax", path="/login")
+    return response
+
+
+def _start_session(request: Request, principal: Principal, how: str, next_url: str) -> Response:
+    ctx = get_ctx(request)
+    ctx.audit(principal, "login", {"token_id": principal.token_id, "role": principal.role}, detail=how)
+    response = redirect(safe_next(next_url))
+    response.set_cookie(
+        SESSION_COOKIE,
+        ctx.auth.new_session(principal),
+        max_age=int(ctx.settings.session_ttl),
+        httponly=True,
+        samesite="lax",
+        secure=ctx.settings.cookie_secure,
+        path="/",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, token: str | None = None, next: str | None = None) -> Response:
+    """The login form; ``?token=`` is the one-time link ``serve`` prints on first start."""
+    ctx = get_ctx(request)
+    if token:
+        principal = ctx.auth.from_token(token)
+        if principal is None:
+            return _login_page(request, "That login link is not valid (the token is unknown or revoked).", 401)
+        return _start_session(request, principal, "login link", next or "/")
+    return _login_page(request, next_url=safe_next(next))
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    ctx = get_ctx(request)
+    form = await request.form()
+    given = form.get(CSRF_FIELD)
+    next_url = safe_next(str(form.get("next") or "/"))
+    if not ctx.auth.check_login_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), given if isinstance(given, str) else None):
+        return _login_page(request, "The form expired; please try again.", 403, next_url)
+    token = form.get("token")
+    principal = ctx.auth.from_token(token) if isinstance(token, str) else None
+    if principal is None:
+        ctx.audit("anonymous", "login.failed", {}, detail="unknown or revoked token")
+        return _login_page(request, "That token is not valid.", 401, next_url)
+    return _start_session(request, principal, "token form", next_url)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    principal, _form, _csrf = await form_session(request, "viewer")
+    get_ctx(request).audit(principal, "logout", {"token_id": principal.token_id})
+    response = redirect("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- monitor --------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def monitor(request: Request) -> Response:
+    session = page_session(request)
+    ctx = get_ctx(request)
+    return render(
+        request,
+        "monitor.html",
+        session,
+        page="monitor",
+        counts=views.monitor_counts(ctx),
+        chart=views.throughput_chart(ctx),
+        errors=views.top_errors(ctx),
+        oldest=views.oldest_work(ctx),
+    )
+
+
+@router.get("/fragments/monitor", response_class=HTMLResponse)
+def monitor_fragment(request: Request) -> Response:
+    """The live counts, polled by htmx every few seconds."""
+    found = session_of(request)
+    if found is None:
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
+    return render(request, "_counts.html", found, counts=views.monitor_counts(get_ctx(request)))
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+
+
+def _date(value: str | None, *, end: bool) -> datetime | None:
+    """``2024-05-01`` or ``2024-05-01T10:00``; a bare date as an end bound covers that whole day."""
+    if not value:
+        return None
+    try:
+        parsed = views.parse_iso(value)
+    except ValueError:
+        raise HTTPException(400, f"{value!r} is not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    if parsed is not None and end and len(value) == 10:
+        parsed += timedelta(days=1)
+    return parsed
+
+
+def filter_from(params: Any) -> tuple[TaskFilter, dict[str, Any]]:
+    """The task filter in a query string or a form, and the same values to put back into links."""
+    statuses = [s for s in params.getlist("status") if s in views.STATUS_NAMES]
+    route = params.get("route") or None
+    q = (params.get("q") or "").strip() or None
+    created_from = params.get("created_from") or None
+    created_to = params.get("created_to") or None
+    selection = TaskFilter(
+        statuses=[Status(s) for s in statuses] or None,
+        route=route,
+        search=q,
+        created_after=_date(created_from, end=False),
+        created_before=_date(created_to, end=True),
+    )
+    values = {
+        "status": statuses,
+        "route": route,
+        "q": q,
+        "created_from": created_from,
+        "created_to": created_to,
+    }
+    return selection, values
+
+
+def query_string(values: dict[str, Any], **extra: Any) -> str:
+    pairs: list[tuple[str, str]] = []
+    for key, value in {**values, **extra}.items():
+        if isinstance(value, list):
+            pairs += [(key, str(v)) for v in value]
+        elif value not in (None, ""):
+            pairs.append((key, str(value)))
+    return urllib.parse.urlencode(pairs)
+
+
+def bulk_actions_for(statuses: list[Status]) -> list[Action]:
+    return [a for a in BULK_ACTIONS if any(s in TRANSITIONS[a].sources for s in statuses)]
+
+
+@router.get("/tasks", response_class=HTMLResponse)
+def tasks_page(request: Request) -> Response:
+    session = page_session(request)
+    ctx = get_ctx(request)
+    selection, values = filter_from(request.query_params)
+    cursor_text = request.query_params.get("cursor")
+    cursor = int(cursor_text) if cursor_text and cursor_text.isdigit() else None
+    items, next_cursor = ctx.store.list_tasks(selection, limit=ctx.settings.page_size, cursor=cursor)
+    total = ctx.matching_count(selection)
+    statuses = (
+        list(selection.statuses) if selection.statuses else sorted({t.status for t in items}, key=list(Status).index)
+    )
+    return render(
+        request,
+        "tasks.html",
+        session,
+        page="tasks",
+        items=items,
+        total=total,
+        values=values,
+        routes=sorted(ctx.project.routes),
+        next_url=f"/tasks?{query_string(values, cursor=next_cursor)}" if next_cursor else None,
+        first_url=f"/tasks?{query_string(values)}" if cursor else None,
+        filter_qs=query_string(values),
+        bulk_actions=bulk_actions_for(statuses),
+    )
+
+
+@router.post("/tasks/bulk", response_class=HTMLResponse)
+async def tasks_bulk(request: Request) -> Response:
+    """Step one shows how many tasks will change; the confirmed form (``confirm=1``) acts."""
+    principal, form, csrf = await form_session(request, "operator")
+    ctx = get_ctx(request)
+    try:
+        action = Action(str(form.get("action")))
+    except ValueError:
+        raise HTTPException(400, "unknown action") from None
+    if action not in BULK_ACTIONS:
+        raise HTTPException(400, "unknown action")
+    selection, values = filter_from(form)
+    everything = form.get("all") == "1"
+    ids = [int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit()]
+    if not everything:
+        if not ids:
+            return redirect(f"/tasks?{query_string(values)}", "Select at least one task first.")
+        selection = TaskFilter(ids=ids)
+    elif selection.is_empty():
+        return redirect("/tasks", "Filter the tasks first: a bulk action on every task is not offered.")
+    reason = str(form.get("reason") or "").strip() or None
+    if form.get("confirm") != "1":
+        matched = len(ids) if not everything else ctx.matching_count(selection)
+        if not everything:
+            will_change = sum(1 for t in ctx.store.get_tasks(ids) if is_allowed(action, t.status))
+        else:
+            will_change = ctx.changeable_count(action, selection)
+        return render(
+            request,
+            "confirm.html",
+            (principal, csrf),
+            page="tasks",
+            action=action,
+            label=ACTION_LABELS[action],
+            target=TRANSITIONS[action].target.value,
+            matched=matched,
+            will_change=will_change,
+            everything=everything,
+            ids=ids,
+            values=values,
+            back=f"/tasks?{query_string(values)}",
+        )
+    result = ctx.store.apply_action(action, selection, actor=principal.actor, reason=reason, now=ctx.now())
+    ctx.audit(
+        principal,
+        f"tasks.bulk_{action.value}",
+        selection_target(selection),
+        changed=result.changed,
+        detail=reason,
+    )
+    skipped = result.matched - result.changed
+    note = f" ({skipped} not in a status {action.value} applies to)" if skipped else ""
+    return redirect(
+        f"/tasks?{query_string(values)}", f"{ACTION_LABELS[action]}: {result.changed} task(s) changed{note}."
+    )
+
+
+@router.get("/tasks/{task_id}", response_class=HTMLResponse)
+def task_page(request: Request, task_id: int) -> Response:
+    session = page_session(request)
+    ctx = get_ctx(request)
+    task = ctx.store.get_task(task_id)
+    if task is None:
+        return render(request, "not_found.html", session, status=404, what=f"task {task_id}")
+    lines = timeline(task, ctx.store.task_logs(task_id))
+    return render(
+        request,
+        "task.html",
+        session,
+        page="tasks",
+        task=task,
+        lines=lines,
+        actions=allowed_actions(task.status),
+        entity=views.pretty_json(task.entity) if task.entity is not None else None,
+    )
+
+
+@router.post("/tasks/{task_id}/action")
+async def task_action(request: Request, task_id: int) -> Response:
+    principal, form, _csrf = await form_session(request, "operator")
+    ctx = get_ctx(request)
+    try:
+        action = Action(str(form.get("action")))
+    except ValueError:
+        raise HTTPException(400, "unknown action") from None
+    if action not in BULK_ACTIONS:
+        raise HTTPException(400, "unknown action")
+    reason = str(form.get("reason") or "").strip() or None
+    try:
+        task = act_on_task(ctx, principal, task_id, action, reason)
+    except HTTPException as exc:
+        if exc.status_code == 409:
+            return redirect(f"/tasks/{task_id}", f"Refused: {exc.detail}")
+        raise
+    return redirect(f"/tasks/{task_id}", f"{ACTION_LABELS[action]}: task {task_id} is now {task.status.value}.")
+
+
+# --- routes ---------------------------------------------------------------------------------------
+
+
+@router.get("/routes", response_class=HTMLResponse)
+def routes_page(request: Request) -> Response:
+    session = page_session(request)
+    ctx = get_ctx(request)
+    rows = ctx.routes_json()
+    for row in rows:
+        row["runs"] = ctx.store.list_runs(row["name"], 5)
+        row["next_in"] = views.parse_iso(row["next_incoming"])
+        row["next_out"] = views.parse_iso(row["next_outgoing"])
+    return render(request, "routes.html", session, page="routes", rows=rows)
+
+
+@router.post("/routes/{name}/run")
+async def route_run(request: Request, name: str) -> Response:
+    principal, form, _csrf = await form_session(request, "operator")
+    ctx = get_ctx(request)
+    part = str(form.get("part") or "both")
+    try:
+        await start_run(ctx, principal, name, run_parts(part), wait=False)
+    except HTTPException as exc:
+        if exc.status_code == 409:
+            return redirect("/routes", f"Not started: {exc.detail}")
+        raise
+    what = "incoming and outgoing" if part == "both" else part
+    return redirect("/routes", f"Started {what} of {name}; the counts update as it runs.")
+
+
+@router.post("/routes/{name}/active")
+async def route_active(request: Request, name: str) -> Response:
+    principal, form, _csrf = await form_session(request, "operator")
+    ctx = get_ctx(request)
+    active = form.get("active") == "1"
+    set_active(ctx, principal, name, active)
+    return redirect("/routes", f"Route {name} is now {'active' if active else 'inactive'}.")
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request) -> Response:
+    session = page_session(request)
+    ctx = get_ctx(request)
+    params = request.query_params
+    values = {
+        "actor": params.get("actor") or None,
+        "action": params.get("action") or None,
+        "q": params.get("q") or None,
+    }
+    cursor_text = params.get("cursor")
+    entries, next_cursor = audit_entries(
+        ctx,
+        actor=values["actor"],
+        action=values["action"],
+        search=values["q"],
+        limit=100,
+        cursor=int(cursor_text) if cursor_text and cursor_text.isdigit() else None,
+    )
+    return render(
+        request,
+        "audit.html",
+        session,
+        page="audit",
+        entries=entries,
+        values=values,
+        csv_url=f"/audit.csv?{query_string(values)}",
+        next_url=f"/audit?{query_string(values, cursor=next_cursor)}" if next_cursor else None,
+    )
+
+
+@router.get("/audit.csv")
+def audit_csv_page(request: Request) -> Response:
+    page_session(request)
+    ctx = get_ctx(request)
+    params = request.query_params
+    entries, _next = audit_entries(
+        ctx,
+        actor=params.get("actor") or None,
+        action=params.get("action") or None,
+        search=params.get("q") or None,
+        limit=100_000,
+        cursor=None,
+    )
+    return csv_response(audit_csv(entries, ctx.redact))

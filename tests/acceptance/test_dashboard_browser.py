@@ -1,0 +1,287 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright), on a store seeded by real runs.
+
+The mock ERP feeds two routes: ``erp-to-shop`` (the shop refuses two SKUs for good) and ``erp-approvals``
+(a waiting route). Never downloads a browser: without ``/usr/bin/chromium`` the test skips, or fails under CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crossdock.engine.project import Project, load_project
+from crossdock.engine.runner import run_once
+from crossdock.mock import FailureConfig, RunningShop, start_erp, start_shop
+from crossdock.store import Store, TaskFilter, open_store
+from crossdock.tasks import Action
+from crossdock.web import WebSettings, create_app
+from crossdock.web.auth import issue_token
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+REFUSED = {"SKU-00003": 422, "SKU-00007": 422}
+
+CONFIG = """\
+database: sqlite:///browser.db
+connections:
+  erp: {type: http, base_url: "${ERP_URL}", auth: {type: bearer, token: "${ERP_TOKEN}"}}
+  shop: {type: http, base_url: "${SHOP_URL}"}
+incomings:
+  erp-products:
+    source: {type: http, connection: erp, path: /products, query: {page_size: "50"}, records: items,
+             pagination: {type: next_link, path: _links.next}}
+routes:
+  erp-to-shop:
+    incoming: erp-products
+    identifier: sku
+    outgoing:
+      target: {type: http, connection: shop, method: PUT, path: "/products/{sku}"}
+  erp-approvals:
+    incoming: erp-products
+    identifier: sku
+    waiting: true
+    outgoing:
+      target: {type: noop}
+"""
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but /usr/bin/chromium is missing: apt-get install -y chromium", pytrace=False)
+    pytest.skip(
+        "no /usr/bin/chromium (apt-get install -y chromium); the browser test needs it",
+        allow_module_level=True,
+    )
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@dataclass
+class Site:
+    url: str
+    project: Project
+    store: Store
+    shop: RunningShop
+    admin_token: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed(project: Project, store: Store) -> None:
+    """Real runs, in a thread of their own: Playwright's sync API owns this thread's event loop."""
+
+    def work() -> None:
+        asyncio.run(run_once(project, store, "erp-to-shop", actor="seed"))
+        asyncio.run(run_once(project, store, "erp-approvals", incoming=False, actor="seed"))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(60)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("browser")
+    (root / "crossdock.yaml").write_text(CONFIG)
+    erp_token = "erp-browser-token"
+    with (
+        start_erp(products=30, auth={"mode": "bearer", "token": erp_token}) as erp,
+        start_shop(failures=FailureConfig(status_for_skus=dict(REFUSED))) as shop,
+    ):
+        saved = {k: os.environ.get(k) for k in ("ERP_URL", "ERP_TOKEN", "SHOP_URL", "CROSSDOCK_DB")}
+        os.environ.update({"ERP_URL": erp.url, "ERP_TOKEN": erp_token, "SHOP_URL": shop.url})
+        os.environ.pop("CROSSDOCK_DB", None)
+        project = load_project(root / "crossdock.yaml")
+        store = open_store(project.database_url(), base=project.root)
+        store.ensure_routes(project.routes)
+        seed(project, store)
+        _id, token = issue_token(store, "admin", "browser-admin")
+        app = create_app(project, store, settings=WebSettings(refresh_seconds=2, token_cache_seconds=0))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        try:
+            yield Site(f"http://127.0.0.1:{port}", project, store, shop, token)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            store.close()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def browser(site: Site) -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser: object, site: Site) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    pg.goto(f"{site.url}/login")
+    pg.fill("#token", site.admin_token)
+    pg.click("button:has-text('Log in')")
+    pg.wait_for_url(f"{site.url}/")
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def shot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_login_page(browser: object, site: Site) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.goto(f"{site.url}/tasks")
+    assert "/login" in pg.url
+    shot(pg, "login")
+    pg.fill("#token", "wrong-token")
+    pg.click("button:has-text('Log in')")
+    assert "not valid" in pg.inner_text(".alert")
+    context.close()
+
+
+def test_monitor_shows_the_counts(page: object, site: Site) -> None:
+    stats = site.store.stats()
+    assert page.inner_text("[data-testid=total]").replace(",", "") == str(stats.total)  # type: ignore[attr-defined]
+    for status, n in stats.by_status.items():
+        assert page.get_attribute(f"[data-testid=count-{status}]", "data-count") == str(n)  # type: ignore[attr-defined]
+    assert stats.by_status["failed"] == len(REFUSED)
+    assert stats.by_status["waiting"] == 30
+    assert "answered 422" in page.inner_text("[data-testid=top-errors]")  # type: ignore[attr-defined]
+    shot(page, "monitor")
+
+
+def test_filter_failed_open_retry_and_see_it_finish(page: object, site: Site) -> None:
+    pg = page
+    pg.click("a.tile.st-failed")  # type: ignore[attr-defined]
+    pg.wait_for_url(re.compile(r"/tasks\?status=failed"))  # type: ignore[attr-defined]
+    rows = pg.locator("tr[data-task]")  # type: ignore[attr-defined]
+    assert rows.count() == len(REFUSED)
+    assert {pg.locator("tr[data-task]").nth(i).get_attribute("data-status") for i in range(rows.count())} == {"failed"}  # type: ignore[attr-defined]
+    shot(pg, "tasks-failed")
+    rows.first.locator("td.num a").click()
+    pg.wait_for_selector("[data-testid=task-error]")  # type: ignore[attr-defined]
+    assert "category not found" in pg.inner_text("[data-testid=task-error]")  # type: ignore[attr-defined]
+    pg.click("details.tl-details summary")  # type: ignore[attr-defined]
+    assert "422" in pg.inner_text("details.tl-details")  # type: ignore[attr-defined]
+    shot(pg, "task-failed")
+    task_url = pg.url  # type: ignore[attr-defined]
+    site.shop.set_failures(FailureConfig())  # the shop's data problem is fixed
+    pg.click("[data-testid=task-actions] button[value=retry]")  # type: ignore[attr-defined]
+    assert "is now new" in pg.inner_text(".flash")  # type: ignore[attr-defined]
+    pg.goto(site.url + "/routes")  # type: ignore[attr-defined]
+    shot(pg, "routes")
+    pg.click("section[data-route=erp-to-shop] button[value=outgoing]")  # type: ignore[attr-defined]
+    assert "Started outgoing of erp-to-shop" in pg.inner_text(".flash")  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 15
+    badge = ""
+    while time.monotonic() < deadline:
+        pg.goto(task_url)  # type: ignore[attr-defined]
+        badge = pg.inner_text("[data-testid=task-head] .badge")  # type: ignore[attr-defined]
+        if badge == "finished":
+            break
+        time.sleep(0.3)
+    assert badge == "finished"
+    shot(pg, "task-finished")
+
+
+def test_bulk_retry_by_filter(page: object, site: Site) -> None:
+    pg = page
+    site.shop.set_failures(FailureConfig())
+    remaining = site.store.stats("erp-to-shop").by_status["failed"]
+    assert remaining >= 1
+    pg.goto(f"{site.url}/tasks?status=failed&route=erp-to-shop")  # type: ignore[attr-defined]
+    assert pg.is_hidden("[data-testid=bulk-bar]")  # type: ignore[attr-defined]
+    pg.locator("input.row-check").first.check()  # type: ignore[attr-defined]
+    assert pg.is_visible("[data-testid=bulk-bar]")  # type: ignore[attr-defined]
+    pg.check("#select-all-matching")  # type: ignore[attr-defined]
+    shot(pg, "tasks-bulk")
+    pg.click("[data-testid=bulk-bar] button[value=retry]")  # type: ignore[attr-defined]
+    heading = pg.inner_text("[data-testid=confirm] h1")  # type: ignore[attr-defined]
+    assert heading == f"Retry {remaining} task{'' if remaining == 1 else 's'}?"
+    shot(pg, "confirm")
+    pg.click("[data-testid=confirm] button[type=submit]")  # type: ignore[attr-defined]
+    assert f"Retry: {remaining} task(s) changed" in pg.inner_text(".flash")  # type: ignore[attr-defined]
+    assert site.store.stats("erp-to-shop").by_status["failed"] == 0
+
+
+def test_finish_a_waiting_task(page: object, site: Site) -> None:
+    pg = page
+    before = site.store.stats("erp-approvals").by_status
+    pg.goto(f"{site.url}/tasks?status=waiting&route=erp-approvals")  # type: ignore[attr-defined]
+    pg.locator("tr[data-task] td.num a").first.click()  # type: ignore[attr-defined]
+    pg.click("[data-testid=task-actions] button[value=finish]")  # type: ignore[attr-defined]
+    assert "is now finished" in pg.inner_text(".flash")  # type: ignore[attr-defined]
+    assert pg.inner_text("[data-testid=task-head] .badge") == "finished"  # type: ignore[attr-defined]
+    after = site.store.stats("erp-approvals").by_status
+    assert after["waiting"] == before["waiting"] - 1 and after["finished"] == before["finished"] + 1
+    shot(pg, "task-waiting-finished")
+
+
+def test_audit_page_lists_what_happened(page: object, site: Site) -> None:
+    pg = page
+    pg.goto(f"{site.url}/audit")  # type: ignore[attr-defined]
+    text = pg.inner_text("[data-testid=audit-table]")  # type: ignore[attr-defined]
+    assert "login" in text and "browser-admin" in text
+    shot(pg, "audit")
+
+
+def test_live_counts_refresh_without_reload(page: object, site: Site) -> None:
+    pg = page
+    before = int(pg.get_attribute("[data-testid=count-skipped]", "data-count"))  # type: ignore[attr-defined]
+    pg.locator("h1").evaluate("el => el.setAttribute('data-marker', 'same-page')")  # type: ignore[attr-defined]
+    site.store.apply_action(
+        Action.SKIP, TaskFilter(route="erp-approvals", identifier="SKU-00010"), actor="test", reason=None,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    count = before
+    while time.monotonic() < deadline and count == before:
+        time.sleep(0.25)
+        count = int(pg.get_attribute("[data-testid=count-skipped]", "data-count"))  # type: ignore[attr-defined]
+    assert count == before + 1
+    assert pg.get_attribute("h1", "data-marker") == "same-page"  # htmx swapped the fragment; no reload  # type: ignore[attr-defined]

@@ -1,0 +1,194 @@
+"""The dashboard's pages and form flows, without a browser; and no secret anywhere."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import HOOK_SECRET, SHOP_TOKEN, Env
+
+from crossdock.store import TaskFilter
+
+
+def test_every_page_renders_with_the_stylesheet(env: Env) -> None:
+    env.run("files")
+    env.run("to-shop")
+    env.login("admin")
+    for path in (
+        "/",
+        "/tasks",
+        "/tasks?status=failed&route=to-shop",
+        "/tasks/1",
+        "/routes",
+        "/audit",
+        "/login",
+    ):
+        reply = env.client.get(path)
+        assert reply.status_code == 200, path
+        assert '<link rel="stylesheet" href="/static/crossdock.css">' in reply.text
+    assert env.client.get("/static/crossdock.css").status_code == 200
+    htmx = env.client.get("/static/htmx.min.js")
+    assert htmx.status_code == 200 and "htmx" in htmx.text[:2000]
+    missing = env.client.get("/tasks/99999")
+    assert missing.status_code == 404 and "crossdock.css" in missing.text
+
+
+def test_monitor_shows_counts_from_the_counters(env: Env) -> None:
+    env.run("files")
+    env.run("to-shop")
+    env.login("viewer")
+    html = env.client.get("/").text
+    assert re.search(r'data-testid="total">8<', html)
+    assert 'data-testid="count-finished" data-count="7"' in html
+    assert 'data-testid="count-failed" data-count="1"' in html
+    assert 'data-testid="route-to-shop-failed">1<' in html
+    assert "category not found" in html  # top errors
+    assert 'hx-get="/fragments/monitor"' in html and "<svg" in html
+    fragment = env.client.get("/fragments/monitor").text
+    assert "<html" not in fragment and 'data-testid="count-failed" data-count="1"' in fragment
+
+
+def test_task_list_filters_stay_in_the_url_and_page_by_cursor(env: Env) -> None:
+    env.run("files")
+    env.run("to-shop")
+    env.login("operator")
+    html = env.client.get("/tasks?status=failed&status=finished&route=to-shop").text
+    assert 'data-testid="matching"><strong>3</strong>' in html
+    assert len(re.findall(r'<tr data-task="', html)) == 3
+    assert re.search(r'value="failed" checked', html) and re.search(r'value="finished" checked', html)
+    assert "Select all 3 matching" in html
+    # a failed/finished filter allows retry and skip, never finish or fail
+    assert 'value="retry"' in html and 'value="finish"' not in html
+    search = env.client.get("/tasks?q=SKU-D").text
+    assert len(re.findall(r'<tr data-task="', search)) == 1
+    page = env.client.get("/tasks?route=files").text
+    assert len(re.findall(r'<tr data-task="', page)) == 5
+    assert 'data-testid="older"' not in page
+
+
+def test_bulk_retry_by_filter_asks_for_confirmation(env: Env) -> None:
+    env.run("files")
+    csrf = env.login("operator")
+    form = {"csrf_token": csrf, "action": "retry", "all": "1", "status": "finished", "route": "files"}
+    confirm = env.client.post("/tasks/bulk", data=form)
+    assert confirm.status_code == 200
+    assert "Retry 5 tasks?" in confirm.text
+    assert env.store.stats("files").by_status["finished"] == 5  # nothing changed yet
+    done = env.client.post("/tasks/bulk", data={**form, "confirm": "1", "reason": "replay"}, follow_redirects=False)
+    assert done.status_code == 303
+    assert env.store.stats("files").by_status["new"] == 5
+    flash = env.client.get(done.headers["location"]).text
+    assert "Retry: 5 task(s) changed" in flash
+
+
+def test_bulk_by_selected_ids(env: Env) -> None:
+    env.run("approvals")
+    csrf = env.login("operator")
+    ids = [str(t.id) for t in env.store.list_tasks(TaskFilter(route="approvals"), limit=2)[0]]
+    base = [("csrf_token", csrf), ("action", "finish"), *[("ids", i) for i in ids]]
+    confirm = env.client.post("/tasks/bulk", data=dict(base) | {"ids": ids})
+    assert "Mark finished 2 tasks?" in confirm.text
+    done = env.client.post("/tasks/bulk", data=dict(base) | {"ids": ids, "confirm": "1"}, follow_redirects=False)
+    assert done.status_code == 303
+    assert env.store.stats("approvals").by_status["finished"] == 2
+    nothing = env.client.post("/tasks/bulk", data={"csrf_token": csrf, "action": "skip"}, follow_redirects=False)
+    assert nothing.status_code == 303 and env.store.stats("approvals").by_status["skipped"] == 0
+
+
+def test_task_page_actions_and_timeline(env: Env) -> None:
+    env.run("to-shop")
+    failed = env.store.list_tasks(TaskFilter(route="to-shop", identifier="SKU-B"))[0][0]
+    csrf = env.login("operator")
+    html = env.client.get(f"/tasks/{failed.id}").text
+    assert "category not found" in html and 'data-testid="timeline"' in html
+    assert "<details" in html and "PUT" in html and "422" in html  # export line unfolds
+    assert "&#34;sku&#34;: &#34;SKU-B&#34;" in html or '"sku": "SKU-B"' in html
+    reply = env.client.post(
+        f"/tasks/{failed.id}/action", data={"csrf_token": csrf, "action": "retry"}, follow_redirects=False
+    )
+    assert reply.status_code == 303
+    after = env.client.get(reply.headers["location"]).text
+    assert "is now new" in after
+    refused = env.client.post(f"/tasks/{failed.id}/action", data={"csrf_token": csrf, "action": "finish"})
+    assert "Refused: cannot finish" in refused.text
+
+
+def test_routes_page_toggle_and_run(env: Env) -> None:
+    csrf = env.login("operator")
+    html = env.client.get("/routes").text
+    assert "*/5 * * * *" in html and "realtime" in html and "waiting" in html and "retry ×3" in html
+    off = env.client.post("/routes/files/active", data={"csrf_token": csrf, "active": "0"}, follow_redirects=False)
+    assert off.status_code == 303
+    assert env.store.route_states()["files"].active is False
+    assert "Route files is now inactive" in env.client.get("/routes").text
+    refused = env.client.post("/routes/files/run", data={"csrf_token": csrf, "part": "both"})
+    assert "Not started" in refused.text
+    env.client.post("/routes/files/active", data={"csrf_token": csrf, "active": "1"})
+    started = env.client.post("/routes/files/run", data={"csrf_token": csrf, "part": "incoming"})
+    assert "Started incoming of files" in started.text
+
+
+def test_audit_page_filters_and_exports(env: Env) -> None:
+    env.run("files")
+    csrf = env.login("admin")
+    env.client.post("/routes/files/active", data={"csrf_token": csrf, "active": "0"})
+    html = env.client.get("/audit?action=route.").text
+    assert "route.deactivate" in html and "login</code>" not in html
+    csv_text = env.client.get("/audit.csv?action=route.deactivate").text
+    assert csv_text.splitlines()[0].startswith("id,at,actor,action")
+    assert len(csv_text.strip().splitlines()) == 2
+
+
+def test_logout_ends_the_session(env: Env) -> None:
+    csrf = env.login("viewer")
+    assert env.client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    assert env.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_no_secret_in_any_answer(env: Env) -> None:
+    """The shop's bearer token (from ${SHOP_TOKEN}) is in the config and in one record's data."""
+    env.run("files")
+    env.run("to-shop")
+    env.client.post(
+        "/api/v1/webhooks/hook",
+        json={"sku": "W", "note": SHOP_TOKEN},
+        headers={"X-Crossdock-Secret": HOOK_SECRET},
+    )
+    bodies: dict[str, str] = {}
+    admin = env.auth("admin")
+    ids = [t["id"] for t in env.client.get("/api/v1/tasks", params={"limit": 100}, headers=admin).json()["items"]]
+    api_paths = [
+        "/api/v1/health", "/api/v1/stats", "/api/v1/tasks?limit=100", "/api/v1/routes", "/api/v1/runs",
+        "/api/v1/audit", "/api/v1/audit.csv", "/api/v1/tokens", "/metrics", "/api/openapi.json",
+    ]  # fmt: skip
+    api_paths += [f"/api/v1/tasks/{i}" for i in ids]
+    for path in api_paths:
+        bodies[path] = env.client.get(path, headers=admin).text
+    env.login("admin")
+    pages = ["/", "/fragments/monitor", "/tasks", "/routes", "/audit", "/audit.csv", "/tasks?q=token"]
+    pages += [f"/tasks/{i}" for i in ids]
+    for path in pages:
+        bodies[path] = env.client.get(path).text
+    the_one = next(i for i in ids if "SKU-C" in bodies[f"/api/v1/tasks/{i}"])
+    assert "token ***" in bodies[f"/api/v1/tasks/{the_one}"]  # the record was there, masked
+    leaks = [path for path, text in bodies.items() if SHOP_TOKEN in text]
+    assert leaks == []
+
+
+def test_task_pages_go_older_by_cursor(env: Env) -> None:
+    from fastapi.testclient import TestClient
+
+    from crossdock.web import WebSettings, create_app
+
+    env.run("files")
+    app = create_app(env.project, env.store, settings=WebSettings(page_size=2, token_cache_seconds=0))
+    with TestClient(app) as client:
+        client.get(f"/login?token={env.tokens['viewer']}")
+        seen: list[str] = []
+        url: str | None = "/tasks?route=files"
+        while url:
+            html = client.get(url).text
+            seen += re.findall(r'<tr data-task="(\d+)"', html)
+            found = re.search(r'href="([^"]+)" data-testid="older"', html)
+            url = found.group(1).replace("&amp;", "&") if found else None
+            assert url is None or "route=files" in url  # the filter stays in the URL
+        assert [int(i) for i in seen] == sorted((int(i) for i in seen), reverse=True) and len(seen) == 5
