@@ -111,8 +111,9 @@ def main() -> int:
 
     from crossdock.engine.project import load_project
     from crossdock.store.sqlite.store import SQLiteStore
-    from crossdock.web import WebSettings, create_app
+    from crossdock.web.app import create_app
     from crossdock.web.auth import issue_token
+    from crossdock.web.settings import WebSettings
 
     project_dir = Path(tempfile.mkdtemp(prefix="crossdock-bench-"))
     (project_dir / "crossdock.yaml").write_text(CONFIG)

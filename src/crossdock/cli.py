@@ -740,12 +740,26 @@ def demo(
         Path, typer.Option("-c", "--config", help="Name of the demo's config file inside --dir.")
     ] = DEFAULT_CONFIG,
     db: DbOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Run the routes once, print a summary and exit.")] = False,
+    host: Annotated[str, typer.Option("--host", help="Address the dashboard binds.")] = "127.0.0.1",
 ) -> None:
-    """A self-contained demo: mock ERP and shop on loopback, the example route, a summary."""
+    """Mock ERP and shop + PIM on loopback, the fan-out example, then scheduler, workers and dashboard."""
     from crossdock.demo import run_demo
+    from crossdock.logs import configure_logging
 
     with guarded():
-        code = run_demo(directory, port=port, products=products, console=out, config_name=config.name, database=db)
+        if not once:
+            configure_logging("text")
+        code = run_demo(
+            directory,
+            port=port,
+            products=products,
+            console=out,
+            config_name=config.name,
+            database=db,
+            serve=not once,
+            host=host,
+        )
     raise typer.Exit(code)
 
 
@@ -819,6 +833,16 @@ def worker(
 ) -> None:
     """Export worker only: delivers routes without an outgoing schedule; run several to scale out."""
     _service("worker", config, db, log_format, concurrency, grace)
+
+
+def _register_plugins() -> None:
+    """Commands that live with their feature (tokens with the web app)."""
+    from crossdock.web.cli_commands import register
+
+    register(app)
+
+
+_register_plugins()
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -12,7 +14,7 @@ from rich.console import Console
 
 from crossdock.engine.project import Project, load_project
 from crossdock.engine.runner import run_once
-from crossdock.mock import FailureConfig, start_erp, start_shop
+from crossdock.mock import FailureConfig, RunningErp, start_erp, start_shop
 from crossdock.store import Store, open_store
 
 ROUTES = ("erp-to-shop", "erp-to-pim")
@@ -31,6 +33,8 @@ def run_demo(
     console: Console,
     config_name: str = "crossdock.yaml",
     database: str | None = None,
+    serve: bool = True,
+    host: str = "127.0.0.1",
 ) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / config_name
@@ -48,22 +52,26 @@ def run_demo(
         os.environ.update({"ERP_URL": erp.url, "ERP_TOKEN": token, "SHOP_URL": shop.url})
         console.print(f"mock ERP       {erp.url}  ({products} products, bearer auth)")
         console.print(f"mock shop+PIM  {shop.url}  (every 20th request 503, SKU-00003 and SKU-00042 refused)")
+        # one product with a negative stock: the incoming's reject step turns it into a rejected task
+        erp.catalogue.update("SKU-00007", stock=-3, status="active")
         project = load_project(config)
         store = open_store(project.database_url(), base=project.root)
         try:
             store.ensure_routes(project.routes)
             _run(project, store, console)
             stats = {r: store.stats(r).by_status for r in ROUTES}
+            shop_stats = shop.stats()
+            console.print(
+                f"\nERP product API asked {erp.requests_to('/products')} time(s) for both routes; "
+                f"shop and PIM received {shop_stats['requests']} requests"
+            )
+            for route, counts in stats.items():
+                shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+                console.print(f"  {route}: {shown}")
+            if serve:
+                return _serve_live(project, store, erp, console, host=host, port=port)
         finally:
             store.close()
-        shop_stats = shop.stats()
-        console.print(
-            f"\nERP product API asked {erp.requests_to('/products')} time(s) for both routes; "
-            f"shop and PIM received {shop_stats['requests']} requests"
-        )
-    for route, counts in stats.items():
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-        console.print(f"  {route}: {shown}")
     db = (directory / "crossdock.db").resolve()
     console.print(
         f"\nThe project and its database stay in {directory.resolve()}. Explore them:\n"
@@ -71,9 +79,34 @@ def run_demo(
         f"  crossdock tasks show <id>          # entity, error and timeline\n"
         f"  crossdock tasks finish --status waiting --route erp-to-pim --reason 'approved'\n"
         f"  crossdock runs list && crossdock stats\n"
-        f"(database: {db}; the dashboard on port {port} comes with the web release of crossdock.)"
+        f"(database: {db}; `crossdock demo` without --once also serves the dashboard.)"
     )
     return 0
+
+
+def _serve_live(project: Project, store: Store, erp: RunningErp, console: Console, *, host: str, port: int) -> int:
+    """Scheduler, workers and dashboard, with the ERP changing a few prices every 20 s, until Ctrl-C."""
+    from crossdock.service import ServiceOptions, run_serve
+
+    changing = threading.Event()
+
+    def change_prices() -> None:
+        rng = random.Random(7)
+        skus = erp.catalogue.skus()
+        while not changing.wait(20):
+            for sku in rng.sample(skus, k=min(5, len(skus))):
+                erp.catalogue.update(sku, price=f"{rng.randint(100, 9999) / 100:.2f}")
+
+    feeder = threading.Thread(target=change_prices, name="demo-erp-changes", daemon=True)
+    feeder.start()
+    console.print(
+        f"\nServing the dashboard on http://{host}:{port}/ with the scheduler and workers; the mock ERP changes a "
+        "few prices every 20 s, so new tasks keep arriving. Ctrl-C stops."
+    )
+    try:
+        return int(asyncio.run(run_serve(project, store, project.database_url(), ServiceOptions(host=host, port=port))))
+    finally:
+        changing.set()
 
 
 def _run(project: Project, store: Store, console: Console) -> None:

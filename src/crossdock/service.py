@@ -177,9 +177,23 @@ def _web_task(
     """
     try:
         web_app = importlib.import_module("crossdock.web.app")
+        web_server = importlib.import_module("crossdock.web.server")
     except ImportError:
         return None
     import uvicorn
+
+    token = web_server.first_start_token(store)
+    if token is not None:
+        # printed, not logged: the one-time link must not end up in log files
+        print(
+            "\nNo API token existed, so an admin token was created. Open this link once to log in\n"
+            "(it is shown only now; create more with `crossdock token create`):\n\n"
+            f"    {web_server.login_url(host, port, token)}\n",
+            flush=True,
+        )
+    log_filter = web_server.RedactingFilter(project.redact)
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(log_filter)
 
     class EmbeddedServer(uvicorn.Server):
         @contextlib.contextmanager

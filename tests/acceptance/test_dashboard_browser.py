@@ -24,8 +24,9 @@ from crossdock.engine.runner import run_once
 from crossdock.mock import FailureConfig, RunningShop, start_erp, start_shop
 from crossdock.store import Store, TaskFilter, open_store
 from crossdock.tasks import Action
-from crossdock.web import WebSettings, create_app
+from crossdock.web.app import create_app
 from crossdock.web.auth import issue_token
+from crossdock.web.settings import WebSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

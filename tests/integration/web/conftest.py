@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from crossdock.engine.project import Project, load_project
 from crossdock.mock import FailureConfig, RunningShop, start_shop
 from crossdock.store import Store, open_store
-from crossdock.web import WebSettings, create_app
+from crossdock.web.app import create_app
 from crossdock.web.auth import issue_token
+from crossdock.web.settings import WebSettings
 
 SHOP_TOKEN = "shop-bearer-s3cr3t-value-XYZ"
 HOOK_SECRET = "hook-shared-secret-123"

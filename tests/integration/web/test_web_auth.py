@@ -7,7 +7,8 @@ import time
 import pytest
 from conftest import Env, csrf_of
 
-from crossdock.web import WebSettings, create_app
+from crossdock.web.app import create_app
+from crossdock.web.settings import WebSettings
 
 #: (method, path, JSON body, lowest role allowed)
 API_MUTATIONS = [

@@ -177,7 +177,8 @@ def test_no_secret_in_any_answer(env: Env) -> None:
 def test_task_pages_go_older_by_cursor(env: Env) -> None:
     from fastapi.testclient import TestClient
 
-    from crossdock.web import WebSettings, create_app
+    from crossdock.web.app import create_app
+    from crossdock.web.settings import WebSettings
 
     env.run("files")
     app = create_app(env.project, env.store, settings=WebSettings(page_size=2, token_cache_seconds=0))
