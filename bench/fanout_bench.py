@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import peak_rss_mb, write_ndjson  # noqa: E402
+from common import peak_rss_mb, write_ndjson
 
 
 def config(routes: int) -> str:
