@@ -32,7 +32,7 @@ from crossdock.connectors.base import (
     Target,
     idempotency_key,
 )
-from crossdock.connectors.http_auth import AuthOptions, OAuth2Token
+from crossdock.connectors.http_auth import AuthOptions, OAuth2Token, basic_authorization
 from crossdock.connectors.http_limits import RateLimitOptions, RetryOptions, TokenBucket
 from crossdock.connectors.http_pagination import Pagination, Paginator, lookup, parse_xml, xml_records
 from crossdock.errors import ConfigError, DeliveryError, PermanentError, SourceError, TransientError
@@ -128,12 +128,12 @@ class HttpClient:
             headers = {"User-Agent": "crossdock", **self.options.headers}
             if auth.type == "bearer":
                 headers["Authorization"] = f"Bearer {auth.token}"
+            elif auth.type == "basic":
+                headers["Authorization"] = basic_authorization(auth.username or "", auth.password or "")
             elif auth.type == "api_key" and auth.location == "header":
                 headers[auth.name] = auth.value or ""
-            basic = aiohttp.BasicAuth(auth.username or "", auth.password or "") if auth.type == "basic" else None
             self._session = aiohttp.ClientSession(
                 headers=headers,
-                auth=basic,
                 timeout=aiohttp.ClientTimeout(total=self.options.timeout, connect=self.options.connect_timeout),
                 connector=aiohttp.TCPConnector(limit=self.options.max_concurrency, ttl_dns_cache=300),
                 json_serialize=lambda o: orjson.dumps(o).decode(),

@@ -7,6 +7,7 @@ it is fetched once, renewed a little before it expires, and renewed at once when
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Literal
 
@@ -96,15 +97,15 @@ class OAuth2Token:
         form = {"grant_type": "client_credentials"}
         if opts.scope:
             form["scope"] = opts.scope
-        basic = None
+        headers = {}
         if opts.client_auth == "basic":
-            basic = aiohttp.BasicAuth(opts.client_id or "", opts.client_secret or "")
+            headers["Authorization"] = basic_authorization(opts.client_id or "", opts.client_secret or "")
         else:
             form["client_id"] = opts.client_id or ""
             form["client_secret"] = opts.client_secret or ""
         try:
             async with session.post(
-                url, data=form, auth=basic, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                url, data=form, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
             ) as resp:
                 status, body = resp.status, await resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -133,3 +134,8 @@ class OAuth2Token:
         self._token = token
         self.fetched += 1
         return token
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """An HTTP basic ``Authorization`` value (built by hand: aiohttp deprecates its BasicAuth helper)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
