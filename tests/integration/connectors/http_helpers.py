@@ -76,3 +76,27 @@ class Harness:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+def write_products(path: Path, n: int) -> None:
+    """n small product records as NDJSON, SKUs ``SKU-00001``..., for routes that deliver to the mock shop."""
+    import orjson
+
+    with open(path, "wb") as f:
+        for i in range(1, n + 1):
+            f.write(orjson.dumps({"sku": f"SKU-{i:05d}", "title": f"Product {i}", "stock": i % 50}) + b"\n")
+
+
+def file_to_shop(shop_url: str, target: str, *, connection: str = "", retry: str = "", concurrency: int = 16) -> str:
+    """A route from ``products.ndjson`` to the shop; ``target`` holds the target block's extra keys."""
+    return f"""\
+connections:
+  shop: {{type: http, base_url: "{shop_url}"{connection}}}
+routes:
+  products:
+    incoming: {{source: {{type: file, path: products.ndjson}}}}
+    identifier: sku
+    outgoing:
+      target: {{type: http, connection: shop, {target}}}
+      concurrency: {concurrency}
+{retry}"""
