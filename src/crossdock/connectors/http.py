@@ -8,6 +8,7 @@ and target using it, so the session, the OAuth2 token, the rate limit and the co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -434,32 +435,49 @@ class HttpSource(Source):
         return os.environ[var]
 
     async def pages(self) -> AsyncIterator[list[Any]]:
+        """Yield page after page; the next page is already being fetched while the importer works on this one."""
         opts = self.options
         body = orjson.dumps(self._render(opts.body)) if opts.body is not None else None
         headers = {k: self._render(v) for k, v in opts.headers.items()} or None
         paginator = Paginator(opts.pagination, self.client.url(opts.path), self._render(opts.query))
-        page: Any = paginator.current
-        pages = 0
-        while page is not None:
-            pages += 1
-            if pages > opts.max_pages:
-                raise SourceError(f"stopped after max_pages={opts.max_pages} pages; raise it if intended")
-            resp = await self._fetch(page.url, page.params, body, headers)
-            where = f"{resp.method} {resp.url}"
-            if opts.format == "xml":
-                data = parse_xml(resp.body, where)
-                records = xml_records(data, opts.records, where)
-            else:
-                data = self._json(resp)
-                records = lookup(data, opts.records)
-                if not isinstance(records, list):
-                    keys = ", ".join(data) if isinstance(data, dict) else type(data).__name__
-                    raise SourceError(
-                        f"{where}: no list of records at records: {opts.records!r} (the response has: {keys})"
-                    )
-            if records:
-                yield [r if isinstance(r, dict) else _not_object(r, resp.url, i) for i, r in enumerate(records)]
-            page = paginator.advance(data, resp.headers, len(records), self.client.url)
+        first = paginator.current
+        pending: asyncio.Future[Response] | None = asyncio.ensure_future(
+            self._fetch(first.url, first.params, body, headers)
+        )
+        pages = 1
+        try:
+            while pending is not None:
+                resp = await pending
+                pending = None
+                data, records = self._records(resp)
+                page = paginator.advance(data, resp.headers, len(records), self.client.url)
+                too_many = page is not None and pages + 1 > opts.max_pages
+                if page is not None and not too_many:
+                    pages += 1
+                    pending = asyncio.ensure_future(self._fetch(page.url, page.params, body, headers))
+                if records:
+                    yield [r if isinstance(r, dict) else _not_object(r, resp.url, i) for i, r in enumerate(records)]
+                if too_many:
+                    raise SourceError(f"stopped after max_pages={opts.max_pages} pages; raise it if intended")
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DeliveryError, SourceError):
+                    await pending
+
+    def _records(self, resp: Response) -> tuple[Any, list[Any]]:
+        """The parsed page and the records in it."""
+        opts = self.options
+        where = f"{resp.method} {resp.url}"
+        if opts.format == "xml":
+            data = parse_xml(resp.body, where)
+            return data, xml_records(data, opts.records, where)
+        data = self._json(resp)
+        records = lookup(data, opts.records)
+        if not isinstance(records, list):
+            keys = ", ".join(data) if isinstance(data, dict) else type(data).__name__
+            raise SourceError(f"{where}: no list of records at records: {opts.records!r} (the response has: {keys})")
+        return data, records
 
     def _json(self, resp: Response) -> Any:
         try:
@@ -559,6 +577,8 @@ class HttpTarget(Target):
         self._path = compile_template(options.path, encode=True)
         self._headers = {k: compile_template(v, encode=False) for k, v in options.headers.items()}
         self._static_headers = {k: v for k, v in options.headers.items() if not _PLACEHOLDER.search(v)}
+        #: no success_codes overrides anywhere: any 2xx is success
+        self._plain_codes = options.success_codes is None and self.client.options.success_codes is None
         #: batch mode is chosen per target in the config, so this shadows the class default
         self.supports_batch = options.batch is not None
 
@@ -721,13 +741,24 @@ class HttpTarget(Target):
         assert batch is not None
         if batch.key is None:
             return [results[i] if i < len(results) else None for i in range(len(items))]
-        by_key: dict[str, list[Any]] = {}
+        key = batch.key
+        by_key: dict[str, Any] = {}
+        doubles: dict[str, list[Any]] = {}
         for result in results:
-            by_key.setdefault(str(lookup(result, batch.key)), []).append(result)
+            value = str(lookup(result, key))
+            if value in by_key:  # the same key twice in one batch: hand the results out in order
+                doubles.setdefault(value, []).append(result)
+            else:
+                by_key[value] = result
         matched = []
         for _, entity in items:
-            found = by_key.get(str(lookup(entity, batch.key)))
-            matched.append(found.pop(0) if found else None)
+            value = str(lookup(entity, key))
+            if value in by_key:
+                matched.append(by_key.pop(value))
+            elif doubles.get(value):
+                matched.append(doubles[value].pop(0))
+            else:
+                matched.append(None)
         return matched
 
     def _item_outcome(
@@ -742,7 +773,9 @@ class HttpTarget(Target):
         details = {**batch_details, "result": result}
         status = result.get(batch.status_field)
         error = result.get(batch.error_field)
-        if isinstance(status, int):
+        if type(status) is int and 200 <= status < 300 and self._plain_codes:
+            verdict = "ok"  # the common case, without the override lookups
+        elif isinstance(status, int):
             verdict = self.client.classify(status, self.options.success_codes, self.options.transient_codes)
         else:
             verdict = "permanent" if error else "ok"
