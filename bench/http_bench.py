@@ -7,6 +7,7 @@ Measures, each ``--repeat`` times keeping the best (the machine may be shared):
 1. bare aiohttp: 64 concurrent PUTs, no storage: the physical reference of this machine and mock shop;
 2. crossdock export, one request per entity: SQLite store in a tmp dir, route concurrency 64;
 3. crossdock export with ``batch.size: 100`` to ``POST /products/batch`` (per-item results matched by sku);
+   next to it the same export to the no-op target: claim + settle alone, the store's ceiling for any target;
 4. crossdock import from the HTTP source: the mock ERP paged by cursor, 1,000 records a page, into tasks.
 
 The shop runs as ``python -m crossdock.mock shop --no-record-bodies`` and the ERP as ``python -m crossdock.mock erp``,
@@ -133,6 +134,10 @@ routes:
         path: /products
         batch: {{size: 100, path: /products/batch, results: results, key: sku}}
       concurrency: {concurrency}
+  noop:
+    incoming: {{source: {{type: file, path: products.ndjson}}, batch_size: 5000}}
+    identifier: sku
+    outgoing: {{target: {{type: noop}}, concurrency: {concurrency}}}
   pulled:
     incoming:
       source:
@@ -206,10 +211,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--only", choices=["bare", "single", "batched", "pulled"], action="append")
+    parser.add_argument("--only", choices=["bare", "single", "batched", "noop", "pulled"], action="append")
     args = parser.parse_args()
     n = args.tasks
-    only = set(args.only or ["bare", "single", "batched", "pulled"])
+    only = set(args.only or ["bare", "single", "batched", "noop", "pulled"])
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, cpus: {os.cpu_count()}")
     results: dict[str, float] = {}
     with (
@@ -250,6 +255,12 @@ def main() -> None:
             )
             stats = control(shop, "/_stats")
             print(f"  shop after the last run: requests={stats['requests']} accepted={stats['accepted']}")
+        if "noop" in only:
+            results["noop"] = best(
+                "crossdock export, no-op target (store)",
+                args.repeat,
+                lambda: crossdock_phase(workdir, "noop", "export"),
+            )
         if "pulled" in only:
             results["pulled"] = best(
                 "crossdock import, HTTP source (cursor)",
@@ -261,6 +272,8 @@ def main() -> None:
         print(f"crossdock one-per-task / bare aiohttp = {results['single'] / results['bare']:.0%} (goal >= 70%)")
     if "batched" in results:
         print(f"batched: {results['batched']:,.0f} tasks/s (goal >= 30,000)")
+    if "noop" in results:
+        print(f"no-op target (claim + settle only, the store's ceiling): {results['noop']:,.0f} tasks/s")
     if "pulled" in results:
         print(f"HTTP source: {results['pulled']:,.0f} records/s (goal >= 30,000)")
 
