@@ -82,8 +82,9 @@ class Target(abc.ABC):
     """Delivers entities to an external system. Must be safe to call concurrently."""
 
     options_model: ClassVar[type[Options]]
-    #: targets that can take many entities in one call set this and implement :meth:`deliver_batch`
-    supports_batch: ClassVar[bool] = False
+    #: targets that can take many entities in one call set this and implement :meth:`deliver_batch`; an instance
+    #: may set it from its options (an HTTP target batches only when configured to)
+    supports_batch: bool = False
 
     def __init__(self, options: Any, context: ConnectorContext) -> None:
         self.options = options
