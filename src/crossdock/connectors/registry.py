@@ -12,15 +12,21 @@ ENTRY_POINT_GROUP = "crossdock.connectors"
 _BUILTIN_SOURCES = {
     "file": "crossdock.connectors.files:FileSource",
     "http": "crossdock.connectors.http:HttpSource",
+    "sql": "crossdock.connectors.sql:SqlSource",
+    "amqp": "crossdock.connectors.amqp:AmqpSource",
     "webhook": "crossdock.connectors.webhook:WebhookSource",
 }
 _BUILTIN_TARGETS = {
     "file": "crossdock.connectors.files:FileTarget",
     "http": "crossdock.connectors.http:HttpTarget",
     "noop": "crossdock.connectors.noop:NoopTarget",
+    "sql": "crossdock.connectors.sql:SqlTarget",
+    "amqp": "crossdock.connectors.amqp:AmqpTarget",
 }
 _BUILTIN_CONNECTIONS = {
     "http": "crossdock.connectors.http:HttpConnectionOptions",
+    "sql": "crossdock.connectors.sql:SqlConnectionOptions",
+    "amqp": "crossdock.connectors.amqp:AmqpConnectionOptions",
 }
 
 
