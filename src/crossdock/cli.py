@@ -835,6 +835,25 @@ def worker(
     _service("worker", config, db, log_format, concurrency, grace)
 
 
+@app.command()
+def connectors(json_out: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """List the source, target and connection types installed here (built-in and plugins) with their options."""
+    from crossdock.connectors.registry import installed
+
+    listing = installed()
+    if json_out:
+        emit_json(listing)
+        return
+    for kind, rows in listing.items():
+        table = Table(title=kind, title_justify="left", show_edge=False)
+        for column in ("type", "origin", "options"):
+            table.add_column(column)
+        for row in rows:
+            options = f"[red]{row['error']}[/]" if "error" in row else ", ".join(row["options"]) or "-"
+            table.add_row(row["type"], row["origin"], options)
+        out.print(table)
+
+
 def _register_plugins() -> None:
     """Commands that live with their feature (tokens with the web app)."""
     from crossdock.web.cli_commands import register

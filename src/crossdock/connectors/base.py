@@ -47,6 +47,10 @@ class ConnectorContext:
     last_run: datetime | None = None
     #: shared clients (one aiohttp session and rate limiter per connection), owned by the engine
     clients: dict[str, Any] = field(default_factory=dict)
+    #: the task store, for sources that keep their own progress (an SQL cursor) under a reserved storage name
+    store: Any = None
+    #: the incoming (or route, for an inline incoming) being read; names that progress
+    incoming: str | None = None
 
 
 class Source(abc.ABC):
@@ -65,8 +69,15 @@ class Source(abc.ABC):
     def describe(self) -> str:
         return self.options.type  # type: ignore[no-any-return]
 
+    async def commit(self) -> None:
+        """Make the run's reading permanent (save a cursor, ack messages, move files).
+
+        Called once, after the last batch of a successful run is committed to the store, so a crash before it
+        makes the next run read the same records again (at least once) instead of losing them.
+        """
+
     async def close(self) -> None:
-        """Release connections. Called once after the last page."""
+        """Release connections. Called once after the last page, after :meth:`commit` when the run succeeded."""
 
 
 @dataclass(slots=True)

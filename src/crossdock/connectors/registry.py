@@ -12,15 +12,21 @@ ENTRY_POINT_GROUP = "crossdock.connectors"
 _BUILTIN_SOURCES = {
     "file": "crossdock.connectors.files:FileSource",
     "http": "crossdock.connectors.http:HttpSource",
+    "sql": "crossdock.connectors.sql:SqlSource",
+    "amqp": "crossdock.connectors.amqp:AmqpSource",
     "webhook": "crossdock.connectors.webhook:WebhookSource",
 }
 _BUILTIN_TARGETS = {
     "file": "crossdock.connectors.files:FileTarget",
     "http": "crossdock.connectors.http:HttpTarget",
     "noop": "crossdock.connectors.noop:NoopTarget",
+    "sql": "crossdock.connectors.sql:SqlTarget",
+    "amqp": "crossdock.connectors.amqp:AmqpTarget",
 }
 _BUILTIN_CONNECTIONS = {
     "http": "crossdock.connectors.http:HttpConnectionOptions",
+    "sql": "crossdock.connectors.sql:SqlConnectionOptions",
+    "amqp": "crossdock.connectors.amqp:AmqpConnectionOptions",
 }
 
 
@@ -68,3 +74,38 @@ def _resolve(table: dict[str, str], kind: str, what: str) -> Any:
     if kind not in table:
         raise KeyError(f"unknown {what} type {kind!r}; installed: {', '.join(sorted(table))}")
     return _load(table[kind])
+
+
+def installed() -> dict[str, list[dict[str, Any]]]:
+    """Every source, target and connection type this Python environment offers, with its option names.
+
+    For ``crossdock connectors``: a plugin that cannot be imported is listed with its error rather than hiding
+    the others, since that is exactly when someone runs the command.
+    """
+    origins: dict[tuple[str, str], str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        prefix, _, name = ep.name.partition(".")
+        dist = getattr(ep, "dist", None)
+        origins[(prefix, name)] = f"plugin {dist.name}" if dist is not None else "plugin"
+    listing: dict[str, list[dict[str, Any]]] = {}
+    for kind, table, builtins in (
+        ("source", source_types(), _BUILTIN_SOURCES),
+        ("target", target_types(), _BUILTIN_TARGETS),
+        ("connection", connection_types(), _BUILTIN_CONNECTIONS),
+    ):
+        rows = []
+        for name in sorted(table):
+            row: dict[str, Any] = {
+                "type": name,
+                "origin": "built-in" if name in builtins else origins.get((kind, name), "plugin"),
+                "ref": table[name],
+            }
+            try:
+                obj = _load(table[name])
+                model = obj if kind == "connection" else obj.options_model
+                row["options"] = [f.alias or key for key, f in model.model_fields.items() if key != "type"]
+            except Exception as exc:  # a broken plugin is reported, not fatal
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+        listing[kind + "s"] = rows
+    return listing

@@ -181,6 +181,9 @@ class Importer:
             for state in states:
                 await self._flush(state)
                 await self._settle_pending(state)
+            if source is not None:
+                # every batch is committed: only now may the source forget what it handed over
+                await source.commit()
         except SourceError as exc:
             # what was read before the failure is committed in whole batches; nothing is half-written
             for state in states:
@@ -219,6 +222,8 @@ class Importer:
         routes = self.project.routes_of(incoming)
         last = self.store.last_successful_run(routes[0].name, "incoming") if routes else None
         ctx.last_run = last.started_at if last else None
+        ctx.store = self.store
+        ctx.incoming = incoming.name
         return ctx
 
     async def _feed(
