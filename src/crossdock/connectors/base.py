@@ -47,6 +47,11 @@ class ConnectorContext:
     last_run: datetime | None = None
     #: shared clients (one aiohttp session and rate limiter per connection), owned by the engine
     clients: dict[str, Any] = field(default_factory=dict)
+    #: sources only: the store (its storages let a source remember what it has read, e.g. file hashes),
+    #: the name of the incoming being run, and whether this is a ``--full`` run that ignores such memory
+    store: Any = None
+    incoming: str = ""
+    full: bool = False
 
 
 class Source(abc.ABC):
@@ -64,6 +69,17 @@ class Source(abc.ABC):
 
     def describe(self) -> str:
         return self.options.type  # type: ignore[no-any-return]
+
+    async def commit(self) -> None:
+        """Called once the run has written every record, and only then (never after a failed run).
+
+        The place for what must not happen before the records are safe: deleting or moving a file, remembering
+        that it was read. May raise :class:`SourceError`; the run is then failed, but its records stay.
+        """
+
+    def report(self) -> dict[str, Any]:
+        """Counts for the run summary beyond records (e.g. files read and skipped)."""
+        return {}
 
     async def close(self) -> None:
         """Release connections. Called once after the last page."""
