@@ -413,7 +413,6 @@ class FileSource(Source):
                 raise SourceError(
                     f"{handled.name}: records imported, but after: {self.options.after} failed: {exc.strerror}"
                 ) from None
-        self._handled.clear()
 
     def _after(self, path: Path) -> None:
         if self.options.after == "delete":
@@ -426,10 +425,10 @@ class FileSource(Source):
             log.info("%s: moved to %s", path.name, dest)
 
     def report(self) -> dict[str, Any]:
-        return _report(self._handled)
+        return files_report(self._handled)
 
 
-def _report(handled: list[HandledFile]) -> dict[str, Any]:
+def files_report(handled: list[HandledFile]) -> dict[str, Any]:
     return {"files_read": sum(h.read for h in handled), "files_skipped": sum(not h.read for h in handled)}
 
 

@@ -12,15 +12,18 @@ ENTRY_POINT_GROUP = "crossdock.connectors"
 _BUILTIN_SOURCES = {
     "file": "crossdock.connectors.files:FileSource",
     "http": "crossdock.connectors.http:HttpSource",
+    "sftp": "crossdock.connectors.sftp:SftpSource",
     "webhook": "crossdock.connectors.webhook:WebhookSource",
 }
 _BUILTIN_TARGETS = {
     "file": "crossdock.connectors.files:FileTarget",
     "http": "crossdock.connectors.http:HttpTarget",
     "noop": "crossdock.connectors.noop:NoopTarget",
+    "sftp": "crossdock.connectors.sftp:SftpTarget",
 }
 _BUILTIN_CONNECTIONS = {
     "http": "crossdock.connectors.http:HttpConnectionOptions",
+    "sftp": "crossdock.connectors.sftp:SftpConnectionOptions",
 }
 
 

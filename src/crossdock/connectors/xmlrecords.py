@@ -35,8 +35,8 @@ class _RecordBuilder:
 
     def __init__(self, record: str) -> None:
         self.record = record
-        #: open elements inside the current record: (key, value dict, text parts)
-        self.stack: list[tuple[str, dict[str, Any], list[str]]] = []
+        #: open elements inside the current record: (key, value dict, text parts, number of attributes)
+        self.stack: list[tuple[str, dict[str, Any], list[str], int]] = []
         self.done: list[dict[str, Any]] = []
         self.found = 0
         #: element names seen outside records (a few), to explain a wrong ``record:``
@@ -56,13 +56,13 @@ class _RecordBuilder:
         else:
             local = _local(name)
         value = {"@" + _local(k): v for k, v in attrs.items() if not k.startswith("xmlns")} if attrs else {}
-        stack.append((local, value, []))
+        stack.append((local, value, [], len(value)))
 
     def end(self, name: str) -> None:
         stack = self.stack
         if not stack:
             return
-        key, value, texts = stack.pop()
+        key, value, texts, _attrs = stack.pop()
         text = "".join(texts)
         result: Any
         if value:
@@ -89,7 +89,7 @@ class _RecordBuilder:
         stack = self.stack
         if stack:
             top = stack[-1]
-            if not top[1]:  # text after the first child is mixed content: dropped
+            if len(top[1]) == top[3]:  # text after the first child is mixed content: dropped
                 top[2].append(data)
 
 
