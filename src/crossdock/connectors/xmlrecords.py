@@ -134,6 +134,10 @@ def xml_record_pages(handle: IO[bytes], name: str, record: str, encoding: str | 
             page, builder.done = builder.done, []
             yield page
     except expat.ExpatError as exc:
+        if builder.done:
+            # the records completed before the error are good: they go in, then the run fails
+            page, builder.done = builder.done, []
+            yield page
         where = f"line {exc.lineno} column {exc.offset + 1}"
         reason = expat.ErrorString(exc.code) if exc.code is not None else str(exc)
         raise SourceError(
