@@ -12,7 +12,16 @@ Run::
 
 Figures (Python 3.11.7, shared 2-core dev container, load ~1; records of about 1 KB (NDJSON) and 0.5 KB (XML)):
 
-    FIGURES
+    ndjson  1000 MB  1,074,022 records  74.6 s  14,397 records/s  13.4 MB/s  peak RSS 244.4 MiB  OK
+    xml      200 MB    407,230 records  30.6 s  13,308 records/s   6.5 MB/s  peak RSS 179.7 MiB  OK
+
+Where the memory goes (measured): the interpreter with crossdock imported is 40 MiB; a 30 MB NDJSON import
+already peaks at 177 MiB, the 1 GB one at 244 MiB. The growth is SQLite's page cache (``cache_size = -65536`` in
+the store: up to 64 MiB, filled as the database grows); the bulk in between is the importer's batches in flight
+(two of 5,000 records: dicts, stored JSON, fingerprints) and allocator slack, not broken down further. The
+readers themselves hold one page: ~1 MB of NDJSON lines, or one 256 KiB XML chunk and the records completed
+from it. Speed is bounded by the store (fingerprint + insert per record), not by parsing: the NDJSON reader
+alone reads ~200 MB/s of these records and the XML reader ~17 MB/s on this machine.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
+#: the claim, in MiB (VmHWM and ru_maxrss count KiB)
 LIMIT_MB = 250
-_WORDS = "sturdy light durable compact classic modern practical elegant robust simple".split()
+_WORDS = ["sturdy", "light", "durable", "compact", "classic", "modern", "practical", "elegant", "robust", "simple"]
 
 
 def _description(i: int) -> str:
@@ -122,8 +132,8 @@ def measure(folder: Path, source: str, label: str, size_mb: float, expected: int
     ok = report["status"] == "ok" and report["read"] == expected and report["vmhwm_mb"] < LIMIT_MB
     print(
         f"{label:7} {size_mb:8.0f} MB  {report['read']:>10,} records  {report['seconds']:7.1f} s  "
-        f"{rate:>9,.0f} records/s  {size_mb / report['seconds']:6.1f} MB/s  peak RSS {report['vmhwm_mb']:6.1f} MB "
-        f"(ru_maxrss {max(after, before) / 1024:.1f} MB)  {'OK' if ok else 'FAIL'} {report['error'] or ''}",
+        f"{rate:>9,.0f} records/s  {size_mb / report['seconds']:6.1f} MB/s  peak RSS {report['vmhwm_mb']:6.1f} MiB "
+        f"(ru_maxrss {max(after, before) / 1024:.1f} MiB)  {'OK' if ok else 'FAIL'} {report['error'] or ''}",
         flush=True,
     )
     db.unlink(missing_ok=True)
