@@ -116,10 +116,18 @@ def record_pages(path: Path, options: ReadOptions) -> Iterator[list[Any]]:
             yield from xml_record_pages(handle, path.name, options.record, options.encoding)
         return
     reader = _read_json_array(path, options) if fmt == "json" else _read_csv(path, options)
-    while True:
-        page = _take(reader, PAGE)
-        if not page:
-            return
+    page: list[Any] = []
+    try:
+        for item in reader:
+            page.append(item)
+            if len(page) >= PAGE:
+                yield page
+                page = []
+    except SourceError:
+        if page:  # the records before a truncation or a bad byte are good: they go in, then the run fails
+            yield page
+        raise
+    if page:
         yield page
 
 
@@ -128,15 +136,6 @@ def _open_binary(path: Path) -> IO[bytes]:
         return open(path, "rb")
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc.strerror}") from None
-
-
-def _take(reader: Iterator[Any], n: int) -> list[Any]:
-    page = []
-    for item in reader:
-        page.append(item)
-        if len(page) >= n:
-            break
-    return page
 
 
 def _ndjson_pages(path: Path, chunk: int = 1 << 20) -> Iterator[list[Any]]:
