@@ -47,10 +47,11 @@ class ConnectorContext:
     last_run: datetime | None = None
     #: shared clients (one aiohttp session and rate limiter per connection), owned by the engine
     clients: dict[str, Any] = field(default_factory=dict)
-    #: the task store, for sources that keep their own progress (an SQL cursor) under a reserved storage name
+    #: sources only: the store (its storages let a source remember what it has read: file hashes, an SQL
+    #: cursor), the name of the incoming being run, and whether this is a ``--full`` run that ignores such memory
     store: Any = None
-    #: the incoming (or route, for an inline incoming) being read; names that progress
-    incoming: str | None = None
+    incoming: str = ""
+    full: bool = False
 
 
 class Source(abc.ABC):
@@ -70,11 +71,16 @@ class Source(abc.ABC):
         return self.options.type  # type: ignore[no-any-return]
 
     async def commit(self) -> None:
-        """Make the run's reading permanent (save a cursor, ack messages, move files).
+        """Make the run's reading permanent: save a cursor, ack messages, move or delete files, remember hashes.
 
-        Called once, after the last batch of a successful run is committed to the store, so a crash before it
-        makes the next run read the same records again (at least once) instead of losing them.
+        Called once, after the last batch of a successful run is committed to the store, and never after a failed
+        run, so a crash before it makes the next run read the same records again (at least once) instead of
+        losing them. May raise :class:`SourceError`; the run is then failed, but its records stay.
         """
+
+    def report(self) -> dict[str, Any]:
+        """Counts for the run summary beyond records (e.g. files read and skipped)."""
+        return {}
 
     async def close(self) -> None:
         """Release connections. Called once after the last page, after :meth:`commit` when the run succeeded."""

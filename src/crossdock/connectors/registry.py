@@ -14,6 +14,7 @@ _BUILTIN_SOURCES = {
     "http": "crossdock.connectors.http:HttpSource",
     "sql": "crossdock.connectors.sql:SqlSource",
     "amqp": "crossdock.connectors.amqp:AmqpSource",
+    "sftp": "crossdock.connectors.sftp:SftpSource",
     "webhook": "crossdock.connectors.webhook:WebhookSource",
 }
 _BUILTIN_TARGETS = {
@@ -22,11 +23,13 @@ _BUILTIN_TARGETS = {
     "noop": "crossdock.connectors.noop:NoopTarget",
     "sql": "crossdock.connectors.sql:SqlTarget",
     "amqp": "crossdock.connectors.amqp:AmqpTarget",
+    "sftp": "crossdock.connectors.sftp:SftpTarget",
 }
 _BUILTIN_CONNECTIONS = {
     "http": "crossdock.connectors.http:HttpConnectionOptions",
     "sql": "crossdock.connectors.sql:SqlConnectionOptions",
     "amqp": "crossdock.connectors.amqp:AmqpConnectionOptions",
+    "sftp": "crossdock.connectors.sftp:SftpConnectionOptions",
 }
 
 

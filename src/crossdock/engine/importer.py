@@ -76,6 +76,8 @@ class ImportSummary:
     status: str = "ok"
     error: str | None = None
     routes: dict[str, RouteImportSummary] = field(default_factory=dict)
+    #: what the source reports beyond records, e.g. ``{"files_read": 2, "files_skipped": 1}``
+    source: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class ImportSummary:
             "read": self.read,
             "duration_s": round(self.duration_s, 3),
             "records_per_s": round(self.read / self.duration_s) if self.duration_s > 0 else None,
+            "source": self.source,
             "routes": {name: r.to_json() for name, r in self.routes.items()},
         }
 
@@ -173,7 +176,7 @@ class Importer:
             if records is not None:
                 await self._feed(incoming, states, records, summary, batch_size)
             else:
-                source = incoming.source_class(incoming.source_options, self._context(incoming))
+                source = incoming.source_class(incoming.source_options, self._context(incoming, full))
                 async for page in source.pages():
                     await self._feed(incoming, states, page, summary, batch_size)
                     if progress is not None:
@@ -182,7 +185,8 @@ class Importer:
                 await self._flush(state)
                 await self._settle_pending(state)
             if source is not None:
-                # every batch is committed: only now may the source forget what it handed over
+                # every batch is committed: only now may the source forget what it handed over (ack messages,
+                # save a cursor, move files). A failed run never gets here, so the next run reads them again.
                 await source.commit()
         except SourceError as exc:
             # what was read before the failure is committed in whole batches; nothing is half-written
@@ -196,6 +200,7 @@ class Importer:
                 if state.pending is not None and not state.pending.done():
                     state.pending.cancel()
             if source is not None:
+                summary.source = source.report()
                 await source.close()
             summary.duration_s = time.perf_counter() - started
             end = _now()
@@ -211,19 +216,19 @@ class Importer:
                         **rs.to_json(),
                         "duration_s": round(summary.duration_s, 3),
                         "incoming": incoming.name,
+                        **({"source": summary.source} if summary.source else {}),
                     },
                     error=summary.error,
                     now=end,
                 )
         return summary
 
-    def _context(self, incoming: CompiledIncoming) -> Any:
+    def _context(self, incoming: CompiledIncoming, full: bool) -> Any:
         ctx = self.project.context(self.clients)
+        ctx.store, ctx.incoming, ctx.full = self.store, incoming.name, full
         routes = self.project.routes_of(incoming)
         last = self.store.last_successful_run(routes[0].name, "incoming") if routes else None
         ctx.last_run = last.started_at if last else None
-        ctx.store = self.store
-        ctx.incoming = incoming.name
         return ctx
 
     async def _feed(
