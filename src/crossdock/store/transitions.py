@@ -76,6 +76,12 @@ def import_plan(
         if ident is None or item.fingerprint is None or not (use_delta or record):
             _create(plan, item, intended, item.reason, None)
             continue
+        if ident not in pending and ident not in latest:
+            # the common case of a first import: an identifier never seen, nothing to decide
+            task = _create(plan, item, intended, item.reason, None)
+            task.record_fingerprint = True
+            pending[ident] = task
+            continue
         prior = pending.get(ident)
         known = latest.get(ident) if use_delta else None
         if prior is not None and use_delta:
@@ -124,7 +130,9 @@ def import_plan(
 def _create(plan: ImportPlan, item: ImportItem, status: Status, reason: str | None, related: int | None) -> PlannedTask:
     task = PlannedTask(item, status, reason, related)
     plan.creates.append(task)
-    plan.counts.created[status.value] = plan.counts.created.get(status.value, 0) + 1
+    created = plan.counts.created
+    key = status._value_  # the plain attribute: Enum.value is a slow descriptor on this hot path
+    created[key] = created.get(key, 0) + 1
     return task
 
 

@@ -789,6 +789,9 @@ def _closing_brace(text: str, start: int, path: Where) -> int:
     raise StepConfigError(f"invalid template {text!r}: '{{' at {start - 1} is never closed", path)
 
 
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def compile_identifier(spec: str | Sequence[str]) -> Callable[[Mapping[str, Any]], str | None]:
     """The route's key: one expression or several (``"[store, sku]"``) joined by ':'; None if one is empty."""
     if isinstance(spec, str):
@@ -811,6 +814,18 @@ def compile_identifier(spec: str | Sequence[str]) -> Callable[[Mapping[str, Any]
         if value is None or value == "" or isinstance(value, dict | list):
             return None
         return to_text(value)
+
+    if isinstance(spec, str) and _PLAIN_KEY.fullmatch(spec.strip()):
+        key = spec.strip()
+
+        def plain(entity: Mapping[str, Any]) -> str | None:
+            # the common case (``identifier: sku``): one dict lookup, strings pass straight through
+            value = entity.get(key)
+            if type(value) is str:
+                return value or None
+            return part_text(value)
+
+        return plain
 
     if len(getters) == 1:
         only = getters[0]

@@ -187,39 +187,44 @@ class SQLiteStore(Store):
             first_id = 0
             if plan.creates:
                 first_id = conn.execute(Q["reserve_ids"], (len(plan.creates),)).fetchone()[0] - len(plan.creates)
-            rows = []
-            fingerprints = []
-            for offset, create in enumerate(plan.creates):
-                task_id = first_id + offset
-                create.task_id = task_id
+            rows: list[tuple[Any, ...]] = []
+            fingerprints: list[tuple[Any, ...]] = []
+            append_row, append_fp = rows.append, fingerprints.append
+            new, processing = Status.NEW, Status.PROCESSING
+            worker, priority = options.worker, options.priority
+            for offset, create in enumerate(plan.creates, first_id):
+                create.task_id = offset
             for create in plan.creates:
                 item = create.item
                 status = create.status
-                rows.append(
+                is_new = status is new
+                is_processing = status is processing
+                superseder = create.superseded_by
+                append_row(
                     (
                         create.task_id,
                         route,
                         item.identifier,
-                        status.value,
+                        status._value_,
                         initial_attempts(status),
                         now_ts,
                         now_ts,
-                        now_ts if status is Status.NEW else None,
-                        lease_ts if status is Status.PROCESSING else None,
-                        options.worker if status is Status.PROCESSING else None,
+                        now_ts if is_new else None,
+                        lease_ts if is_processing else None,
+                        worker if is_processing else None,
                         create.reason,
                         item.fingerprint,
                         create.seen_count,
                         now_ts,
                         run_id,
-                        create.related.task_id if create.related is not None else create.related_id,
-                        options.priority,
+                        superseder.task_id if superseder is not None else create.related_id,
+                        priority,
                         item.entity,
                         item.raw,
                     )
                 )
                 if create.record_fingerprint:
-                    fingerprints.append((route, item.identifier, item.fingerprint, create.task_id))
+                    append_fp((route, item.identifier, item.fingerprint, create.task_id))
             if rows:
                 conn.executemany(Q["insert_task"], rows)
             if fingerprints:
@@ -227,8 +232,8 @@ class SQLiteStore(Store):
             if plan.touches:
                 conn.executemany(Q["touch_task"], [(now_ts, task_id) for task_id in plan.touches])
             deltas: Counter[tuple[str, str]] = Counter()
-            for create in plan.creates:
-                deltas[(route, create.status.value)] += 1
+            for value, n in plan.counts.created.items():
+                deltas[(route, value)] += n
             superseded = 0
             logs = []
             for old_id, newer in plan.supersedes:
@@ -244,7 +249,7 @@ class SQLiteStore(Store):
                 logs.append((old_id, now_ts, "info", "import", "import", old_status.value, "skipped", reason, None))
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
-            imported = sum(1 for c in plan.creates if c.status in (Status.NEW, Status.PROCESSING))
+            imported = plan.counts.created.get("new", 0) + plan.counts.created.get("processing", 0)
             if imported:
                 conn.execute(Q["add_throughput"], (int(now_ts // 60), route, "imported", imported))
         counts = plan.counts
