@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -410,3 +411,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def oldest_due(self) -> dict[str, dict[str, datetime]]:
         """Per route, the oldest due time of new, retry and waiting work: {route: {status: time}}."""
+
+    # --- coordination between processes (optional) ---------------------------------------------
+
+    def listen_new(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` seconds for an import of due work; return the routes it named.
+
+        Lets an idle worker wake without polling. This default cannot hear anything: it sleeps and returns [].
+        """
+        time.sleep(timeout)
+        return []
+
+    def try_leader_lock(self, name: str) -> bool:
+        """Take the lock ``name`` (e.g. the scheduler's) unless another process holds it.
+
+        The default says yes: a single-process backend has no one to share schedules with.
+        """
+        return True
+
+    def release_leader_lock(self, name: str) -> None:
+        """Give up a lock taken with :meth:`try_leader_lock`."""
