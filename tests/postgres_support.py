@@ -23,7 +23,7 @@ store opened with the same key sees the same data)::
     def _postgresql(tmp_path: Path) -> Store:
         return open_store(database_for(tmp_path))
 
-Databases made by :func:`database_for` are dropped by :func:`drop_databases` (also registered with ``atexit``).
+Databases made by :func:`database_for` are dropped by :func:`drop_databases` (also run at exit).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""What only the PostgreSQL store has: COPY imports, SKIP LOCKED claims, sharded counters, NOTIFY, leader locks,
-and migrations that two processes may run at once. Behaviour shared with SQLite is the shared store suite's job.
+"""What only the PostgreSQL store has: COPY imports, SKIP LOCKED claims, sharded counters, NOTIFY, leader
+locks, and migrations that two processes may run at once. Behaviour shared with SQLite is the shared store
+suite's job.
 
-Each test gets a fresh database (``postgres_url``); raw SQL here only inspects or provokes, never changes state
-the store owns.
+Each test gets a fresh database (``postgres_url``); raw SQL here only inspects or provokes, never changes
+state the store owns.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from postgres_support import database_for, drop_databases, postgres_url, server_url, unavailable
 
 from crossdock.store import open_store
 from crossdock.store.base import ImportItem, ImportOptions, Settlement, TaskFilter, empty_counts
 from crossdock.store.postgres.store import PostgresStore
 from crossdock.tasks import Action, Status
+from postgres_support import database_for, drop_databases, postgres_url, server_url, unavailable
 
 __all__ = ["postgres_url"]  # the fixture, re-exported for pytest
 
@@ -33,7 +34,9 @@ ROUTE = "products"
 
 def item(identifier: str | None, data: Any = None, status: Status = Status.NEW) -> ImportItem:
     body = orjson.dumps({"id": identifier, "v": data}, option=orjson.OPT_SORT_KEYS)
-    return ImportItem(status=status, identifier=identifier, entity=body, fingerprint=hashlib.sha256(body).digest()[:16])
+    return ImportItem(
+        status=status, identifier=identifier, entity=body, fingerprint=hashlib.sha256(body).digest()[:16]
+    )
 
 
 def imp(store: PostgresStore, items: list[ImportItem], route: str = ROUTE, **options: Any) -> Any:
@@ -96,7 +99,11 @@ def test_import_copies_a_large_batch_with_contiguous_ids_and_fingerprints(
     t = store.get_task(n)
     assert t is not None
     assert (t.identifier, t.entity, t.status, t.next_attempt_at) == (
-        f"sku-{n - 1}", {"id": f"sku-{n - 1}", "v": {"name": "Ünïcode ✓", "i": n - 1}}, Status.NEW, T0)
+        f"sku-{n - 1}",
+        {"id": f"sku-{n - 1}", "v": {"name": "Ünïcode ✓", "i": n - 1}},
+        Status.NEW,
+        T0,
+    )
     entry = store.cache_show(ROUTE, "sku-123")
     assert entry is not None and entry.task_id == 124
     assert entry.fingerprint == (item("sku-123", {"name": "Ünïcode ✓", "i": 123}).fingerprint or b"").hex()
@@ -122,10 +129,18 @@ def test_import_realtime_supersede_and_rejects_in_one_batch(store: PostgresStore
     assert (a_new.status, a_new.worker, a_new.lease_until) == (Status.PROCESSING, "rt", lease)
     assert counts.processing_ids == [a_new.id]
     assert (rejected.status, rejected.raw, rejected.error, rejected.entity) == (
-        Status.REJECTED, "{oops", "parse error", None)
+        Status.REJECTED,
+        "{oops",
+        "parse error",
+        None,
+    )
     old = store.get_task(1)
     assert old is not None
-    assert (old.status, old.related_task_id, old.error) == (Status.SKIPPED, a_new.id, f"superseded by task {a_new.id}")
+    assert (old.status, old.related_task_id, old.error) == (
+        Status.SKIPPED,
+        a_new.id,
+        f"superseded by task {a_new.id}",
+    )
     [line] = store.task_logs(1)
     assert (line.from_status, line.to_status, line.phase) == (Status.NEW, Status.SKIPPED, "import")
     assert_counters_exact(store)
@@ -149,7 +164,9 @@ def test_concurrent_claims_from_many_stores_never_hand_out_a_task_twice(
         s = stores[slot % 3]
         go.wait()
         while True:
-            got = s.claim_due_tasks(ROUTE, 37, worker=f"w{slot}", lease_until=T0 + timedelta(minutes=5), now=T0)
+            got = s.claim_due_tasks(
+                ROUTE, 37, worker=f"w{slot}", lease_until=T0 + timedelta(minutes=5), now=T0
+            )
             if not got:
                 return
             assert all(t.worker == f"w{slot}" and t.attempts == 1 for t in got)
@@ -182,7 +199,15 @@ def test_claim_skips_rows_locked_by_another_transaction_instead_of_waiting(
         assert time.monotonic() - started < 5
         assert [t.id for t in got] == [5, 6, 7]
         holder.rollback()
-    assert [t.id for t in store.claim_due_tasks(ROUTE, 10, worker="w", lease_until=T0, now=T0)] == [1, 2, 3, 4, 8, 9, 10]
+    assert [t.id for t in store.claim_due_tasks(ROUTE, 10, worker="w", lease_until=T0, now=T0)] == [
+        1,
+        2,
+        3,
+        4,
+        8,
+        9,
+        10,
+    ]
 
 
 def test_claim_uses_the_partial_index_of_due_work(store: PostgresStore, postgres_url: str) -> None:
@@ -190,7 +215,8 @@ def test_claim_uses_the_partial_index_of_due_work(store: PostgresStore, postgres
     sql(postgres_url, "ANALYZE tasks")
     plan = sql(
         postgres_url,
-        "EXPLAIN SELECT id FROM tasks WHERE route = 'products' AND status = 'new' AND next_attempt_at <= now() "
+        "EXPLAIN SELECT id FROM tasks WHERE route = 'products' AND status = 'new' "
+        "AND next_attempt_at <= now() "
         "ORDER BY next_attempt_at, id LIMIT 10 FOR UPDATE SKIP LOCKED",
     )
     assert "tasks_due" in "\n".join(r[0] for r in plan)
@@ -205,7 +231,9 @@ def test_settle_batch_is_guarded_by_worker_and_status(store: PostgresStore) -> N
     later = T0 + timedelta(seconds=5)
     changed = store.settle(
         [
-            Settlement(1, Action.DELIVERED, "w1", result={"ok": True}, message="200 OK", details={"status": 200}),
+            Settlement(
+                1, Action.DELIVERED, "w1", result={"ok": True}, message="200 OK", details={"status": 200}
+            ),
             Settlement(1, Action.DELIVERY_FAILED, "w1", error="twice"),  # the first one wins
             Settlement(2, Action.DELIVERED, "intruder"),
             Settlement(3, Action.SCHEDULE_RETRY, "w1", error="503", next_attempt_at=later),
@@ -248,15 +276,24 @@ def test_sharded_counters_stay_exact_under_concurrent_imports_claims_settles_and
         s = stores[k % 3]
         while not stop.is_set():
             for route in "ab":
-                got = s.claim_due_tasks(route, 40, worker=f"w{k}", lease_until=T0 + timedelta(minutes=1), now=T0)
-                actions = [Action.DELIVERED, Action.SCHEDULE_RETRY, Action.DELIVERY_FAILED, Action.DELIVERED_WAITING]
+                got = s.claim_due_tasks(
+                    route, 40, worker=f"w{k}", lease_until=T0 + timedelta(minutes=1), now=T0
+                )
+                actions = [
+                    Action.DELIVERED,
+                    Action.SCHEDULE_RETRY,
+                    Action.DELIVERY_FAILED,
+                    Action.DELIVERED_WAITING,
+                ]
                 s.settle(
                     [Settlement(t.id, actions[t.id % 4], f"w{k}", next_attempt_at=T0) for t in got], now=T0
                 )
 
     def operator() -> None:
         while not stop.is_set():
-            stores[2].apply_action(Action.RETRY, TaskFilter(statuses=[Status.FAILED]), actor="op", reason=None, now=T0)
+            stores[2].apply_action(
+                Action.RETRY, TaskFilter(statuses=[Status.FAILED]), actor="op", reason=None, now=T0
+            )
             stores[2].apply_action(Action.FINISH, TaskFilter(route="a"), actor="op", reason=None, now=T0)
 
     def guard(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
@@ -287,7 +324,9 @@ def test_sharded_counters_stay_exact_under_concurrent_imports_claims_settles_and
     assert stats.total == 3 * 12 * 150
     assert stats.by_route["empty"] == dict.fromkeys(stats.by_status, 0)
     # the load really was spread over several shards of one (route, status)
-    shards = sql(postgres_url, "SELECT COUNT(DISTINCT shard) FROM counters WHERE route = 'a' AND status = 'new'")
+    shards = sql(
+        postgres_url, "SELECT COUNT(DISTINCT shard) FROM counters WHERE route = 'a' AND status = 'new'"
+    )
     assert shards[0][0] > 1
 
 
@@ -354,12 +393,15 @@ def test_leader_lock_is_exclusive_across_stores_and_freed_on_release_or_close(
     assert a.try_leader_lock("janitor") is True
 
 
-def test_leader_lock_is_given_up_when_its_session_dies(open_pg: Callable[..., PostgresStore], postgres_url: str) -> None:
+def test_leader_lock_is_given_up_when_its_session_dies(
+    open_pg: Callable[..., PostgresStore], postgres_url: str
+) -> None:
     a, b = open_pg(), open_pg()
     assert a.try_leader_lock("scheduler") is True
     sql(
         postgres_url,
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
     )
     assert b.try_leader_lock("scheduler") is True
     assert a.try_leader_lock("scheduler") is False, "a lost session must not claim to still lead"

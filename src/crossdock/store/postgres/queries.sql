@@ -30,6 +30,9 @@ COPY tasks (id, route, identifier, status, attempts, created_at, updated_at, nex
             error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw)
 FROM STDIN (FORMAT BINARY)
 
+-- name: copy_fingerprints
+COPY fingerprints (route, identifier, fingerprint, task_id) FROM STDIN (FORMAT BINARY)
+
 -- name: upsert_fingerprints
 INSERT INTO fingerprints (route, identifier, fingerprint, task_id)
 SELECT %s, v.identifier, v.fingerprint, v.task_id

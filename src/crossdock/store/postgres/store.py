@@ -1,6 +1,7 @@
 """The PostgreSQL store: many workers on many machines share one database.
 
-Same rules, logs, counters and messages as the SQLite store (both plan with :mod:`crossdock.store.transitions`);
+Same rules, logs, counters and messages as the SQLite store (both plan with
+:mod:`crossdock.store.transitions`);
 what differs is how the work is shared:
 
 - a ``psycopg_pool.ConnectionPool`` makes the synchronous API thread-safe (the engine calls it via
@@ -143,7 +144,9 @@ class PostgresStore(Store):
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout as exc:
             self._pool.close()
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {_redacted(self.url)}: {exc}") from exc
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {_redacted(self.url)}: {exc}"
+            ) from exc
         self._listener: psycopg.Connection[Any] | None = None
         self._listener_lock = threading.Lock()
         self._locker: psycopg.Connection[Any] | None = None
@@ -200,14 +203,23 @@ class PostgresStore(Store):
         # sorted, so two transactions lock shared counter rows in the same order and cannot deadlock
         rows = sorted((route, status, n) for (route, status), n in deltas.items() if n)
         if rows:
-            conn.execute(Q["add_counters"], ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+            conn.execute(
+                Q["add_counters"], ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+            )
 
-    def _add_throughput(self, conn: psycopg.Connection[Any], now: datetime, kinds: Counter[tuple[str, str]]) -> None:
+    def _add_throughput(
+        self, conn: psycopg.Connection[Any], now: datetime, kinds: Counter[tuple[str, str]]
+    ) -> None:
         rows = sorted((route, kind, n) for (route, kind), n in kinds.items() if n)
         if rows:
             conn.execute(
                 Q["add_throughput"],
-                (int(now.timestamp() // 60), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+                (
+                    int(now.timestamp() // 60),
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [r[2] for r in rows],
+                ),
             )
 
     def _logs(self, conn: psycopg.Connection[Any], lines: Sequence[LogRow]) -> None:
@@ -221,14 +233,21 @@ class PostgresStore(Store):
     # --- import ----------------------------------------------------------------------------------
 
     def import_batch(
-        self, route: str, items: Sequence[ImportItem], *, run_id: int | None, options: ImportOptions, now: datetime
+        self,
+        route: str,
+        items: Sequence[ImportItem],
+        *,
+        run_id: int | None,
+        options: ImportOptions,
+        now: datetime,
     ) -> ImportCounts:
         with self._tx() as conn:
             latest: dict[str, tuple[bytes, int, Status | None]] = {}
             if options.delta:
                 keys = list({it.identifier for it in items if it.identifier is not None})
                 if keys:
-                    for ident, fp, task_id, status in conn.execute(Q["latest_for_identifiers"], (route, keys)):
+                    cur = conn.cursor(binary=True)  # binary arrays: no per-element text escaping
+                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, keys)):
                         latest[ident] = (fp, task_id, Status(status) if status else None)
             plan = import_plan(route, items, latest, options)
             if plan.creates:
@@ -272,11 +291,7 @@ class PostgresStore(Store):
                 if create.record_fingerprint and create.item.identifier is not None:
                     fingerprints[create.item.identifier] = (create.item.fingerprint or b"", create.task_id)
             if fingerprints:
-                idents = sorted(fingerprints)
-                conn.execute(
-                    Q["upsert_fingerprints"],
-                    (route, idents, [fingerprints[i][0] for i in idents], [fingerprints[i][1] for i in idents]),
-                )
+                self._write_fingerprints(conn, route, fingerprints, latest)
             if plan.touches:
                 touched = Counter(plan.touches)
                 touch_ids = sorted(touched)
@@ -297,14 +312,16 @@ class PostgresStore(Store):
                 ).fetchall()  # fmt: skip
                 old_status = dict(rows)
                 # the plan's order, as the SQLite store logs them
-                for old_id, _task_ in plan.supersedes:
+                for old_id, _newer in plan.supersedes:
                     if old_id not in old_status:
                         continue
                     status = old_status.pop(old_id)
                     deltas[(route, status)] -= 1
                     deltas[(route, Status.SKIPPED.value)] += 1
                     superseded += 1
-                    logs.append((old_id, now, "info", "import", "import", status, "skipped", reasons[old_id], None))
+                    logs.append(
+                        (old_id, now, "info", "import", "import", status, "skipped", reasons[old_id], None)
+                    )
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
             imported = sum(1 for c in plan.creates if c.status in (Status.NEW, Status.PROCESSING))
@@ -317,6 +334,35 @@ class PostgresStore(Store):
         counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
         counts.created_ids = [c.task_id for c in plan.creates]
         return counts
+
+    def _write_fingerprints(
+        self,
+        conn: psycopg.Connection[Any],
+        route: str,
+        fingerprints: dict[str, tuple[bytes, int]],
+        latest: dict[str, tuple[bytes, int, Status | None]],
+    ) -> None:
+        """COPY the identifiers never seen before (most of a first import); upsert the others.
+
+        If another importer added one of the "new" identifiers meanwhile, the COPY fails on the primary key
+        and
+        the whole batch is upserted instead, so the result is the same either way.
+        """
+        fresh = [(route, i, fp, task_id) for i, (fp, task_id) in fingerprints.items() if i not in latest]
+        known = sorted(i for i in fingerprints if i in latest)
+        if fresh:
+            try:
+                with conn.transaction(), conn.cursor().copy(Q["copy_fingerprints"]) as copy:
+                    copy.set_types(["text", "text", "bytea", "bigint"])
+                    for row in fresh:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                known = sorted(fingerprints)
+        if known:
+            conn.cursor(binary=True).execute(
+                Q["upsert_fingerprints"],
+                (route, known, [fingerprints[i][0] for i in known], [fingerprints[i][1] for i in known]),
+            )
 
     # --- export ----------------------------------------------------------------------------------
 
@@ -331,7 +377,8 @@ class PostgresStore(Store):
                 if want <= 0:
                     break
                 rows = conn.execute(
-                    Q[query], {"route": route, "now": now, "limit": want, "worker": worker, "lease": lease_until}
+                    Q[query],
+                    {"route": route, "now": now, "limit": want, "worker": worker, "lease": lease_until},
                 ).fetchall()
                 if rows:
                     deltas[(route, source.value)] -= len(rows)
@@ -440,7 +487,19 @@ class PostgresStore(Store):
                     recovered += 1
                     deltas[(task_route, Status.PROCESSING.value)] -= 1
                     deltas[(task_route, target.value)] += 1
-                    logs.append((task_id, now, "warning", "system", "lease", "processing", target.value, message, None))
+                    logs.append(
+                        (
+                            task_id,
+                            now,
+                            "warning",
+                            "system",
+                            "lease",
+                            "processing",
+                            target.value,
+                            message,
+                            None,
+                        )
+                    )
                 self._add_counters(conn, deltas)
                 self._logs(conn, logs)
                 if len(rows) < ACTION_BATCH:
@@ -461,7 +520,19 @@ class PostgresStore(Store):
                     continue
                 deltas[(route, "processing")] -= 1
                 deltas[(route, "new")] += 1
-                logs.append((task_id, now, "info", "system", worker, "processing", "new", "released at shutdown", None))
+                logs.append(
+                    (
+                        task_id,
+                        now,
+                        "info",
+                        "system",
+                        worker,
+                        "processing",
+                        "new",
+                        "released at shutdown",
+                        None,
+                    )
+                )
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
         return len(routes)
@@ -486,7 +557,9 @@ class PostgresStore(Store):
         sources = sorted(s.value for s in rule.sources)
         fields = action_fields(action, reason, actor)
         message = action_message(action, actor, reason)
-        sql = Q["action_batch"].format(where=where, reset=", attempts = 0" if action in RESETS_ATTEMPTS else "")
+        sql = Q["action_batch"].format(
+            where=where, reset=", attempts = 0" if action in RESETS_ATTEMPTS else ""
+        )
         next_at = now if target is Status.NEW else None
         changed = 0
         last_id = 0
@@ -494,7 +567,17 @@ class PostgresStore(Store):
             with self._tx() as conn:
                 rows = conn.execute(
                     sql,
-                    [*params, sources, last_id, ACTION_BATCH, target.value, now, fields.error, next_at, sources],
+                    [
+                        *params,
+                        sources,
+                        last_id,
+                        ACTION_BATCH,
+                        target.value,
+                        now,
+                        fields.error,
+                        next_at,
+                        sources,
+                    ],
                 ).fetchall()
                 if not rows:
                     break
@@ -506,7 +589,8 @@ class PostgresStore(Store):
                     deltas[(route, target.value)] += 1
                 self._add_counters(conn, deltas)
                 self._logs(
-                    conn, [(r[0], now, "info", "action", actor, r[2], target.value, message, None) for r in rows]
+                    conn,
+                    [(r[0], now, "info", "action", actor, r[2], target.value, message, None) for r in rows],
                 )
                 changed += len(rows)
         return ActionResult(matched=matched, changed=changed, refused=refused)
@@ -583,7 +667,11 @@ class PostgresStore(Store):
             conn.execute(Q["finish_run"], (now, status, orjson.dumps(summary).decode(), error, run_id))
 
     def list_runs(self, route: str | None = None, limit: int = 20) -> list[Run]:
-        rows = self._read(Q["list_runs_route"], (route, limit)) if route else self._read(Q["list_runs"], (limit,))
+        rows = (
+            self._read(Q["list_runs_route"], (route, limit))
+            if route
+            else self._read(Q["list_runs"], (limit,))
+        )
         return [_run(r) for r in rows]
 
     def last_successful_run(self, route: str, part: str) -> Run | None:
@@ -698,7 +786,9 @@ class PostgresStore(Store):
         now: datetime,
     ) -> None:
         with self._tx() as conn:
-            conn.execute(Q["record_audit"], (now, actor, action, orjson.dumps(target).decode(), changed, detail))
+            conn.execute(
+                Q["record_audit"], (now, actor, action, orjson.dumps(target).decode(), changed, detail)
+            )
 
     def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
         rows = self._read(Q["list_audit"], (cursor if cursor is not None else 2**62, limit))
@@ -748,7 +838,7 @@ class PostgresStore(Store):
             return list(routes)
 
     def try_leader_lock(self, name: str) -> bool:
-        """Take the session advisory lock ``name`` if free. Held until released, closed, or the session dies."""
+        """Take the session advisory lock ``name`` if free (held until released, or the session ends)."""
         with self._locker_lock:
             if name in self._leader_locks:
                 if self._locker_alive():

@@ -1,4 +1,5 @@
 -- The first schema: tasks, their logs, delta fingerprints, sharded counters, runs, storages.
+-- Keys compare bytewise (COLLATE "C"): index upkeep on imports is the hot path, and no key is sorted for people.
 -- Timestamps are timestamptz (the session runs in UTC). Entities, results and fingerprints are bytea: the store
 -- receives compact JSON bytes and hands them back to orjson, so PostgreSQL never parses them (jsonb would cost
 -- a parse on every COPY row and a json.loads on every read, on the hottest paths).
@@ -8,9 +9,9 @@ CREATE SEQUENCE tasks_id_seq;
 
 CREATE TABLE tasks (
     id              bigint      PRIMARY KEY DEFAULT nextval('tasks_id_seq'),
-    route           text        NOT NULL,
-    identifier      text,
-    status          text        NOT NULL CHECK (status IN ('new', 'processing', 'finished', 'failed', 'skipped',
+    route           text        COLLATE "C" NOT NULL,
+    identifier      text        COLLATE "C",
+    status          text        COLLATE "C" NOT NULL CHECK (status IN ('new', 'processing', 'finished', 'failed', 'skipped',
                                                            'rejected', 'waiting', 'retry')),
     attempts        integer     NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL,
@@ -57,8 +58,8 @@ CREATE INDEX task_logs_task ON task_logs (task_id, id);
 
 -- the latest fingerprint and task per (route, identifier); written in the same transaction as the task
 CREATE TABLE fingerprints (
-    route       text   NOT NULL,
-    identifier  text   NOT NULL,
+    route       text   COLLATE "C" NOT NULL,
+    identifier  text   COLLATE "C" NOT NULL,
     fingerprint bytea  NOT NULL,
     task_id     bigint NOT NULL,
     PRIMARY KEY (route, identifier)
@@ -67,8 +68,8 @@ CREATE TABLE fingerprints (
 -- exact counts per route and status, changed in the same transaction as every status change. Each connection
 -- writes its own shard (backend pid mod 16), so concurrent workers never queue on one hot row; reads sum them.
 CREATE TABLE counters (
-    route  text     NOT NULL,
-    status text     NOT NULL,
+    route  text     COLLATE "C" NOT NULL,
+    status text     COLLATE "C" NOT NULL,
     shard  smallint NOT NULL,
     n      bigint   NOT NULL DEFAULT 0,
     PRIMARY KEY (route, status, shard)
