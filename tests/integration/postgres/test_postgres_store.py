@@ -145,7 +145,12 @@ def test_import_realtime_supersede_and_rejects_in_one_batch(store: PostgresStore
     counts = imp(store, batch, worker="rt", lease_until=lease)
     assert counts.superseded == 1 and counts.unchanged == 1
     [a_new, rejected] = store.get_tasks(counts.created_ids)
-    assert (a_new.status, a_new.worker, a_new.lease_until) == (Status.PROCESSING, "rt", lease)
+    assert (a_new.status, a_new.worker, a_new.lease_until, a_new.attempts) == (
+        Status.PROCESSING,
+        "rt",
+        lease,
+        1,
+    )
     assert counts.processing_ids == [a_new.id]
     assert (rejected.status, rejected.raw, rejected.error, rejected.entity) == (
         Status.REJECTED,
@@ -230,15 +235,21 @@ def test_claim_skips_rows_locked_by_another_transaction_instead_of_waiting(
 
 
 def test_claim_uses_the_partial_index_of_due_work(store: PostgresStore, postgres_url: str) -> None:
-    imp(store, [item(f"k{i}") for i in range(2000)])
+    imp(store, [item(f"k{i}") for i in range(5000)])
+    imp(store, [item(f"o{i}") for i in range(1000)], route="other")
+    done = store.claim_due_tasks(ROUTE, 4500, worker="w", lease_until=T0 + timedelta(minutes=1), now=T0)
+    store.settle([Settlement(t.id, Action.DELIVERED, "w") for t in done], now=T0)
     sql(postgres_url, "ANALYZE tasks")
-    plan = sql(
-        postgres_url,
-        "EXPLAIN SELECT id FROM tasks WHERE route = 'products' AND status = 'new' "
-        "AND next_attempt_at <= now() "
-        "ORDER BY next_attempt_at, id LIMIT 10 FOR UPDATE SKIP LOCKED",
-    )
-    assert "tasks_due" in "\n".join(r[0] for r in plan)
+    for status, order, index in (
+        ("new", "id", "tasks_due_new"),
+        ("retry", "next_attempt_at, id", "tasks_due_retry"),
+    ):
+        plan = sql(
+            postgres_url,
+            f"EXPLAIN SELECT id FROM tasks WHERE route = 'products' AND status = '{status}' "
+            f"AND next_attempt_at <= now() ORDER BY {order} LIMIT 10 FOR UPDATE SKIP LOCKED",
+        )
+        assert index in "\n".join(r[0] for r in plan)
 
 
 # --- settlement ------------------------------------------------------------------------------------

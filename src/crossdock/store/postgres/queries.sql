@@ -85,7 +85,7 @@ SELECT pg_notify('crossdock_new', %s)
 -- name: listen_new
 LISTEN crossdock_new
 
--- Claims name their status literally so the planner always proves the partial index tasks_due applies.
+-- Claims name their status literally so the planner always proves their partial index (tasks_due_*) applies.
 
 -- name: claim_retry
 WITH due AS (
@@ -106,7 +106,7 @@ RETURNING t.id, t.route, t.identifier, t.status, t.attempts, t.created_at, t.upd
 WITH due AS (
     SELECT id FROM tasks
     WHERE route = %(route)s AND status = 'new' AND next_attempt_at <= %(now)s
-    ORDER BY next_attempt_at, id
+    ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )

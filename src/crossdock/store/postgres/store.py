@@ -268,7 +268,8 @@ class PostgresStore(Store):
                                 route,
                                 item.identifier,
                                 status.value,
-                                0,
+                                # a realtime task is on its first delivery attempt, as if claimed
+                                1 if processing else 0,
                                 now,
                                 now,
                                 now if status is Status.NEW else None,
@@ -345,8 +346,7 @@ class PostgresStore(Store):
         """COPY the identifiers never seen before (most of a first import); upsert the others.
 
         If another importer added one of the "new" identifiers meanwhile, the COPY fails on the primary key
-        and
-        the whole batch is upserted instead, so the result is the same either way.
+        and the whole batch is upserted instead, so the result is the same either way.
         """
         fresh = [(route, i, fp, task_id) for i, (fp, task_id) in fingerprints.items() if i not in latest]
         known = sorted(i for i in fingerprints if i in latest)
@@ -392,10 +392,12 @@ class PostgresStore(Store):
         return claimed
 
     def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
-        # one settlement per task, the first as applied row by row: a second one would find it settled
+        # one settlement per task, the first as applied row by row: a second one would find it settled.
+        # Only delivery results leave processing here; a claim or a manual action is never a settlement.
         unique: dict[int, Settlement] = {}
         for s in settlements:
-            unique.setdefault(s.task_id, s)
+            if Status.PROCESSING in TRANSITIONS[s.action].sources and s.action is not Action.RELEASE:
+                unique.setdefault(s.task_id, s)
         if not unique:
             return 0
         batch = list(unique.values())
