@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import multiprocessing as mp
+import os
 import statistics
 import time
 import uuid
@@ -55,18 +56,41 @@ def build_items(n: int) -> list[ImportItem]:
     return items
 
 
-def run_import(store: PostgresStore, items: list[ImportItem], batch: int) -> float:
+def backend_cpu(store: PostgresStore) -> tuple[int, float]:
+    """(pid, CPU seconds) of the server process behind the store's pooled connection (local server only)."""
+    with store._pool.connection() as conn:
+        row = conn.execute(b"SELECT pg_backend_pid()").fetchone()
+    pid = int(row[0]) if row else 0
+    return pid, _cpu_of(pid)
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_import(store: PostgresStore, items: list[ImportItem], batch: int) -> tuple[float, float, float]:
+    """Wall seconds, client CPU seconds and server CPU seconds of importing ``items``."""
     now = datetime.now(UTC)
+    pid, server0 = backend_cpu(store)
+    client0 = time.process_time()
     started = time.perf_counter()
     for start in range(0, len(items), batch):
         store.import_batch(ROUTE, items[start : start + batch], run_id=None, options=ImportOptions(), now=now)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    return wall, time.process_time() - client0, _cpu_of(pid) - server0
 
 
 def worker(url: str, name: str, batch: int, go: Any, out: Any) -> None:
     store = PostgresStore(url, create=False, max_size=1)
     try:
+        pid, server0 = backend_cpu(store)
         go.wait()
+        client0 = time.process_time()
         done = 0
         while True:
             now = datetime.now(UTC)
@@ -76,12 +100,13 @@ def worker(url: str, name: str, batch: int, go: Any, out: Any) -> None:
             if not tasks:
                 break
             done += store.settle([Settlement(t.id, Action.DELIVERED, name) for t in tasks], now=now)
-        out.put((name, done, time.perf_counter()))
+        out.put((name, done, time.perf_counter(), time.process_time() - client0, _cpu_of(pid) - server0))
     finally:
         store.close()
 
 
-def run_export(url: str, workers: int, batch: int) -> tuple[float, int]:
+def run_export(url: str, workers: int, batch: int) -> tuple[float, int, float]:
+    """Wall seconds, tasks settled, and CPU seconds (workers plus their server processes)."""
     ctx = mp.get_context("spawn")
     go = ctx.Barrier(workers + 1)
     out = ctx.Queue()
@@ -93,7 +118,8 @@ def run_export(url: str, workers: int, batch: int) -> tuple[float, int]:
     results = [out.get(timeout=600) for _ in procs]
     for p in procs:
         p.join()
-    return max(r[2] for r in results) - started, sum(r[1] for r in results)
+    cpu = sum(r[3] + r[4] for r in results)
+    return max(r[2] for r in results) - started, sum(r[1] for r in results), cpu
 
 
 def main() -> None:
@@ -117,14 +143,17 @@ def main() -> None:
         try:
             store = PostgresStore(url)
             try:
-                seconds = run_import(store, items, args.import_batch)
+                seconds, client, server = run_import(store, items, args.import_batch)
                 import_rates.append(args.records / seconds)
-                print(f"import: {args.records} records in {seconds:.2f}s = {args.records / seconds:,.0f}/s")
-                seconds, done = run_export(url, args.workers, args.claim_batch)
+                print(
+                    f"import: {args.records} records in {seconds:.2f}s = {args.records / seconds:,.0f}/s "
+                    f"(CPU: client {client:.2f}s + server {server:.2f}s)"
+                )
+                seconds, done, cpu = run_export(url, args.workers, args.claim_batch)
                 export_rates.append(done / seconds)
                 print(
                     f"claim+settle: {done} tasks by {args.workers} processes in {seconds:.2f}s"
-                    f" = {done / seconds:,.0f}/s"
+                    f" = {done / seconds:,.0f}/s (CPU: {cpu:.2f}s, workers and their server processes)"
                 )
                 stats, recount = store.stats(), store.recount()
                 assert done == args.records, (done, args.records)

@@ -85,6 +85,12 @@ SELECT pg_notify('crossdock_new', %s)
 -- name: listen_new
 LISTEN crossdock_new
 
+-- Right after a big import the statistics still describe a small table, and the planner would collect every
+-- due row in a bitmap and sort it, on every claim. Within the claim's transaction only, ask for the ordered
+-- index walk that stops at LIMIT.
+-- name: claim_plan
+SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)
+
 -- Claims name their status literally so the planner always proves their partial index (tasks_due_*) applies.
 
 -- name: claim_retry

@@ -371,6 +371,7 @@ class PostgresStore(Store):
     ) -> list[Task]:
         claimed: list[Task] = []
         with self._tx() as conn:
+            conn.execute(Q["claim_plan"])
             deltas: Counter[tuple[str, str]] = Counter()
             for source, query in ((Status.RETRY, "claim_retry"), (Status.NEW, "claim_new")):
                 want = limit - len(claimed)

@@ -42,11 +42,14 @@ CREATE INDEX tasks_leased ON tasks (lease_until) WHERE status = 'processing';
 -- history of one record
 CREATE INDEX tasks_route_identifier ON tasks (route, identifier);
 -- listing and counting by status newest first, the top-errors panel. Finished and skipped tasks (most of the
--- table) stay out, so settling a delivery writes one index entry less; listing them walks the primary key.
-CREATE INDEX tasks_status_id ON tasks (status, id) WHERE status NOT IN ('finished', 'skipped');
+-- table) stay out, and so do processing ones (tasks_leased has them): a claim and a settlement each write one
+-- index entry less. Listing finished tasks walks the primary key backwards.
+CREATE INDEX tasks_status_id ON tasks (status, id) WHERE status NOT IN ('finished', 'skipped', 'processing');
 
+-- Append-only and only ever read per task, in id order: (task_id, id) is its one index. A primary key on id
+-- alone would cost an index entry per line on the busiest insert path and serve no query.
 CREATE TABLE task_logs (
-    id          bigserial   PRIMARY KEY,
+    id          bigserial   NOT NULL,
     task_id     bigint      NOT NULL,
     at          timestamptz NOT NULL,
     level       text        NOT NULL,
