@@ -216,13 +216,19 @@ def test_claim_skips_rows_locked_by_another_transaction_instead_of_waiting(
         # another worker's claim in flight: it holds tasks 1..4
         holder.execute(b"SELECT id FROM tasks WHERE id <= 4 FOR UPDATE")
         started = time.monotonic()
-        with ThreadPoolExecutor(1) as pool:
-            got = pool.submit(
+        pool = ThreadPoolExecutor(1)
+        try:
+            claiming = pool.submit(
                 store.claim_due_tasks, ROUTE, 3, worker="w", lease_until=T0 + timedelta(minutes=1), now=T0
-            ).result(timeout=10)
+            )
+            try:
+                got = claiming.result(timeout=5)
+            finally:
+                holder.rollback()  # a claim that waited on the locks must not wait forever
+        finally:
+            pool.shutdown()
         assert time.monotonic() - started < 5
         assert [t.id for t in got] == [5, 6, 7]
-        holder.rollback()
     assert [t.id for t in store.claim_due_tasks(ROUTE, 10, worker="w", lease_until=T0, now=T0)] == [
         1,
         2,
