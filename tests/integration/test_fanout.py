@@ -29,11 +29,17 @@ def systems(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RunningErp, Runni
         yield erp, shop
 
 
-@pytest.fixture
-def project(tmp_path: Path, systems: Any) -> Iterator[tuple[Project, Store]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def project(request: pytest.FixtureRequest, tmp_path: Path, systems: Any) -> Iterator[tuple[Project, Store]]:
+    """The demo project on each backend (PostgreSQL: a fresh database; skipped locally without a server)."""
     (tmp_path / "crossdock.yaml").write_text(demo_config())
     proj = load_project(tmp_path / "crossdock.yaml")
-    store = open_store(proj.database_url(), base=proj.root)
+    if request.param == "postgresql":
+        from postgres_support import database_for
+
+        store = open_store(database_for(tmp_path))
+    else:
+        store = open_store(proj.database_url(), base=proj.root)
     store.ensure_routes(proj.routes)
     yield proj, store
     store.close()

@@ -67,7 +67,11 @@ def open_store(url: str, *, base: Path | None = None, upgrade: bool = True) -> S
         from crossdock.store.memory import MemoryStore
 
         return MemoryStore()
-    raise ConfigError(
-        "the PostgreSQL backend is not available in this build yet; use sqlite:///crossdock.db",
-        key="database",
-    )
+    try:
+        from crossdock.store.postgres.store import PostgresStore
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            f"PostgreSQL needs psycopg 3 ({exc}); install it with: pip install 'crossdock[postgres]'",
+            key="database",
+        ) from exc
+    return PostgresStore(url, create=upgrade)

@@ -23,14 +23,13 @@ def _sqlite(tmp_path: Path) -> Store:
     return SQLiteStore(tmp_path / "crossdock.db")
 
 
-def _postgresql(tmp_path: Path) -> Store:  # pragma: no cover - the PostgreSQL store does not exist yet
-    """Hook for the PostgreSQL store: a fresh database per test from ``CROSSDOCK_TEST_POSTGRES``."""
-    url = os.environ.get("CROSSDOCK_TEST_POSTGRES")
-    if not url:
-        _unavailable("postgresql: set CROSSDOCK_TEST_POSTGRES=postgresql://user@host/db")
+def _postgresql(tmp_path: Path) -> Store:
+    """A fresh PostgreSQL database per test (the same one for every store a test opens); skipped locally
+    without a server, a failure under ``CI=true``."""
     from crossdock.store import open_store
+    from postgres_support import database_for
 
-    return open_store(url)
+    return open_store(database_for(tmp_path))
 
 
 def _unavailable(why: str) -> None:
@@ -43,6 +42,7 @@ def _unavailable(why: str) -> None:
 BACKENDS: dict[str, StoreFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "postgresql": _postgresql,
 }
 
 #: backends whose instances can share data between several store objects (separate connections)

@@ -1,0 +1,319 @@
+-- Named queries of the PostgreSQL store. Placeholders are psycopg's %s; ``{where}`` blocks are filled with
+-- store/filters.py output. Arrays travel as one parameter (unnest / ANY), so a batch is one statement.
+
+-- name: lock_migrations
+SELECT pg_advisory_xact_lock(%s, 0)
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name) VALUES (%s, %s)
+
+-- name: latest_for_identifiers
+SELECT f.identifier, f.fingerprint, f.task_id, t.status
+FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
+WHERE f.route = %s AND f.identifier = ANY(%s::text[])
+
+-- name: reserve_ids
+SELECT nextval('tasks_id_seq') FROM generate_series(1, %s)
+
+-- name: copy_tasks
+COPY tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until, worker,
+            error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw)
+FROM STDIN (FORMAT BINARY)
+
+-- name: copy_fingerprints
+COPY fingerprints (route, identifier, fingerprint, task_id) FROM STDIN (FORMAT BINARY)
+
+-- name: upsert_fingerprints
+INSERT INTO fingerprints (route, identifier, fingerprint, task_id)
+SELECT %s, v.identifier, v.fingerprint, v.task_id
+FROM unnest(%s::text[], %s::bytea[], %s::bigint[]) AS v(identifier, fingerprint, task_id)
+ON CONFLICT (route, identifier) DO UPDATE SET fingerprint = excluded.fingerprint, task_id = excluded.task_id
+
+-- name: touch_tasks
+UPDATE tasks t SET seen_count = t.seen_count + v.n, last_seen_at = %s
+FROM unnest(%s::bigint[], %s::integer[]) AS v(id, n)
+WHERE t.id = v.id
+
+-- name: supersede_tasks
+WITH v AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(newer)s::bigint[], %(reasons)s::text[]) AS v(id, newer, reason)
+), old AS (
+    SELECT t.id, t.status FROM tasks t JOIN v ON v.id = t.id
+    WHERE t.status IN ('new', 'retry')
+    ORDER BY t.id
+    FOR UPDATE OF t
+)
+UPDATE tasks t SET status = 'skipped', updated_at = %(now)s, error = v.reason, related_task_id = v.newer,
+                   next_attempt_at = NULL
+FROM v JOIN old ON old.id = v.id
+WHERE t.id = v.id
+RETURNING t.id, old.status
+
+-- name: add_counters
+INSERT INTO counters (route, status, shard, n)
+SELECT v.route, v.status, mod(pg_backend_pid(), 16), v.n
+FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(route, status, n)
+ON CONFLICT (route, status, shard) DO UPDATE SET n = counters.n + excluded.n
+
+-- name: ensure_counters
+INSERT INTO counters (route, status, shard, n)
+SELECT r, s, 0, 0 FROM unnest(%s::text[]) AS r CROSS JOIN unnest(%s::text[]) AS s
+ON CONFLICT (route, status, shard) DO NOTHING
+
+-- name: copy_logs
+COPY task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details) FROM STDIN (FORMAT BINARY)
+
+-- name: add_throughput
+INSERT INTO throughput (minute, route, kind, shard, n)
+SELECT %s, v.route, v.kind, mod(pg_backend_pid(), 16), v.n
+FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(route, kind, n)
+ON CONFLICT (minute, route, kind, shard) DO UPDATE SET n = throughput.n + excluded.n
+
+-- name: notify_new
+SELECT pg_notify('crossdock_new', %s)
+
+-- name: listen_new
+LISTEN crossdock_new
+
+-- Right after a big import the statistics still describe a small table, and the planner would collect every
+-- due row in a bitmap and sort it, on every claim. Within the claim's transaction only, ask for the ordered
+-- index walk that stops at LIMIT.
+-- name: claim_plan
+SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)
+
+-- Claims name their status literally so the planner always proves their partial index (tasks_due_*) applies.
+
+-- name: claim_retry
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE route = %(route)s AND status = 'retry' AND next_attempt_at <= %(now)s
+    ORDER BY next_attempt_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET status = 'processing', worker = %(worker)s, lease_until = %(lease)s,
+                   attempts = t.attempts + 1, updated_at = %(now)s
+FROM due WHERE t.id = due.id AND t.status = 'retry'
+RETURNING t.id, t.route, t.identifier, t.status, t.attempts, t.created_at, t.updated_at, t.next_attempt_at,
+          t.lease_until, t.worker, t.error, t.fingerprint, t.seen_count, t.last_seen_at, t.run_id,
+          t.related_task_id, t.priority, t.entity, t.raw, t.result
+
+-- name: claim_new
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE route = %(route)s AND status = 'new' AND next_attempt_at <= %(now)s
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET status = 'processing', worker = %(worker)s, lease_until = %(lease)s,
+                   attempts = t.attempts + 1, updated_at = %(now)s
+FROM due WHERE t.id = due.id AND t.status = 'new'
+RETURNING t.id, t.route, t.identifier, t.status, t.attempts, t.created_at, t.updated_at, t.next_attempt_at,
+          t.lease_until, t.worker, t.error, t.fingerprint, t.seen_count, t.last_seen_at, t.run_id,
+          t.related_task_id, t.priority, t.entity, t.raw, t.result
+
+-- name: settle_tasks
+UPDATE tasks t SET status = v.status, updated_at = %s, error = v.error, next_attempt_at = v.next_at,
+                   lease_until = NULL, result = v.result
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::bytea[], %s::text[])
+     AS v(id, status, error, next_at, result, worker)
+WHERE t.id = v.id AND t.status = 'processing' AND t.worker = v.worker
+RETURNING t.id, t.route
+
+-- name: extend_leases
+UPDATE tasks SET lease_until = %s WHERE id = ANY(%s::bigint[]) AND status = 'processing' AND worker = %s
+
+-- name: expired_leases
+SELECT id, route, attempts, worker FROM tasks
+WHERE status = 'processing' AND lease_until < %(now)s AND (%(route)s::text IS NULL OR route = %(route)s)
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: recover_tasks
+UPDATE tasks t SET status = v.status, updated_at = %s, lease_until = NULL, next_attempt_at = v.next_at,
+                   error = v.error
+FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[]) AS v(id, status, next_at, error)
+WHERE t.id = v.id AND t.status = 'processing' AND t.lease_until < %s
+RETURNING t.id
+
+-- name: release_tasks
+UPDATE tasks SET status = 'new', updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
+                 attempts = GREATEST(attempts - 1, 0)
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing' AND worker = %(worker)s
+RETURNING id, route
+
+-- name: action_matched
+SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status
+
+-- The batch locks its rows first, so the old status it returns is the one the update replaced.
+-- name: action_batch
+WITH batch AS (
+    SELECT id, route, status FROM tasks
+    WHERE {where} AND status = ANY(%s::text[]) AND id > %s
+    ORDER BY id
+    LIMIT %s
+    FOR UPDATE
+)
+UPDATE tasks t SET status = %s, updated_at = %s, error = %s, next_attempt_at = %s, lease_until = NULL{reset}
+FROM batch WHERE t.id = batch.id AND t.status = ANY(%s::text[])
+RETURNING t.id, batch.route, batch.status
+
+-- name: get_task
+SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
+       result
+FROM tasks WHERE id = %s
+
+-- name: get_tasks
+SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
+       result
+FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id
+
+-- name: list_tasks
+SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
+       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
+       result
+FROM tasks WHERE {where} ORDER BY id DESC LIMIT %s
+
+-- name: count_tasks
+SELECT COUNT(*) FROM tasks WHERE {where}
+
+-- name: task_logs
+SELECT at, level, phase, actor, from_status, to_status, message, details
+FROM task_logs WHERE task_id = %s ORDER BY id
+
+-- name: counters_all
+SELECT route, status, SUM(n)::bigint FROM counters GROUP BY route, status
+
+-- name: counters_route
+SELECT route, status, SUM(n)::bigint FROM counters WHERE route = %s GROUP BY route, status
+
+-- name: recount
+SELECT route, status, COUNT(*) FROM tasks GROUP BY route, status
+
+-- name: start_run
+INSERT INTO runs (route, part, started_at, status, actor) VALUES (%s, %s, %s, 'running', %s) RETURNING id
+
+-- name: finish_run
+UPDATE runs SET finished_at = %s, status = %s, summary = %s::jsonb, error = %s WHERE id = %s
+
+-- name: list_runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+ORDER BY id DESC LIMIT %s
+
+-- name: list_runs_route
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+WHERE route = %s ORDER BY id DESC LIMIT %s
+
+-- name: last_successful_run
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+WHERE route = %s AND part = %s AND status = 'ok' ORDER BY id DESC LIMIT 1
+
+-- name: cache_show
+SELECT f.route, f.identifier, f.fingerprint, f.task_id, t.status, COALESCE(t.last_seen_at, t.created_at)
+FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
+WHERE f.route = %s AND f.identifier = %s
+
+-- name: cache_clear_route
+DELETE FROM fingerprints WHERE route = %s
+
+-- name: cache_clear_identifier
+DELETE FROM fingerprints WHERE route = %s AND identifier = %s
+
+-- name: storage_get
+SELECT value FROM storage WHERE name = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)
+
+-- name: storage_put
+INSERT INTO storage (name, key, value, expires_at) VALUES (%s, %s, %s::jsonb, %s)
+ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+
+-- name: prune_batch
+SELECT t.id FROM tasks t
+WHERE t.status = ANY(%(statuses)s::text[]) AND t.updated_at < %(older_than)s
+  AND (%(route)s::text IS NULL OR t.route = %(route)s)
+  AND NOT EXISTS (SELECT 1 FROM fingerprints f
+                  WHERE f.route = t.route AND f.identifier = t.identifier AND f.task_id = t.id)
+  AND t.id > %(after)s
+ORDER BY t.id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: prune_logs
+DELETE FROM task_logs WHERE task_id = ANY(%s::bigint[])
+
+-- name: prune_tasks
+DELETE FROM tasks WHERE id = ANY(%s::bigint[]) RETURNING route, status
+
+-- name: throughput_since
+SELECT minute, kind, SUM(n)::bigint FROM throughput WHERE minute >= %s GROUP BY minute, kind ORDER BY minute
+
+-- name: throughput_since_route
+SELECT minute, kind, SUM(n)::bigint FROM throughput WHERE minute >= %s AND route = %s
+GROUP BY minute, kind ORDER BY minute
+
+-- name: top_errors
+SELECT route, status, error, COUNT(*) AS n, MAX(id) FROM tasks
+WHERE status IN ('failed', 'retry') AND updated_at >= %s AND error IS NOT NULL
+GROUP BY route, status, error ORDER BY n DESC LIMIT %s
+
+-- name: oldest_due
+SELECT route, status, MIN(CASE WHEN status = 'waiting' THEN updated_at ELSE next_attempt_at END) FROM tasks
+WHERE status IN ('new', 'waiting', 'retry') GROUP BY route, status
+
+-- name: route_states
+SELECT route, active, incoming_next, outgoing_next FROM route_state
+
+-- name: set_route_active
+INSERT INTO route_state (route, active, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (route) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at
+
+-- name: set_incoming_next
+INSERT INTO route_state (route, incoming_next, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (route) DO UPDATE SET incoming_next = excluded.incoming_next, updated_at = excluded.updated_at
+
+-- name: set_outgoing_next
+INSERT INTO route_state (route, outgoing_next, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (route) DO UPDATE SET outgoing_next = excluded.outgoing_next, updated_at = excluded.updated_at
+
+-- name: create_token
+INSERT INTO tokens (name, role, token_hash, created_at) VALUES (%s, %s, %s, %s) RETURNING id
+
+-- name: find_token
+SELECT id, name, role, created_at, last_used, revoked FROM tokens WHERE token_hash = %s AND NOT revoked
+
+-- name: touch_token
+UPDATE tokens SET last_used = %s WHERE id = %s
+
+-- name: list_tokens
+SELECT id, name, role, created_at, last_used, revoked FROM tokens ORDER BY id
+
+-- name: revoke_token
+UPDATE tokens SET revoked = true WHERE id = %s
+
+-- name: record_audit
+INSERT INTO audit (at, actor, action, target, changed, detail) VALUES (%s, %s, %s, %s::jsonb, %s, %s)
+
+-- name: list_audit
+SELECT id, at, actor, action, target, changed, detail FROM audit WHERE id < %s ORDER BY id DESC LIMIT %s
+
+-- name: try_lock
+SELECT pg_try_advisory_lock(%s, %s)
+
+-- name: unlock
+SELECT pg_advisory_unlock(%s, %s)
+
+-- name: ping
+SELECT 1

@@ -1,0 +1,900 @@
+"""The PostgreSQL store: many workers on many machines share one database.
+
+Same rules, logs, counters and messages as the SQLite store (both plan with
+:mod:`crossdock.store.transitions`);
+what differs is how the work is shared:
+
+- a ``psycopg_pool.ConnectionPool`` makes the synchronous API thread-safe (the engine calls it via
+  ``asyncio.to_thread``); each method is one transaction on one pooled connection;
+- imports write task rows with binary ``COPY`` after reserving their ids from a sequence in one call;
+- claims use ``FOR UPDATE SKIP LOCKED`` on a partial index of due work, so no two workers claim a task;
+- counters are sharded per connection (backend pid mod 16) and summed on read: exact, yet no hot row;
+- settlements, recoveries and manual actions are set-based (``unnest`` arrays), one statement per batch;
+- ``NOTIFY crossdock_new`` wakes idle workers (:meth:`PostgresStore.listen_new`), and a session advisory lock
+  elects one scheduler (:meth:`PostgresStore.try_leader_lock`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from crossdock.errors import CrossdockError
+from crossdock.store.base import (
+    ActionResult,
+    AuditEntry,
+    CacheEntry,
+    ErrorGroup,
+    ImportCounts,
+    ImportItem,
+    ImportOptions,
+    RouteState,
+    Run,
+    Settlement,
+    Stats,
+    Store,
+    TaskFilter,
+    TokenRecord,
+    empty_counts,
+)
+from crossdock.store.filters import where_clause
+from crossdock.store.sqlfiles import load_migrations, load_queries
+from crossdock.store.transitions import (
+    action_fields,
+    action_message,
+    import_plan,
+    initial_attempts,
+    lease_recovery,
+)
+from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
+
+Q = load_queries("crossdock.store.postgres")
+ACTION_BATCH = 5000
+#: first key of every advisory lock crossdock takes ("cros"), so they never collide with other applications
+LOCK_NAMESPACE = 0x63726F73
+#: second key of the migration lock; leader locks hash their name into the same int4 space
+MIGRATION_LOCK = 0
+#: the channel import_batch notifies with the route name when it creates due work
+NEW_WORK_CHANNEL = "crossdock_new"
+
+_TASK_COPY_TYPES = [
+    "bigint", "text", "text", "text", "integer", "timestamptz", "timestamptz", "timestamptz", "timestamptz",
+    "text", "text", "bytea", "integer", "timestamptz", "bigint", "bigint", "integer", "bytea", "text",
+]  # fmt: skip
+_LOG_COPY_TYPES = ["bigint", "timestamptz", "text", "text", "text", "text", "text", "text", "jsonb"]
+_THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
+
+#: (task_id, at, level, phase, actor, from_status, to_status, message, details)
+LogRow = tuple[int, datetime, str, str, str | None, str | None, str | None, str, Jsonb | None]
+
+
+class DatabaseUnavailable(CrossdockError):
+    """The PostgreSQL server could not be reached."""
+
+
+def conninfo(url: str) -> str:
+    """A libpq URL from a crossdock database URL (``postgresql+psycopg://`` is accepted as well)."""
+    if url.startswith("postgresql+psycopg:"):
+        return "postgresql:" + url[len("postgresql+psycopg:") :]
+    return url
+
+
+def _task(row: Sequence[Any]) -> Task:
+    status = row[3]
+    return Task(
+        id=row[0],
+        route=row[1],
+        identifier=row[2],
+        status=Status(status),
+        attempts=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        next_attempt_at=row[7] if status in ("retry", "new") else None,
+        lease_until=row[8],
+        worker=row[9],
+        error=row[10],
+        fingerprint=row[11].hex() if row[11] else None,
+        seen_count=row[12],
+        last_seen_at=row[13],
+        run_id=row[14],
+        related_task_id=row[15],
+        priority=row[16],
+        entity=orjson.loads(row[17]) if row[17] is not None else None,
+        raw=row[18],
+        result=orjson.loads(row[19]) if row[19] is not None else None,
+    )
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Every pooled connection talks UTC and parses JSON with orjson."""
+    set_json_loads(orjson.loads, conn)
+    set_json_dumps(orjson.dumps, conn)
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+
+
+def lock_key(name: str) -> int:
+    """A stable int4 for a lock name (Python's ``hash`` differs per process)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+class PostgresStore(Store):
+    """A connection pool for the work; two dedicated connections for LISTEN and leader locks."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self, url: str, *, create: bool = True, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+    ) -> None:
+        self.url = conninfo(url)
+        self._pool = ConnectionPool(
+            self.url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            configure=_configure,
+            name="crossdock",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {_redacted(self.url)}: {exc}") from exc
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_lock = threading.Lock()
+        self._locker: psycopg.Connection[Any] | None = None
+        self._locker_lock = threading.Lock()
+        self._leader_locks: set[str] = set()
+        if create:
+            try:
+                self.upgrade()
+            except BaseException:
+                self._pool.close()
+                raise
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on one pooled connection: committed on success, rolled back on error."""
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        with self._locker_lock:
+            if self._locker is not None:
+                self._locker.close()
+                self._locker = None
+            self._leader_locks.clear()
+        self._pool.close()
+
+    def upgrade(self) -> int:
+        """Apply missing migrations in one transaction under an advisory lock: safe when processes race."""
+        with self._tx() as conn:
+            conn.execute(Q["lock_migrations"], (LOCK_NAMESPACE,))
+            conn.execute(Q["create_schema_migrations"])
+            applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
+            current = max(applied, default=0)
+            for version, name, sql in load_migrations("crossdock.store.postgres"):
+                if version in applied:
+                    continue
+                # no parameters: psycopg runs the whole file (several statements) in one round trip
+                conn.execute(sql.encode(), prepare=False)
+                conn.execute(Q["record_migration"], (version, name))
+                current = max(current, version)
+            return current
+
+    def _add_counters(self, conn: psycopg.Connection[Any], deltas: Counter[tuple[str, str]]) -> None:
+        # sorted, so two transactions lock shared counter rows in the same order and cannot deadlock
+        rows = sorted((route, status, n) for (route, status), n in deltas.items() if n)
+        if rows:
+            conn.execute(Q["add_counters"], ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+
+    def _add_throughput(self, conn: psycopg.Connection[Any], now: datetime, kinds: Counter[tuple[str, str]]) -> None:
+        rows = sorted((route, kind, n) for (route, kind), n in kinds.items() if n)
+        if rows:
+            conn.execute(
+                Q["add_throughput"],
+                (
+                    int(now.timestamp() // 60),
+                    [r[0] for r in rows],
+                    [r[1] for r in rows],
+                    [r[2] for r in rows],
+                ),
+            )
+
+    def _logs(self, conn: psycopg.Connection[Any], lines: Sequence[LogRow]) -> None:
+        if not lines:
+            return
+        with conn.cursor().copy(Q["copy_logs"]) as copy:
+            copy.set_types(_LOG_COPY_TYPES)
+            for line in lines:
+                copy.write_row(line)
+
+    # --- import ----------------------------------------------------------------------------------
+
+    def import_batch(
+        self,
+        route: str,
+        items: Sequence[ImportItem],
+        *,
+        run_id: int | None,
+        options: ImportOptions,
+        now: datetime,
+    ) -> ImportCounts:
+        with self._tx() as conn:
+            latest: dict[str, tuple[bytes, int, Status | None]] = {}
+            if options.delta:
+                keys = list({it.identifier for it in items if it.identifier is not None})
+                if keys:
+                    cur = conn.cursor(binary=True)  # binary arrays: no per-element text escaping
+                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, keys)):
+                        latest[ident] = (fp, task_id, Status(status) if status else None)
+            plan = import_plan(route, items, latest, options)
+            if plan.creates:
+                ids = [r[0] for r in conn.execute(Q["reserve_ids"], (len(plan.creates),))]
+                ids.sort()
+                for create, task_id in zip(plan.creates, ids, strict=True):
+                    create.task_id = task_id
+                with conn.cursor().copy(Q["copy_tasks"]) as copy:
+                    copy.set_types(_TASK_COPY_TYPES)
+                    lease = options.lease_until
+                    for create in plan.creates:
+                        item = create.item
+                        status = create.status
+                        processing = status is Status.PROCESSING
+                        copy.write_row(
+                            (
+                                create.task_id,
+                                route,
+                                item.identifier,
+                                status.value,
+                                initial_attempts(status),
+                                now,
+                                now,
+                                now if status is Status.NEW else None,
+                                lease if processing else None,
+                                options.worker if processing else None,
+                                create.reason,
+                                item.fingerprint,
+                                create.seen_count,
+                                now,
+                                run_id,
+                                create.related.task_id if create.related is not None else create.related_id,
+                                options.priority,
+                                item.entity,
+                                item.raw,
+                            )
+                        )
+            # the last planned task of an identifier wins, as with row-by-row upserts
+            fingerprints: dict[str, tuple[bytes, int]] = {}
+            for create in plan.creates:
+                if create.record_fingerprint and create.item.identifier is not None:
+                    fingerprints[create.item.identifier] = (create.item.fingerprint or b"", create.task_id)
+            if fingerprints:
+                self._write_fingerprints(conn, route, fingerprints, latest)
+            if plan.touches:
+                touched = Counter(plan.touches)
+                touch_ids = sorted(touched)
+                conn.execute(Q["touch_tasks"], (now, touch_ids, [touched[i] for i in touch_ids]))
+            deltas: Counter[tuple[str, str]] = Counter()
+            for create in plan.creates:
+                deltas[(route, create.status.value)] += 1
+            superseded = 0
+            logs: list[LogRow] = []
+            if plan.supersedes:
+                newer = {old_id: task.task_id for old_id, task in plan.supersedes}
+                old_ids = sorted(newer)
+                reasons = {i: f"superseded by task {newer[i]}" for i in old_ids}
+                rows = conn.execute(
+                    Q["supersede_tasks"],
+                    {"ids": old_ids, "newer": [newer[i] for i in old_ids],
+                     "reasons": [reasons[i] for i in old_ids], "now": now},
+                ).fetchall()  # fmt: skip
+                old_status = dict(rows)
+                # the plan's order, as the SQLite store logs them
+                for old_id, _newer in plan.supersedes:
+                    if old_id not in old_status:
+                        continue
+                    status = old_status.pop(old_id)
+                    deltas[(route, status)] -= 1
+                    deltas[(route, Status.SKIPPED.value)] += 1
+                    superseded += 1
+                    logs.append((old_id, now, "info", "import", "import", status, "skipped", reasons[old_id], None))
+            self._add_counters(conn, deltas)
+            self._logs(conn, logs)
+            imported = sum(1 for c in plan.creates if c.status in (Status.NEW, Status.PROCESSING))
+            if imported:
+                self._add_throughput(conn, now, Counter({(route, "imported"): imported}))
+                # delivered at commit, so a woken worker always finds the rows
+                conn.execute(Q["notify_new"], (route,))
+        counts = plan.counts
+        counts.superseded += superseded
+        counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
+        counts.created_ids = [c.task_id for c in plan.creates]
+        return counts
+
+    def _write_fingerprints(
+        self,
+        conn: psycopg.Connection[Any],
+        route: str,
+        fingerprints: dict[str, tuple[bytes, int]],
+        latest: dict[str, tuple[bytes, int, Status | None]],
+    ) -> None:
+        """COPY the identifiers never seen before (most of a first import); upsert the others.
+
+        If another importer added one of the "new" identifiers meanwhile, the COPY fails on the primary key
+        and the whole batch is upserted instead, so the result is the same either way.
+        """
+        fresh = [(route, i, fp, task_id) for i, (fp, task_id) in fingerprints.items() if i not in latest]
+        known = sorted(i for i in fingerprints if i in latest)
+        if fresh:
+            try:
+                with conn.transaction(), conn.cursor().copy(Q["copy_fingerprints"]) as copy:
+                    copy.set_types(["text", "text", "bytea", "bigint"])
+                    for row in fresh:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                known = sorted(fingerprints)
+        if known:
+            conn.cursor(binary=True).execute(
+                Q["upsert_fingerprints"],
+                (route, known, [fingerprints[i][0] for i in known], [fingerprints[i][1] for i in known]),
+            )
+
+    # --- export ----------------------------------------------------------------------------------
+
+    def claim_due_tasks(
+        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        claimed: list[Task] = []
+        with self._tx() as conn:
+            conn.execute(Q["claim_plan"])
+            deltas: Counter[tuple[str, str]] = Counter()
+            for source, query in ((Status.RETRY, "claim_retry"), (Status.NEW, "claim_new")):
+                want = limit - len(claimed)
+                if want <= 0:
+                    break
+                rows = conn.execute(
+                    Q[query],
+                    {"route": route, "now": now, "limit": want, "worker": worker, "lease": lease_until},
+                ).fetchall()
+                if rows:
+                    deltas[(route, source.value)] -= len(rows)
+                    deltas[(route, Status.PROCESSING.value)] += len(rows)
+                    for r in rows:
+                        task = _task(r)
+                        task.claimed_from = source
+                        claimed.append(task)
+            self._add_counters(conn, deltas)
+        claimed.sort(key=lambda t: t.id)
+        return claimed
+
+    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
+        # one settlement per task, the first as applied row by row: a second one would find it settled.
+        # Only delivery results leave processing here; a claim or a manual action is never a settlement.
+        unique: dict[int, Settlement] = {}
+        for s in settlements:
+            if Status.PROCESSING in TRANSITIONS[s.action].sources and s.action is not Action.RELEASE:
+                unique.setdefault(s.task_id, s)
+        if not unique:
+            return 0
+        batch = list(unique.values())
+        targets = [TRANSITIONS[s.action].target for s in batch]
+        with self._tx() as conn:
+            rows = conn.execute(
+                Q["settle_tasks"],
+                (
+                    now,
+                    [s.task_id for s in batch],
+                    [t.value for t in targets],
+                    [s.error for s in batch],
+                    [s.next_attempt_at for s in batch],
+                    [orjson.dumps(s.result) if s.result is not None else None for s in batch],
+                    [s.worker for s in batch],
+                ),
+            ).fetchall()
+            changed_routes = dict(rows)
+            deltas: Counter[tuple[str, str]] = Counter()
+            per_minute: Counter[tuple[str, str]] = Counter()
+            logs: list[LogRow] = []
+            for s, target in zip(batch, targets, strict=True):
+                route = changed_routes.get(s.task_id)
+                if route is None:
+                    continue
+                deltas[(route, Status.PROCESSING.value)] -= 1
+                deltas[(route, target.value)] += 1
+                kind = _THROUGHPUT_STATUSES.get(target.value)
+                if kind is not None:
+                    per_minute[(route, kind)] += 1
+                logs.append(
+                    (
+                        s.task_id,
+                        now,
+                        s.level,
+                        "export",
+                        s.worker,
+                        Status.PROCESSING.value,
+                        target.value,
+                        s.message,
+                        Jsonb(s.details) if s.details else None,
+                    )
+                )
+            self._add_counters(conn, deltas)
+            self._logs(conn, logs)
+            self._add_throughput(conn, now, per_minute)
+        return len(changed_routes)
+
+    def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int:
+        if not ids:
+            return 0
+        with self._tx() as conn:
+            return conn.execute(Q["extend_leases"], (lease_until, list(ids), worker)).rowcount
+
+    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
+        recovered = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(Q["expired_leases"], {"now": now, "route": route, "limit": ACTION_BATCH}).fetchall()
+                if not rows:
+                    return recovered
+                plans = []
+                for task_id, task_route, attempts, worker in rows:
+                    action, message = lease_recovery(attempts, max_attempts.get(task_route, 3), worker)
+                    plans.append((task_id, task_route, TRANSITIONS[action].target, message))
+                done = {
+                    r[0]
+                    for r in conn.execute(
+                        Q["recover_tasks"],
+                        (
+                            now,
+                            [p[0] for p in plans],
+                            [p[2].value for p in plans],
+                            [now if p[2] in (Status.NEW, Status.RETRY) else None for p in plans],
+                            [p[3] for p in plans],
+                            now,
+                        ),
+                    )
+                }
+                deltas: Counter[tuple[str, str]] = Counter()
+                logs: list[LogRow] = []
+                for task_id, task_route, target, message in plans:
+                    if task_id not in done:
+                        continue
+                    recovered += 1
+                    deltas[(task_route, Status.PROCESSING.value)] -= 1
+                    deltas[(task_route, target.value)] += 1
+                    logs.append(
+                        (
+                            task_id,
+                            now,
+                            "warning",
+                            "system",
+                            "lease",
+                            "processing",
+                            target.value,
+                            message,
+                            None,
+                        )
+                    )
+                self._add_counters(conn, deltas)
+                self._logs(conn, logs)
+                if len(rows) < ACTION_BATCH:
+                    return recovered
+
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
+        if not ids:
+            return 0
+        with self._tx() as conn:
+            routes = dict(conn.execute(Q["release_tasks"], {"now": now, "ids": list(ids), "worker": worker}).fetchall())
+            deltas: Counter[tuple[str, str]] = Counter()
+            logs: list[LogRow] = []
+            for task_id in dict.fromkeys(ids):
+                route = routes.get(task_id)
+                if route is None:
+                    continue
+                deltas[(route, "processing")] -= 1
+                deltas[(route, "new")] += 1
+                logs.append(
+                    (
+                        task_id,
+                        now,
+                        "info",
+                        "system",
+                        worker,
+                        "processing",
+                        "new",
+                        "released at shutdown",
+                        None,
+                    )
+                )
+            self._add_counters(conn, deltas)
+            self._logs(conn, logs)
+        return len(routes)
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def apply_action(
+        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
+    ) -> ActionResult:
+        rule = TRANSITIONS[action]
+        target = rule.target
+        where, params = _where(selection)
+        matched_by_status = {
+            Status(status): n for status, n in self._read(Q["action_matched"].format(where=where), params)
+        }
+        matched = sum(matched_by_status.values())
+        refused = [
+            f"{n} task(s): {refusal_message(action, status)}"
+            for status, n in sorted(matched_by_status.items())
+            if status not in rule.sources
+        ]
+        sources = sorted(s.value for s in rule.sources)
+        fields = action_fields(action, reason, actor)
+        message = action_message(action, actor, reason)
+        sql = Q["action_batch"].format(where=where, reset=", attempts = 0" if action in RESETS_ATTEMPTS else "")
+        next_at = now if target is Status.NEW else None
+        changed = 0
+        last_id = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    sql,
+                    [
+                        *params,
+                        sources,
+                        last_id,
+                        ACTION_BATCH,
+                        target.value,
+                        now,
+                        fields.error,
+                        next_at,
+                        sources,
+                    ],
+                ).fetchall()
+                if not rows:
+                    break
+                rows.sort()
+                last_id = rows[-1][0]
+                deltas: Counter[tuple[str, str]] = Counter()
+                for _id, route, status in rows:
+                    deltas[(route, status)] -= 1
+                    deltas[(route, target.value)] += 1
+                self._add_counters(conn, deltas)
+                self._logs(
+                    conn,
+                    [(r[0], now, "info", "action", actor, r[2], target.value, message, None) for r in rows],
+                )
+                changed += len(rows)
+        return ActionResult(matched=matched, changed=changed, refused=refused)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get_task(self, task_id: int) -> Task | None:
+        rows = self._read(Q["get_task"], (task_id,))
+        return _task(rows[0]) if rows else None
+
+    def get_tasks(self, ids: Sequence[int]) -> list[Task]:
+        return [_task(r) for r in self._read(Q["get_tasks"], (list(ids),))]
+
+    def task_logs(self, task_id: int) -> list[LogLine]:
+        return [
+            LogLine(
+                at=at,
+                level=level,
+                phase=phase,
+                actor=actor,
+                from_status=Status(fs) if fs else None,
+                to_status=Status(to) if to else None,
+                message=message,
+                details=details or {},
+            )
+            for at, level, phase, actor, fs, to, message, details in self._read(Q["task_logs"], (task_id,))
+        ]
+
+    def list_tasks(
+        self, selection: TaskFilter, *, limit: int = 50, cursor: int | None = None
+    ) -> tuple[list[Task], int | None]:
+        where, params = _where(selection)
+        if cursor is not None:
+            where += " AND id < %s"
+            params.append(cursor)
+        rows = self._read(Q["list_tasks"].format(where=where), [*params, limit + 1])
+        tasks = [_task(r) for r in rows[:limit]]
+        next_cursor = tasks[-1].id if len(rows) > limit and tasks else None
+        return tasks, next_cursor
+
+    def count_tasks(self, selection: TaskFilter) -> int:
+        where, params = _where(selection)
+        return int(self._read(Q["count_tasks"].format(where=where), params)[0][0])
+
+    def stats(self, route: str | None = None) -> Stats:
+        rows = self._read(Q["counters_route"], (route,)) if route else self._read(Q["counters_all"])
+        return _stats(rows)
+
+    def recount(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for route, status, n in self._read(Q["recount"]):
+            out.setdefault(route, empty_counts())[status] = n
+        return out
+
+    def ensure_routes(self, routes: Iterable[str]) -> None:
+        names = sorted(set(routes))
+        if not names:
+            return
+        with self._tx() as conn:
+            conn.execute(Q["ensure_counters"], (names, list(empty_counts())))
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int:
+        with self._tx() as conn:
+            row = conn.execute(Q["start_run"], (route, part, now, actor)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    def finish_run(
+        self, run_id: int, *, status: str, summary: dict[str, Any], error: str | None, now: datetime
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["finish_run"], (now, status, orjson.dumps(summary).decode(), error, run_id))
+
+    def list_runs(self, route: str | None = None, limit: int = 20) -> list[Run]:
+        rows = self._read(Q["list_runs_route"], (route, limit)) if route else self._read(Q["list_runs"], (limit,))
+        return [_run(r) for r in rows]
+
+    def last_successful_run(self, route: str, part: str) -> Run | None:
+        rows = self._read(Q["last_successful_run"], (route, part))
+        return _run(rows[0]) if rows else None
+
+    # --- delta cache and storages ----------------------------------------------------------------
+
+    def cache_show(self, route: str, identifier: str) -> CacheEntry | None:
+        rows = self._read(Q["cache_show"], (route, identifier))
+        if not rows:
+            return None
+        r = rows[0]
+        return CacheEntry(r[0], r[1], r[2].hex(), r[3], Status(r[4]) if r[4] else None, r[5])
+
+    def cache_clear(self, route: str, identifier: str | None = None) -> int:
+        with self._tx() as conn:
+            if identifier is None:
+                return conn.execute(Q["cache_clear_route"], (route,)).rowcount
+            return conn.execute(Q["cache_clear_identifier"], (route, identifier)).rowcount
+
+    def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None:
+        rows = self._read(Q["storage_get"], (storage, key, now))
+        return rows[0][0] if rows else None
+
+    def storage_put(self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None) -> None:
+        expires = datetime.fromtimestamp(now.timestamp() + ttl, UTC) if ttl else None
+        with self._tx() as conn:
+            conn.execute(Q["storage_put"], (storage, key, orjson.dumps(value).decode(), expires))
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    def prune(
+        self,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None = None,
+        batch_size: int = 5000,
+    ) -> int:
+        if not statuses:
+            return 0
+        params: dict[str, Any] = {
+            "statuses": [s.value for s in statuses],
+            "older_than": older_than,
+            "route": route,
+            "limit": batch_size,
+        }
+        deleted = 0
+        last_id = 0
+        while True:
+            with self._tx() as conn:
+                ids = [r[0] for r in conn.execute(Q["prune_batch"], {**params, "after": last_id})]
+                if not ids:
+                    break
+                last_id = ids[-1]
+                conn.execute(Q["prune_logs"], (ids,))
+                gone = conn.execute(Q["prune_tasks"], (ids,)).fetchall()
+                deltas: Counter[tuple[str, str]] = Counter()
+                for r, s in gone:
+                    deltas[(r, s)] -= 1
+                self._add_counters(conn, deltas)
+                deleted += len(gone)
+        return deleted
+
+    # --- operations: route state, tokens, audit, monitor ------------------------------------------
+
+    def route_states(self) -> dict[str, RouteState]:
+        return {r: RouteState(r, a, i, o) for r, a, i, o in self._read(Q["route_states"])}
+
+    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["set_route_active"], (route, active, now))
+
+    def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
+        query = {"incoming": "set_incoming_next", "outgoing": "set_outgoing_next"}[part]
+        with self._tx() as conn:
+            conn.execute(Q[query], (route, at, now))
+
+    def create_token(self, name: str, role: str, token_hash: str, *, now: datetime) -> int:
+        with self._tx() as conn:
+            row = conn.execute(Q["create_token"], (name, role, token_hash, now)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    def find_token(self, token_hash: str, *, now: datetime | None = None) -> TokenRecord | None:
+        rows = self._read(Q["find_token"], (token_hash,))
+        if not rows:
+            return None
+        if now is not None:
+            with self._tx() as conn:
+                conn.execute(Q["touch_token"], (now, rows[0][0]))
+        return TokenRecord(*rows[0])
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [TokenRecord(*r) for r in self._read(Q["list_tokens"])]
+
+    def revoke_token(self, token_id: int) -> bool:
+        with self._tx() as conn:
+            return conn.execute(Q["revoke_token"], (token_id,)).rowcount > 0
+
+    def record_audit(
+        self,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None = None,
+        detail: str | None = None,
+        now: datetime,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["record_audit"], (now, actor, action, orjson.dumps(target).decode(), changed, detail))
+
+    def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
+        rows = self._read(Q["list_audit"], (cursor if cursor is not None else 2**62, limit))
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4] or {}, r[5], r[6]) for r in rows]
+
+    def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
+        minute = int(since.timestamp() // 60)
+        rows = (
+            self._read(Q["throughput_since_route"], (minute, route))
+            if route
+            else self._read(Q["throughput_since"], (minute,))
+        )
+        out: dict[int, dict[str, int]] = {}
+        for m, kind, n in rows:
+            out.setdefault(m, {})[kind] = n
+        return out
+
+    def top_errors(self, *, since: datetime, limit: int = 10) -> list[ErrorGroup]:
+        return [ErrorGroup(*r) for r in self._read(Q["top_errors"], (since, limit))]
+
+    def oldest_due(self) -> dict[str, dict[str, datetime]]:
+        out: dict[str, dict[str, datetime]] = {}
+        for route, status, at in self._read(Q["oldest_due"]):
+            if at is not None:
+                out.setdefault(route, {})[status] = at
+        return out
+
+    # --- wake-ups and leadership (dedicated connections) ------------------------------------------
+
+    def listen_new(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` seconds for imports of due work; return the routes notified (no duplicates).
+
+        The first call starts listening; a worker should call it once before its first claim so no
+        notification falls between the claim and the wait.
+        """
+        with self._listener_lock:
+            if self._listener is None or self._listener.closed:
+                self._listener = psycopg.Connection.connect(self.url, autocommit=True)
+                self._listener.execute(Q["listen_new"])
+            conn = self._listener
+            routes: dict[str, None] = {}
+            for note in conn.notifies(timeout=timeout, stop_after=1):
+                routes[note.payload] = None
+            # whatever else already arrived, without waiting again
+            for note in conn.notifies(timeout=0.0):
+                routes[note.payload] = None
+            return list(routes)
+
+    def try_leader_lock(self, name: str) -> bool:
+        """Take the session advisory lock ``name`` if free (held until released, or the session ends)."""
+        with self._locker_lock:
+            if name in self._leader_locks:
+                if self._locker_alive():
+                    return True
+                self._leader_locks.clear()
+            conn = self._locker_connection()
+            row = conn.execute(Q["try_lock"], (LOCK_NAMESPACE, lock_key(name))).fetchone()
+            got = bool(row and row[0])
+            if got:
+                self._leader_locks.add(name)
+            return got
+
+    def release_leader_lock(self, name: str) -> None:
+        with self._locker_lock:
+            if name not in self._leader_locks:
+                return
+            self._leader_locks.discard(name)
+            if self._locker is not None and not self._locker.closed:
+                self._locker.execute(Q["unlock"], (LOCK_NAMESPACE, lock_key(name)))
+
+    def _locker_connection(self) -> psycopg.Connection[Any]:
+        if self._locker is None or self._locker.closed or self._locker.broken:
+            if self._locker is not None:
+                self._locker.close()
+            self._locker = psycopg.Connection.connect(self.url, autocommit=True)
+        return self._locker
+
+    def _locker_alive(self) -> bool:
+        """A lost session means lost locks: check before telling the caller it still leads."""
+        if self._locker is None or self._locker.closed:
+            return False
+        try:
+            self._locker.execute(Q["ping"])
+        except psycopg.OperationalError:
+            return False
+        return True
+
+
+def _where(selection: TaskFilter) -> tuple[str, list[Any]]:
+    """The shared filter, with SQLite's case-insensitive ``LIKE`` spelled ``ILIKE``."""
+    where, params = where_clause(selection, placeholder="%s")
+    return where.replace(" LIKE ", " ILIKE "), params
+
+
+def _redacted(url: str) -> str:
+    """The URL without a password, for error messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the configured database"
+    host = info.get("host", "localhost")
+    return f"{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def _stats(rows: Iterable[Sequence[Any]]) -> Stats:
+    by_status = empty_counts()
+    by_route: dict[str, dict[str, int]] = {}
+    for route, status, n in rows:
+        by_route.setdefault(route, empty_counts())[status] = int(n)
+        by_status[status] += int(n)
+    return Stats(total=sum(by_status.values()), by_status=by_status, by_route=by_route)
+
+
+def _run(r: Sequence[Any]) -> Run:
+    return Run(
+        id=r[0],
+        route=r[1],
+        part=r[2],
+        started_at=r[3],
+        finished_at=r[4],
+        status=r[5],
+        summary=r[6] or {},
+        error=r[7],
+        actor=r[8],
+    )
