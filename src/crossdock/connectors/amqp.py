@@ -204,19 +204,28 @@ class AmqpTarget(Target):
         return await channel.get_exchange(name, ensure=False)
 
     async def _ready(self) -> AbstractChannel:
-        """Connect on first use (not in open(), so an unreachable broker is a retry, not a broken run)."""
+        """Connect on first use (not in open(), so an unreachable broker is a retry, not a broken run).
+
+        A connection the broker just closed (e.g. after a publish on a channel it had closed) may not know it yet:
+        opening a channel on it then fails, so that attempt is made once more on a fresh connection.
+        """
         async with self._lock:
             if self._channel is not None and not self._channel.is_closed:
                 return self._channel
             url, timeout = _broker_url(self.options, self.context)
-            try:
-                if self._connection is None or self._connection.is_closed:
-                    self._connection = await aio_pika.connect(url, timeout=timeout)
-                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            except _BROKER_ERRORS as exc:
-                await self._drop_connection()
-                raise TransientError(f"cannot reach the AMQP broker: {self.context.redact(_why(exc))}") from None
-            return self._channel
+            for attempt in (1, 2):
+                try:
+                    if self._connection is None or self._connection.is_closed:
+                        self._connection = await aio_pika.connect(url, timeout=timeout)
+                    self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                    return self._channel
+                except (*_BROKER_ERRORS, RuntimeError) as exc:
+                    await self._drop_connection()
+                    if attempt == 2:
+                        raise TransientError(
+                            f"cannot reach the AMQP broker: {self.context.redact(_why(exc))}"
+                        ) from None
+            raise AssertionError("unreachable")
 
     async def _forget(self, channel: AbstractChannel) -> None:
         """A channel the broker closed (e.g. no such exchange) is replaced on the next delivery."""

@@ -627,8 +627,11 @@ class HttpTarget(Target):
         return details
 
     def _failure(self, resp: Response, verdict: str, details: dict[str, Any]) -> DeliveryError:
+        """The error names the path template, not the rendered URL (which is in the log details), so the same
+        failure on many records reads the same and groups as one line in the dashboard's top errors."""
         tries = f" (after {resp.attempts} tries)" if resp.attempts > 1 else ""
-        message = f"{resp.method} {resp.url} answered {resp.status}{tries}: {_short(resp.body, self.client.redact)}"
+        where = self.options.path or resp.url
+        message = f"{resp.method} {where} answered {resp.status}{tries}: {_short(resp.body, self.client.redact)}"
         if verdict == "transient":
             return TransientError(
                 message, status_code=resp.status, retry_after=retry_after(resp.headers), details=details
