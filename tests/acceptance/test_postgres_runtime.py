@@ -192,16 +192,6 @@ def test_two_serves_schedule_once_and_fail_over(cli_factory: MakeCli, postgres_u
         assert shop.duplicates() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: engine/leader.py StoreLeaderLock.acquire() never asks the store again once _held is True, and "
-    "Scheduler.tick() only calls acquire() when not lock.held, so a leader whose advisory-lock session is lost "
-    "keeps firing after another serve took the lock (PostgresStore.try_leader_lock's _locker_alive() check is "
-    "never reached): two processes fire schedules (only the non-atomic read-then-set_next_fire in Scheduler._due "
-    "keeps most slots from running twice). Then on SIGTERM store/postgres/store.py "
-    "release_leader_lock() runs pg_advisory_unlock on the dead locker connection, AdminShutdown escapes "
-    "Scheduler.run's finally and serve exits 1 instead of 0",
-)
 def test_leader_that_lost_its_lock_session_stops_scheduling(
     cli_factory: MakeCli,
     postgres_url: str,  # noqa: F811

@@ -82,8 +82,9 @@ class StoreLeaderLock(LeaderLock):
         self._held = False
 
     def acquire(self) -> bool:
-        if not self._held:
-            self._held = self.store.try_leader_lock(self.name)
+        """Asked every tick, also while held: a store lock can be lost with its session (a restart, a network
+        cut), and a leader that did not notice would keep scheduling beside its successor."""
+        self._held = self.store.try_leader_lock(self.name)
         return self._held
 
     def release(self) -> None:

@@ -199,9 +199,13 @@ class Scheduler:
 
     async def tick(self) -> list[Fired]:
         """One round: become leader if possible, then start every due part. Returns what it started."""
-        if not self.lock.held:
-            if not await asyncio.to_thread(self.lock.acquire):
-                return []
+        was_leader = self.lock.held
+        # asked every tick, also while leading: a lock can be lost (its database session ended)
+        if not await asyncio.to_thread(self.lock.acquire):
+            if was_leader:
+                log.warning("lost the scheduler lock (%s): no longer scheduling", self.lock.describe())
+            return []
+        if not was_leader:
             log.info("this process is now the scheduler (%s)", self.lock.describe())
         now = self.clock()
         states = await asyncio.to_thread(self.store.route_states)

@@ -841,7 +841,11 @@ class PostgresStore(Store):
                 return
             self._leader_locks.discard(name)
             if self._locker is not None and not self._locker.closed:
-                self._locker.execute(Q["unlock"], (LOCK_NAMESPACE, lock_key(name)))
+                try:
+                    self._locker.execute(Q["unlock"], (LOCK_NAMESPACE, lock_key(name)))
+                except psycopg.OperationalError:
+                    # the session is gone, and its advisory locks went with it
+                    self._locker.close()
 
     def _locker_connection(self) -> psycopg.Connection[Any]:
         if self._locker is None or self._locker.closed or self._locker.broken:
