@@ -224,6 +224,7 @@ def _incoming(
     project: Project, name: str, inc: IncomingConfig, path: KeyPath, shared: bool, errors: list[ConfigError]
 ) -> CompiledIncoming | None:
     data = inc.source.model_dump()
+    _check_connection(project, data.get("connection"), (*path, "source", "connection"), errors)
     options = _options(project.loaded, (*path, "source"), _source_model, data, errors)
     pipeline = _steps(project, inc.transform, (*path, "transform"), errors)
     _cron(project, inc.schedule, (*path, "schedule"), errors)
@@ -278,17 +279,15 @@ def _route(project: Project, name: str, route: RouteConfig, errors: list[ConfigE
 
 
 def _connection_refs(route: RouteConfig) -> list[tuple[KeyPath, str | None]]:
-    refs: list[tuple[KeyPath, str | None]] = [
-        (("outgoing", "target", "connection"), (route.outgoing.target.model_extra or {}).get("connection"))
-    ]
-    if not isinstance(route.incoming, str):
-        refs.append(
-            (
-                ("incoming", "source", "connection"),
-                (route.incoming.source.model_extra or {}).get("connection"),
-            )
-        )
-    return refs
+    """Connections a route's target names (its incoming's source is checked with the incoming)."""
+    return [(("outgoing", "target", "connection"), (route.outgoing.target.model_extra or {}).get("connection"))]
+
+
+def _check_connection(project: Project, name: Any, path: KeyPath, errors: list[ConfigError]) -> None:
+    connections = project.loaded.config.connections
+    if isinstance(name, str) and name not in connections:
+        known = ", ".join(sorted(connections)) or "none defined"
+        errors.append(project.loaded.error(path, f"no connection named {name!r} (known: {known})"))
 
 
 def _schema(project: Project, route: RouteConfig, path: KeyPath, errors: list[ConfigError]) -> Any:
