@@ -63,7 +63,8 @@ def check_project(path: Path, *, database: str | None = None) -> CheckReport:
         report.info.append(
             f"route {name}: {source} → {route.target_options.type}"
             f" (incoming {route.incoming.config.schedule or 'on demand'},"
-            f" outgoing {cfg.outgoing.schedule or 'on demand'})" + (f" [{', '.join(flags)}]" if flags else "")
+            f" outgoing {cfg.outgoing.schedule or 'continuous under serve/worker'})"
+            + (f" [{', '.join(flags)}]" if flags else "")
         )
     for name, incoming in sorted(project.incomings.items()):
         users = project.routes_of(incoming)

@@ -71,7 +71,7 @@ def open_store(url: str, *, base: Path | None = None, upgrade: bool = True) -> S
         from crossdock.store.postgres.store import PostgresStore
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigError(
-            f"PostgreSQL needs psycopg 3 ({exc}); reinstall crossdock (pip install crossdock), which depends on psycopg[binary,pool]",
+            f"PostgreSQL needs psycopg 3 ({exc}); reinstall crossdock, which depends on psycopg[binary,pool]",
             key="database",
         ) from exc
     return PostgresStore(url, create=upgrade)
