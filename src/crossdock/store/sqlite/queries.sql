@@ -18,8 +18,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 INSERT INTO fingerprints (route, identifier, fingerprint, task_id) VALUES (?, ?, ?, ?)
 ON CONFLICT (route, identifier) DO UPDATE SET fingerprint = excluded.fingerprint, task_id = excluded.task_id
 
--- name: touch_task
-UPDATE tasks SET seen_count = seen_count + 1, last_seen_at = ? WHERE id = ?
+-- name: touch_tasks
+UPDATE tasks SET seen_count = seen_count + ?, last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?))
 
 -- name: supersede_task
 UPDATE tasks SET status = 'skipped', updated_at = ?, error = ?, related_task_id = ?, next_attempt_at = NULL

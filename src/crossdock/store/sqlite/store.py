@@ -231,7 +231,12 @@ class SQLiteStore(Store):
             if fingerprints:
                 conn.executemany(Q["upsert_fingerprint"], fingerprints)
             if plan.touches:
-                conn.executemany(Q["touch_task"], [(now_ts, task_id) for task_id in plan.touches])
+                # one set-based statement per distinct count (almost always all 1): a catalogue poll touches every row
+                by_count: dict[int, list[int]] = {}
+                for task_id, n in Counter(plan.touches).items():
+                    by_count.setdefault(n, []).append(task_id)
+                for n, ids in by_count.items():
+                    conn.execute(Q["touch_tasks"], (n, now_ts, orjson.dumps(ids)))
             deltas: Counter[tuple[str, str]] = Counter()
             for value, n in plan.counts.created.items():
                 deltas[(route, value)] += n
