@@ -52,12 +52,8 @@ ROUTE = "bench"
 def build_items(n: int) -> list[ImportItem]:
     items = []
     for i in range(n):
-        body = orjson.dumps(
-            {"sku": f"SKU-{i:07d}", "name": f"Product {i}", "price": i % 1000 / 10, "stock": i % 37}
-        )
-        items.append(
-            ImportItem(Status.NEW, f"SKU-{i:07d}", body, hashlib.blake2b(body, digest_size=16).digest())
-        )
+        body = orjson.dumps({"sku": f"SKU-{i:07d}", "name": f"Product {i}", "price": i % 1000 / 10, "stock": i % 37})
+        items.append(ImportItem(Status.NEW, f"SKU-{i:07d}", body, hashlib.blake2b(body, digest_size=16).digest()))
     return items
 
 
@@ -99,9 +95,7 @@ def worker(url: str, name: str, batch: int, go: Any, out: Any) -> None:
         done = 0
         while True:
             now = datetime.now(UTC)
-            tasks = store.claim_due_tasks(
-                ROUTE, batch, worker=name, lease_until=now + timedelta(minutes=5), now=now
-            )
+            tasks = store.claim_due_tasks(ROUTE, batch, worker=name, lease_until=now + timedelta(minutes=5), now=now)
             if not tasks:
                 break
             done += store.settle([Settlement(t.id, Action.DELIVERED, name) for t in tasks], now=now)

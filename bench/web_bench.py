@@ -26,8 +26,8 @@ ASGI client, so each figure includes routing, bearer auth, JSON encoding and red
     GET /tasks (dashboard page with counts)            p50   4.0 ms   p95   5.9 ms   max  12.7 ms
 
 Before the route indexes (``tasks_route_status`` partial, ``tasks_route_id``) the first page of "new tasks of
-erp-to-shop" took 160 ms in the store alone (SQLite walked ``tasks_status_id`` past 750,000 rows of other routes) and the
-dashboard page p95 was 108 ms; with the index both are under 1 ms in the store.
+erp-to-shop" took 160 ms in the store alone (SQLite walked ``tasks_status_id`` past 750,000 rows of other
+routes) and the dashboard page p95 was 108 ms; with the index both are under 1 ms in the store.
 """
 
 from __future__ import annotations
