@@ -42,11 +42,14 @@ class RouteImportSummary:
     superseded: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     delivered_realtime: int = 0
-    #: ids of the tasks this run created, in order (webhooks answer with them); not part of the run summary
+    #: ids of the tasks this run created, in order (webhooks answer with them); not part of the run summary.
+    #: Kept only for pushed records (bounded by the request size): a source run must not grow with its size.
     task_ids: list[int] = field(default_factory=list)
+    keep_ids: bool = False
 
     def add(self, counts: ImportCounts) -> None:
-        self.task_ids += counts.created_ids
+        if self.keep_ids:
+            self.task_ids += counts.created_ids
         for status, n in counts.created.items():
             self.by_status[status] = self.by_status.get(status, 0) + n
         self.unchanged += counts.unchanged + counts.unchanged_created
@@ -156,7 +159,7 @@ class Importer:
         states: list[_RouteState] = []
         active = self.project.active_routes(self.store)
         for route in self.project.routes_of(incoming):
-            rs = RouteImportSummary(route.name, active=route.name in active)
+            rs = RouteImportSummary(route.name, active=route.name in active, keep_ids=records is not None)
             summary.routes[route.name] = rs
             if not rs.active:
                 continue
