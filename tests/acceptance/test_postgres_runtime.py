@@ -207,8 +207,6 @@ def test_leader_that_lost_its_lock_session_stops_scheduling(
             for _ in range(2)
         ]
         wait_for(lambda: any(became_leader_at(cli, p) for p in serves), 20, "a leader")
-        leader = next(p for p in serves if became_leader_at(cli, p) is not None)
-        follower = serves[1 - serves.index(leader)]
         database = urlsplit(url).path.lstrip("/")
         with psycopg.connect(server_url(), autocommit=True) as admin:
             rows = admin.execute(
@@ -219,23 +217,25 @@ def test_leader_that_lost_its_lock_session_stops_scheduling(
             assert len(rows) == 1, rows
             admin.execute("SELECT pg_terminate_backend(%s)", (rows[0][0],))
         cut_at = time.time()
-        wait_for(lambda: became_leader_at(cli, follower) is not None, 10, "the other serve to take the lock")
-        time.sleep(3 * SLOT_S + 0.5)
+        # whichever process takes the free lock first leads from here on (the old leader reconnects and may win)
+        time.sleep(5 * SLOT_S + 0.5)
         codes = [cli.stop(proc) for proc in serves]
         incoming = [r for r in scheduled_runs(cli, "incoming") if slot_of(r) * SLOT_S >= int(cut_at) + SLOT_S]
-        assert incoming
-        requests = erp.erp.requests_to("/products")
-        # once the other serve holds the lock, the old leader must not start a single run
-        took_over = became_leader_at(cli, follower)
-        assert took_over is not None
-        stale = [
-            line
-            for line in json_lines(cli.output(leader))
-            if str(line.get("message", "")).startswith("running ")
-            and datetime.fromisoformat(str(line["at"])).timestamp() > took_over
-        ]
-        assert stale == [], f"the old leader still fired {len(stale)} run(s) after losing its lock: {stale[:3]}"
+        assert len(incoming) >= 2, "scheduling stopped after the lock session was lost"
         assert_one_run_per_slot(incoming, "imports after the lock session was lost")
+        # no slot after the cut was fired by both processes
+        fired: list[set[int]] = []
+        for proc in serves:
+            slots = set()
+            for line in json_lines(cli.output(proc)):
+                if str(line.get("message", "")).startswith("running "):
+                    at = datetime.fromisoformat(str(line["at"]).replace("Z", "+00:00")).timestamp()
+                    if at > cut_at:
+                        slots.add(int(at // SLOT_S))
+            fired.append(slots)
+        assert not (fired[0] & fired[1]), f"both processes fired in slots {sorted(fired[0] & fired[1])}"
+        assert fired[0] or fired[1]
+        requests = erp.erp.requests_to("/products")
         assert requests == PAGES_PER_IMPORT * len(scheduled_runs(cli, "incoming"))
         assert codes == [0, 0], [cli.output(p)[-2000:] for p in serves]
         assert shop.duplicates() == {}
