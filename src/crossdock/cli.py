@@ -113,6 +113,16 @@ def store_for(config: Path, db: str | None, *, project: Any = None, need_config:
         raise CrossdockError(f"cannot open database {url}: {exc}") from None
 
 
+@contextmanager
+def opened_store(config: Path, db: str | None, *, project: Any = None) -> Iterator[Store]:
+    """The store of :func:`store_for`, closed when the block ends."""
+    store = store_for(config, db, project=project)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -187,8 +197,7 @@ def run(
 
     with guarded():
         project = load(config)
-        store = store_for(config, db, project=project)
-        try:
+        with opened_store(config, db, project=project) as store:
             store.ensure_routes(project.routes)
             progress = None if json_out or not sys.stdout.isatty() else _progress_bar()
             result = run_async(
@@ -203,8 +212,6 @@ def run(
                     progress=progress,
                 )
             )
-        finally:
-            store.close()
     if json_out:
         emit_json(result)
     else:
@@ -299,11 +306,8 @@ def tasks_list(
             created_after=_when(created_after, "--created-after"),
             created_before=_when(created_before, "--created-before"),
         )
-        store = store_for(config, db)
-        try:
+        with opened_store(config, db) as store:
             items, next_cursor = store.list_tasks(selection, limit=limit, cursor=cursor)
-        finally:
-            store.close()
     if json_out:
         emit_json({"items": [t.to_json() for t in items], "next_cursor": str(next_cursor) if next_cursor else None})
         return
@@ -349,15 +353,11 @@ def tasks_show(
     json_out: JsonOpt = False,
 ) -> None:
     """One task with its entity and its history as a timeline."""
-    with guarded():
-        store = store_for(config, db)
-        try:
-            task = store.get_task(task_id)
-            if task is None:
-                fail(f"no task with id {task_id}")
-            logs = store.task_logs(task_id)
-        finally:
-            store.close()
+    with guarded(), opened_store(config, db) as store:
+        task = store.get_task(task_id)
+        if task is None:
+            fail(f"no task with id {task_id}")
+        logs = store.task_logs(task_id)
     from crossdock.timeline import timeline
 
     lines = timeline(task, logs)
@@ -425,8 +425,7 @@ def _act(
             created_after=_when(created_after, "--created-after"),
             created_before=_when(created_before, "--created-before"),
         )
-        store = store_for(config, db)
-        try:
+        with opened_store(config, db) as store:
             result = store.apply_action(
                 action,
                 selection,
@@ -434,8 +433,6 @@ def _act(
                 reason=reason,
                 now=datetime.now(UTC),
             )
-        finally:
-            store.close()
     if json_out:
         emit_json(result.to_json())
     else:
@@ -500,17 +497,13 @@ def stats(
     json_out: JsonOpt = False,
 ) -> None:
     """Task counts per status and route (read from the counters)."""
-    with guarded():
-        store = store_for(config, db)
-        try:
-            if config.exists():
-                from crossdock.config.loader import route_names
+    with guarded(), opened_store(config, db) as store:
+        if config.exists():
+            from crossdock.config.loader import route_names
 
-                store.ensure_routes(route_names(config))
-            result = store.stats(route)
-            drift = _drift(result.by_route, store.recount()) if verify else None
-        finally:
-            store.close()
+            store.ensure_routes(route_names(config))
+        result = store.stats(route)
+        drift = _drift(result.by_route, store.recount()) if verify else None
     data = result.to_json()
     if verify:
         data["drift"] = drift
@@ -559,11 +552,8 @@ def prune(
         except ValueError as exc:
             raise UsageError(f"--older-than: {exc}") from None
         statuses = status or [Status.FINISHED, Status.SKIPPED, Status.FAILED, Status.REJECTED]
-        store = store_for(config, db)
-        try:
+        with opened_store(config, db) as store:
             deleted = store.prune(older_than=datetime.now(UTC) - timedelta(seconds=age), statuses=statuses, route=route)
-        finally:
-            store.close()
     if json_out:
         emit_json({"deleted": deleted})
     else:
@@ -573,12 +563,8 @@ def prune(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG, db: DbOpt = None) -> None:
     """Create or migrate the schema (also done on every start)."""
-    with guarded():
-        store = store_for(config, db)
-        try:
-            version = store.upgrade()
-        finally:
-            store.close()
+    with guarded(), opened_store(config, db) as store:
+        version = store.upgrade()
     out.print(f"schema at version {version} ({store.backend})")
 
 
@@ -591,12 +577,8 @@ def runs_list(
     json_out: JsonOpt = False,
 ) -> None:
     """The latest import and export runs with their summaries."""
-    with guarded():
-        store = store_for(config, db)
-        try:
-            runs = store.list_runs(route, limit)
-        finally:
-            store.close()
+    with guarded(), opened_store(config, db) as store:
+        runs = store.list_runs(route, limit)
     if json_out:
         emit_json([r.to_json() for r in runs])
         return
@@ -639,12 +621,8 @@ def cache_show(
     json_out: JsonOpt = False,
 ) -> None:
     """The fingerprint, latest task and last-seen time of one identifier."""
-    with guarded():
-        store = store_for(config, db)
-        try:
-            entry = store.cache_show(route, identifier)
-        finally:
-            store.close()
+    with guarded(), opened_store(config, db) as store:
+        entry = store.cache_show(route, identifier)
     if entry is None:
         fail(f"no fingerprint for {identifier!r} on route {route!r}")
     data = {
@@ -671,12 +649,8 @@ def cache_clear(
     json_out: JsonOpt = False,
 ) -> None:
     """Forget fingerprints, so the next import sends those records again."""
-    with guarded():
-        store = store_for(config, db)
-        try:
-            n = store.cache_clear(route, identifier)
-        finally:
-            store.close()
+    with guarded(), opened_store(config, db) as store:
+        n = store.cache_clear(route, identifier)
     if json_out:
         emit_json({"cleared": n})
     else:
@@ -706,12 +680,9 @@ def transform(
             raw = input_file.read_bytes()
         except OSError as exc:
             raise UsageError(f"--input {input_file}: {exc.strerror}") from None
-        store = store_for(config, db, project=project)
-        try:
+        with opened_store(config, db, project=project) as store:
             project.bind_store(store)
             results = preview_records(project, compiled, raw, outgoing=outgoing, trace=trace)
-        finally:
-            store.close()
     if json_out:
         emit_json(results)
         return
@@ -798,14 +769,11 @@ def _service(
         configure_logging("json" if log_format == "json" else "text")
         project = load(config)
         url = db or project.database_url()
-        store = store_for(config, db, project=project)
-        try:
+        with opened_store(config, db, project=project) as store:
             store.ensure_routes(project.routes)
             options = ServiceOptions(concurrency=concurrency, grace=grace_s, **web)
             runner = run_serve if kind == "serve" else run_worker
             code = run_async(runner(project, store, url, options))
-        finally:
-            store.close()
     raise typer.Exit(code)
 
 
