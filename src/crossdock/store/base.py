@@ -126,6 +126,16 @@ class Stats:
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "by_status": self.by_status, "by_route": self.by_route}
 
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> Stats:
+        """From ``(route, status, n)`` rows of a store's counters; every status appears, zero or not."""
+        by_status = empty_counts()
+        by_route: dict[str, dict[str, int]] = {}
+        for route, status, n in rows:
+            by_route.setdefault(route, empty_counts())[status] = int(n)
+            by_status[status] += int(n)
+        return cls(total=sum(by_status.values()), by_status=by_status, by_route=by_route)
+
 
 def empty_counts() -> dict[str, int]:
     return {s.value: 0 for s in ALL_STATUSES}

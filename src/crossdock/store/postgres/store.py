@@ -629,7 +629,7 @@ class PostgresStore(Store):
 
     def stats(self, route: str | None = None) -> Stats:
         rows = self._read(Q["counters_route"], (route,)) if route else self._read(Q["counters_all"])
-        return _stats(rows)
+        return Stats.from_rows(rows)
 
     def recount(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -879,15 +879,6 @@ def _redacted(url: str) -> str:
         return "the configured database"
     host = info.get("host", "localhost")
     return f"{info.get('user', '')}@{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"
-
-
-def _stats(rows: Iterable[Sequence[Any]]) -> Stats:
-    by_status = empty_counts()
-    by_route: dict[str, dict[str, int]] = {}
-    for route, status, n in rows:
-        by_route.setdefault(route, empty_counts())[status] = int(n)
-        by_status[status] += int(n)
-    return Stats(total=sum(by_status.values()), by_status=by_status, by_route=by_route)
 
 
 def _run(r: Sequence[Any]) -> Run:

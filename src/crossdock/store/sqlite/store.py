@@ -560,7 +560,7 @@ class SQLiteStore(Store):
 
     def stats(self, route: str | None = None) -> Stats:
         rows = self._read(Q["counters_route"], (route,)) if route else self._read(Q["counters_all"])
-        return _stats(rows)
+        return Stats.from_rows(rows)
 
     def recount(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -781,15 +781,6 @@ def _where(selection: TaskFilter) -> tuple[str, list[Any]]:
     if selection.statuses and not _BULK.intersection(selection.statuses):
         where += f" AND {ACTIVE}"
     return where, params
-
-
-def _stats(rows: Iterable[Sequence[Any]]) -> Stats:
-    by_status = empty_counts()
-    by_route: dict[str, dict[str, int]] = {}
-    for route, status, n in rows:
-        by_route.setdefault(route, empty_counts())[status] = n
-        by_status[status] += n
-    return Stats(total=sum(by_status.values()), by_status=by_status, by_route=by_route)
 
 
 def _run(r: Sequence[Any]) -> Run:
