@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from crossdock.connectors.base import ConnectorContext, Delivered, Malformed, Options, Source, Target, idempotency_key
+from crossdock.connectors.templates import compile_template
 from crossdock.errors import ConfigError, PermanentError, SourceError, TransientError
 from crossdock.tasks import Task
 
@@ -99,32 +99,6 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-
-
-def _template(template: str) -> Callable[[Any], str]:
-    """``products.{category}`` → a function of the entity; a missing value is a permanent error (bad data)."""
-    pieces = _PLACEHOLDER.split(template)
-    if len(pieces) == 1:
-        return lambda _entity: template
-
-    def render(entity: Any) -> str:
-        out = []
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0:
-                out.append(piece)
-                continue
-            value: Any = entity
-            for part in piece.strip().split("."):
-                value = value.get(part) if isinstance(value, Mapping) else None
-            if value is None:
-                raise PermanentError(f"template {template!r}: the entity has no value at {piece.strip()!r}")
-            out.append(str(value))
-        return "".join(out)
-
-    return render
-
-
 # --- target ----------------------------------------------------------------------------------------------------
 
 
@@ -137,9 +111,9 @@ class AmqpTarget(Target):
 
     def __init__(self, options: AmqpTargetOptions, context: ConnectorContext) -> None:
         super().__init__(options, context)
-        self._exchange = _template(options.exchange)
-        self._routing_key = _template(options.routing_key)
-        self._headers = {k: _template(v) for k, v in options.headers.items()}
+        self._exchange = compile_template(options.exchange)
+        self._routing_key = compile_template(options.routing_key)
+        self._headers = {k: compile_template(v) for k, v in options.headers.items()}
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._lock = asyncio.Lock()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Literal
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
 import aiohttp
 import orjson
@@ -35,7 +35,9 @@ from crossdock.connectors.base import (
 )
 from crossdock.connectors.http_auth import AuthOptions, OAuth2Token, basic_authorization
 from crossdock.connectors.http_limits import RateLimitOptions, RetryOptions, TokenBucket
-from crossdock.connectors.http_pagination import Pagination, Paginator, lookup, parse_xml, xml_records
+from crossdock.connectors.http_pagination import Pagination, Paginator, parse_xml, xml_records
+from crossdock.connectors.templates import PLACEHOLDER as _PLACEHOLDER
+from crossdock.connectors.templates import compile_template, lookup
 from crossdock.errors import ConfigError, DeliveryError, PermanentError, SourceError, TransientError
 from crossdock.redact import MASK, Redactor
 from crossdock.tasks import Task
@@ -321,31 +323,6 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(when.timestamp() - time.time(), 0.0)
-
-
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-
-
-def compile_template(template: str, *, encode: bool) -> Callable[[Any], str]:
-    """``/products/{sku}`` → a function of the entity; values are URL-encoded in paths."""
-    pieces = _PLACEHOLDER.split(template)
-    if len(pieces) == 1:
-        return lambda _entity: template
-
-    def render(entity: Any) -> str:
-        out = []
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0:
-                out.append(piece)
-                continue
-            value = lookup(entity, piece.strip())
-            if value is None:
-                raise PermanentError(f"template {template!r}: the entity has no value at {piece.strip()!r}")
-            text = str(value)
-            out.append(quote(text, safe="") if encode else text)
-        return "".join(out)
-
-    return render
 
 
 class Endpoint(BaseModel):

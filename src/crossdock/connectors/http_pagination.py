@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crossdock.connectors.templates import lookup
 from crossdock.errors import SourceError
 
 PaginationType = Literal["none", "next_link", "link_header", "page", "offset", "cursor"]
@@ -133,21 +134,6 @@ def next_link(headers: Mapping[str, str]) -> str | None:
             if rel and "next" in (rel.group(1) or rel.group(2) or "").lower().split():
                 return match.group(1).strip()
     return None
-
-
-def lookup(data: Any, path: str) -> Any:
-    """Follow a dotted path (``_links.next``, ``data.items``, ``lines.0``) into parsed JSON."""
-    if not path:
-        return data
-    for part in path.split("."):
-        if isinstance(data, Mapping):
-            data = data.get(part)
-        elif isinstance(data, list) and part.lstrip("-").isdigit():
-            i = int(part)
-            data = data[i] if -len(data) <= i < len(data) else None
-        else:
-            return None
-    return data
 
 
 # --- XML ---------------------------------------------------------------------------------------------
