@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,3 +93,34 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+#: an ERP → shop route that imports and exports every 2 seconds (a 6-field cron, seconds last), for serve tests
+SCHEDULED = """\
+connections:
+  erp: {type: http, base_url: "${ERP_URL}"}
+  shop: {type: http, base_url: "${SHOP_URL}"}
+routes:
+  erp-to-shop:
+    incoming:
+      source:
+        type: http
+        connection: erp
+        path: /products
+        query: {page_size: "20"}
+        records: items
+        pagination: {type: next_link, path: _links.next}
+      schedule: "* * * * * */2"
+    identifier: sku
+    outgoing:
+      target: {type: http, connection: shop, method: PUT, path: "/products/{sku}"}
+      schedule: "* * * * * */2"
+      batch_size: 1000
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

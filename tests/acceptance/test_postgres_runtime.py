@@ -13,7 +13,6 @@ mock ERP and shop on loopback.
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -24,7 +23,7 @@ from urllib.parse import urlsplit
 import orjson
 import psycopg
 import pytest
-from clirunner import Cli, wait_for, write_products
+from clirunner import SCHEDULED, Cli, free_port, wait_for, write_products
 
 from crossdock.mock import start_erp, start_shop
 from crossdock.store import TaskFilter, open_store
@@ -51,39 +50,11 @@ routes:
       lease: {lease}
 """
 
-SCHEDULED = """\
-connections:
-  erp: {type: http, base_url: "${ERP_URL}"}
-  shop: {type: http, base_url: "${SHOP_URL}"}
-routes:
-  erp-to-shop:
-    incoming:
-      source:
-        type: http
-        connection: erp
-        path: /products
-        query: {page_size: "20"}
-        records: items
-        pagination: {type: next_link, path: _links.next}
-      schedule: "* * * * * */2"
-    identifier: sku
-    outgoing:
-      target: {type: http, connection: shop, method: PUT, path: "/products/{sku}"}
-      schedule: "* * * * * */2"
-      batch_size: 1000
-"""
 #: 60 products, 20 a page: the keyset ERP answers three pages per import (the third has no next link)
 ERP_PRODUCTS = 60
 PAGES_PER_IMPORT = 3
 TICK = 0.2
 SLOT_S = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def pg_cli(make: MakeCli, url: str, config: str, env: dict[str, str]) -> Cli:

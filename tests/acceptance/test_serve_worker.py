@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from clirunner import Cli, wait_for, write_products
+from clirunner import SCHEDULED, Cli, wait_for, write_products
 
 from crossdock.mock import start_erp, start_shop
 from crossdock.store import TaskFilter
@@ -47,28 +47,7 @@ def file_project(
 
 
 def test_serve_imports_and_exports_on_schedule(cli_factory: MakeCli, tmp_path: Path) -> None:
-    config = """\
-database: sqlite:///crossdock.db
-connections:
-  erp: {type: http, base_url: "${ERP_URL}"}
-  shop: {type: http, base_url: "${SHOP_URL}"}
-routes:
-  erp-to-shop:
-    incoming:
-      source:
-        type: http
-        connection: erp
-        path: /products
-        query: {page_size: "20"}
-        records: items
-        pagination: {type: next_link, path: _links.next}
-      schedule: "* * * * * */2"
-    identifier: sku
-    outgoing:
-      target: {type: http, connection: shop, method: PUT, path: "/products/{sku}"}
-      schedule: "* * * * * */2"
-      batch_size: 1000
-"""
+    config = "database: sqlite:///crossdock.db\n" + SCHEDULED
     with start_erp(products=60) as erp, start_shop() as shop:
         cli = cli_factory(config, {"ERP_URL": erp.url, "SHOP_URL": shop.url})
         proc = cli.start("serve", "--port", "0", "--log-format", "json", env={"CROSSDOCK_SCHEDULER_TICK": "0.2"})
