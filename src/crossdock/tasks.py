@@ -251,6 +251,11 @@ class ImportDecision:
 
 #: latest-task statuses for which an identical record adds no row
 _TOUCH_ON_SAME = frozenset({S.NEW, S.PROCESSING, S.RETRY, S.WAITING, S.SKIPPED})
+# the decisions are immutable: one instance each instead of one per imported record
+_CREATE = ImportDecision(ImportOutcome.CREATE)
+_CREATE_SUPERSEDING = ImportDecision(ImportOutcome.CREATE, supersede_latest=True)
+_CREATE_UNCHANGED = ImportDecision(ImportOutcome.CREATE_UNCHANGED)
+_TOUCH = ImportDecision(ImportOutcome.TOUCH)
 
 
 def decide_import(
@@ -266,28 +271,26 @@ def decide_import(
     (filtered) or rejected. ``latest_status`` is None when the identifier was never seen.
     """
     if latest_status is None:
-        return ImportDecision(ImportOutcome.CREATE)
+        return _CREATE
     if intended in (S.NEW, S.PROCESSING):
         if same_fingerprint:
             if latest_status is S.FINISHED:
-                return ImportDecision(ImportOutcome.CREATE_UNCHANGED)
+                return _CREATE_UNCHANGED
             if latest_status in _TOUCH_ON_SAME:
-                return ImportDecision(ImportOutcome.TOUCH)
+                return _TOUCH
             # failed or rejected: the data gets another chance
-            return ImportDecision(ImportOutcome.CREATE)
-        return ImportDecision(
-            ImportOutcome.CREATE,
-            supersede_latest=supersede and latest_status in TRANSITIONS[Action.SUPERSEDE].sources,
-        )
+            return _CREATE
+        if supersede and latest_status in TRANSITIONS[Action.SUPERSEDE].sources:
+            return _CREATE_SUPERSEDING
+        return _CREATE
     # filtered (skipped) or rejected again: one row per distinct version, not one per poll
     if same_fingerprint and latest_status is intended:
-        return ImportDecision(ImportOutcome.TOUCH)
-    return ImportDecision(
-        ImportOutcome.CREATE,
-        supersede_latest=(
-            supersede
-            and intended is S.SKIPPED
-            and not same_fingerprint
-            and latest_status in TRANSITIONS[Action.SUPERSEDE].sources
-        ),
-    )
+        return _TOUCH
+    if (
+        supersede
+        and intended is S.SKIPPED
+        and not same_fingerprint
+        and latest_status in TRANSITIONS[Action.SUPERSEDE].sources
+    ):
+        return _CREATE_SUPERSEDING
+    return _CREATE

@@ -66,7 +66,7 @@ def import_plan(
     """Decide, record by record, what an import batch writes. Pure: the store applies it in one transaction."""
     plan = ImportPlan()
     counts = plan.counts
-    created = counts.created
+    creates = plan.creates
     pending: dict[str, PlannedTask] = {}
     use_delta = options.delta and not options.full
     record = options.delta or options.full
@@ -78,8 +78,9 @@ def import_plan(
             continue
         if ident not in pending and ident not in latest:
             # the common case of a first import: an identifier never seen, nothing to decide
-            task = _create(plan, item, intended, item.reason, None)
+            task = PlannedTask(item, intended, item.reason, None)
             task.record_fingerprint = True
+            creates.append(task)
             pending[ident] = task
             continue
         prior = pending.get(ident)
@@ -115,24 +116,24 @@ def import_plan(
         task.record_fingerprint = True
         if decision.supersede_latest:
             if prior is not None:
-                created[prior.status.value] -= 1
                 prior.superseded_by = task
                 prior.status = Status.SKIPPED
-                created[Status.SKIPPED.value] = created.get(Status.SKIPPED.value, 0) + 1
                 counts.superseded += 1
             elif known is not None and known[2] is not None:
                 plan.supersedes.append((known[1], task))
                 plan.latest_status[known[1]] = known[2]
         pending[ident] = task
+    # counted once at the end, so a task superseded within the batch counts as skipped
+    created = counts.created
+    for task in creates:
+        key = task.status._value_  # the plain attribute: Enum.value is a slow descriptor on this hot path
+        created[key] = created.get(key, 0) + 1
     return plan
 
 
 def _create(plan: ImportPlan, item: ImportItem, status: Status, reason: str | None, related: int | None) -> PlannedTask:
     task = PlannedTask(item, status, reason, related)
     plan.creates.append(task)
-    created = plan.counts.created
-    key = status._value_  # the plain attribute: Enum.value is a slow descriptor on this hot path
-    created[key] = created.get(key, 0) + 1
     return task
 
 

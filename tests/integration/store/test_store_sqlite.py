@@ -29,7 +29,7 @@ def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> No
         # due retries come from the partial index on (status, next_attempt_at) WHERE status = 'retry'
         ("due_retry", (due, ROUTE), "tasks_retry_due", "status=? AND next_attempt_at<?"),
         # new work in arrival order from the partial (route, status, id) index: no sort, no scan
-        ("due_new", (ROUTE, due), "tasks_route_status", "route=? AND status=?"),
+        ("due_new", (ROUTE, due), "tasks_route_status_id", "route=? AND status=?"),
     ]
     for name, params, index, condition in cases:
         plan = sqlite_store.explain(Q[name], (*params, 10))
@@ -48,7 +48,9 @@ def test_recovery_and_lookup_queries_do_not_scan_tasks(sqlite_store: SQLiteStore
     plan = sqlite_store.explain(Q["expired_leases"], (1.0, None, None, 100))
     assert not any(line.startswith("SCAN tasks") for line in plan), plan
     plan = sqlite_store.explain(Q["latest_for_identifiers"], (ROUTE, '["a", "b"]'))
-    assert not any(line.startswith("SCAN f") or line.startswith("SCAN fingerprints") for line in plan), plan
+    assert not any(line.startswith(("SCAN t", "SCAN l")) for line in plan), plan
+    assert any("USING INDEX tasks_route_identifier" in line for line in plan), plan
+    assert not any("TEMP B-TREE" in line for line in plan), plan
 
 
 def test_wal_mode_is_on(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
@@ -64,7 +66,9 @@ def test_upgrade_is_idempotent_and_sets_user_version(tmp_path: Path) -> None:
     assert store.upgrade() == LATEST_VERSION
     assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
     tables = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"tasks", "task_logs", "fingerprints", "counters", "runs", "storage", "meta"} <= tables
+    assert {"tasks", "task_logs", "counters", "runs", "storage", "meta"} <= tables
+    # the delta cache is read from the task rows (migration 0004)
+    assert "fingerprints" not in tables
     imp(store, [item("a")])
     assert store.upgrade() == LATEST_VERSION
     assert store.upgrade() == LATEST_VERSION
@@ -89,6 +93,38 @@ def test_upgrade_from_version_1_applies_only_later_migrations(tmp_path: Path) ->
     assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
     imp(store, [item("a")])
     assert store.get_task(1) is not None
+    store.close()
+
+
+def test_upgrade_to_version_4_keeps_what_the_fingerprint_table_said(tmp_path: Path) -> None:
+    """Version 3 kept the latest fingerprint in its own table; 0004 moves that knowledge onto the tasks."""
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, _name, sql in load_migrations("crossdock.store.sqlite"):
+        if version <= 3:
+            conn.executescript(sql)
+    conn.execute("PRAGMA user_version = 3")
+    row = (
+        "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint) "
+        "VALUES (?, ?, ?, ?, 0, 0, ?)"
+    )
+    # a: task 1 is the recorded latest; task 2 came later from a delta: false run (no fingerprint recorded)
+    conn.execute(row, (1, ROUTE, "a", "finished", b"fa"))
+    conn.execute(row, (2, ROUTE, "a", "new", b"fa"))
+    # b: its cache was cleared (no row in the fingerprint table)
+    conn.execute(row, (3, ROUTE, "b", "finished", b"fb"))
+    # c: plain latest
+    conn.execute(row, (4, ROUTE, "c", "finished", b"fc"))
+    conn.executemany(
+        "INSERT INTO fingerprints (route, identifier, fingerprint, task_id) VALUES (?, ?, ?, ?)",
+        [(ROUTE, "a", b"fa", 1), (ROUTE, "c", b"fc", 4)],
+    )
+    conn.close()
+    store = SQLiteStore(path)
+    assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
+    assert store.cache_show(ROUTE, "a").task_id == 1  # type: ignore[union-attr]
+    assert store.cache_show(ROUTE, "b") is None
+    assert store.cache_show(ROUTE, "c").task_id == 4  # type: ignore[union-attr]
     store.close()
 
 

@@ -4,19 +4,20 @@
 UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'next_task_id' RETURNING CAST(value AS INTEGER)
 
 -- name: latest_for_identifiers
-SELECT f.identifier, f.fingerprint, f.task_id, t.status
-FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
-WHERE f.route = ? AND f.identifier IN (SELECT value FROM json_each(?))
+-- the latest task of each identifier is its highest id with a fingerprint: a backwards step in tasks_route_identifier
+SELECT j.value, t.fingerprint, t.id, t.status
+FROM json_each(?2) j
+JOIN tasks t ON t.id = (
+    SELECT l.id FROM tasks l
+    WHERE l.route = ?1 AND l.identifier = j.value AND l.fingerprint IS NOT NULL
+    ORDER BY l.id DESC LIMIT 1
+)
 
 -- name: insert_task
 INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at,
                    lease_until, worker, error, fingerprint, seen_count, last_seen_at, run_id,
                    related_task_id, priority, entity, raw)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-
--- name: upsert_fingerprint
-INSERT INTO fingerprints (route, identifier, fingerprint, task_id) VALUES (?, ?, ?, ?)
-ON CONFLICT (route, identifier) DO UPDATE SET fingerprint = excluded.fingerprint, task_id = excluded.task_id
 
 -- name: touch_tasks
 UPDATE tasks SET seen_count = seen_count + ?, last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?))
@@ -39,7 +40,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: due_new
 SELECT id FROM tasks
-WHERE route = ? AND status = 'new' AND status NOT IN ('finished', 'skipped') AND next_attempt_at <= ?
+WHERE route = ? AND status = 'new' AND next_attempt_at <= ?
 ORDER BY id
 LIMIT ?
 
@@ -72,10 +73,11 @@ RETURNING route
 UPDATE tasks SET lease_until = ? WHERE id = ? AND status = 'processing' AND worker = ?
 
 -- name: expired_leases
+-- (route, status) index ranges of the in-flight tasks of each route that has any
 SELECT id, route, attempts, worker FROM tasks
-WHERE status = 'processing' AND status NOT IN ('finished', 'skipped') AND lease_until < ?
-  AND (? IS NULL OR route = ?)
-ORDER BY id LIMIT ?
+WHERE route IN (SELECT route FROM counters WHERE status = 'processing' AND (?2 IS NULL OR route = ?3))
+  AND status = 'processing' AND lease_until < ?1
+ORDER BY id LIMIT ?4
 
 -- name: recover_task
 UPDATE tasks SET status = ?, updated_at = ?, lease_until = NULL, next_attempt_at = ?, error = ?
@@ -125,15 +127,18 @@ SELECT id, route, part, started_at, finished_at, status, summary, error, actor F
 WHERE route = ? AND part = ? AND status = 'ok' ORDER BY id DESC LIMIT 1
 
 -- name: cache_show
-SELECT f.route, f.identifier, f.fingerprint, f.task_id, t.status, COALESCE(t.last_seen_at, t.created_at)
-FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
-WHERE f.route = ? AND f.identifier = ?
+SELECT route, identifier, fingerprint, id, status, COALESCE(last_seen_at, created_at) FROM tasks
+WHERE route = ? AND identifier = ? AND fingerprint IS NOT NULL
+ORDER BY id DESC LIMIT 1
+
+-- name: cache_count_route
+SELECT COUNT(DISTINCT identifier) FROM tasks WHERE route = ? AND identifier IS NOT NULL AND fingerprint IS NOT NULL
 
 -- name: cache_clear_route
-DELETE FROM fingerprints WHERE route = ?
+UPDATE tasks SET fingerprint = NULL WHERE route = ? AND identifier IS NOT NULL AND fingerprint IS NOT NULL
 
 -- name: cache_clear_identifier
-DELETE FROM fingerprints WHERE route = ? AND identifier = ?
+UPDATE tasks SET fingerprint = NULL WHERE route = ? AND identifier = ? AND fingerprint IS NOT NULL
 
 -- name: storage_get
 SELECT value FROM storage WHERE name = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)
@@ -154,13 +159,14 @@ SELECT minute, kind, SUM(n) FROM throughput WHERE minute >= ? AND route = ? GROU
 
 -- name: top_errors
 SELECT route, status, error, COUNT(*) AS n, MAX(id) FROM tasks
-WHERE status IN ('failed', 'retry') AND status NOT IN ('finished', 'skipped') AND updated_at >= ?
+WHERE route IN (SELECT DISTINCT route FROM counters) AND status IN ('failed', 'retry') AND updated_at >= ?
   AND error IS NOT NULL
 GROUP BY route, status, error ORDER BY n DESC LIMIT ?
 
 -- name: oldest_due
 SELECT route, status, MIN(CASE WHEN status = 'waiting' THEN updated_at ELSE next_attempt_at END) FROM tasks
-WHERE status IN ('new', 'waiting', 'retry') AND status NOT IN ('finished', 'skipped') GROUP BY route, status
+WHERE route IN (SELECT DISTINCT route FROM counters) AND status IN ('new', 'waiting', 'retry')
+GROUP BY route, status
 
 -- name: route_states
 SELECT route, active, incoming_next, outgoing_next FROM route_state
