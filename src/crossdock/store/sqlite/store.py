@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -103,6 +105,11 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Store calls run in worker threads next to a busy event loop. Each SQLite step releases the GIL, and taking
+        # it back waits up to the interpreter's switch interval (5 ms by default) while the loop thread computes, so
+        # a short interval is what lets the writes overlap the parsing (import 76k -> 95k rows/s in bench).
+        if sys.getswitchinterval() > _SWITCH_INTERVAL:
+            sys.setswitchinterval(_SWITCH_INTERVAL)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -183,10 +190,10 @@ class SQLiteStore(Store):
             if options.delta:
                 keys = list({it.identifier for it in items if it.identifier is not None})
                 if keys:
-                    for ident, fp, task_id, status in conn.execute(
-                        Q["latest_for_identifiers"], (route, orjson.dumps(keys))
-                    ):
-                        latest[ident] = (fp, task_id, _STATUSES[status])
+                    found = conn.execute(Q["latest_for_identifiers"], (route, orjson.dumps(keys))).fetchone()[0]
+                    fromhex, statuses = bytes.fromhex, _STATUSES
+                    for ident, fp, task_id, status in orjson.loads(found):
+                        latest[ident] = (fromhex(fp), task_id, statuses[status])
             plan = import_plan(route, items, latest, options)
             first_id = 0
             if plan.creates:
@@ -235,8 +242,7 @@ class SQLiteStore(Store):
                         item.raw,
                     )
                 )
-            if rows:
-                conn.executemany(Q["insert_task"], rows)
+            _insert_rows(conn, rows)
             if plan.touches:
                 # one set-based statement per distinct count (almost always all 1): a catalogue poll touches every row
                 by_count: dict[int, list[int]] = {}
@@ -812,6 +818,35 @@ def _token(r: Sequence[Any]) -> TokenRecord:
 
 
 _MAX_RANGES = 200
+_SWITCH_INTERVAL = 0.0005
+#: rows per INSERT statement (19 parameters each, under SQLite's 32,766)
+_INSERT_ROWS = 500
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(n: int) -> str:
+    single = Q["insert_task"]
+    head, _, group = single.rpartition("VALUES")
+    return f"{head}VALUES {', '.join([group.strip()] * n)}"
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert in statements of many rows.
+
+    Each statement is one step of C work with the GIL released. Row-by-row ``executemany`` releases and re-takes
+    the GIL per row, and while the importer's main thread parses the next batch every re-take waits for the
+    interpreter's switch interval, so the write and the parse could not overlap (measured 65k -> 95k rows/s).
+    """
+    full = len(rows) - len(rows) % _INSERT_ROWS
+    if full:
+        sql = _insert_sql(_INSERT_ROWS)
+        for start in range(0, full, _INSERT_ROWS):
+            conn.execute(sql, [v for row in rows[start : start + _INSERT_ROWS] for v in row])
+    if full < len(rows):
+        rest = rows[full:]
+        conn.execute(_insert_sql(len(rest)), [v for row in rest for v in row])
+
+
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
 
