@@ -225,6 +225,23 @@ def test_delta_false_creates_every_time_and_records_nothing(store: Store) -> Non
     assert_counters_exact(store)
 
 
+def test_delta_compares_with_the_last_recorded_fingerprint_past_unrecorded_tasks(store: Store) -> None:
+    imp(store, [item("a", 1), item("b", 1)])
+    finish(store, 1)
+    # a delta: false run writes newer tasks of a without recording their fingerprint
+    imp(store, [item("a", 2)], now=at(1), delta=False)
+    imp(store, [item("a", 3)], now=at(2), delta=False)
+    assert store.cache_show(ROUTE, "a").task_id == 1  # type: ignore[union-attr]
+    # delta again: a compares with task 1 (finished, same data: an unchanged skipped task), b with task 2 as usual
+    counts = imp(store, [item("a", 1), item("b", 1)], now=at(3))
+    assert counts.unchanged_created == 2
+    assert counts.created == {"skipped": 2}
+    assert task(store, 5).related_task_id == 1
+    assert task(store, 6).related_task_id == 2
+    assert store.cache_show(ROUTE, "a").task_id == 5  # type: ignore[union-attr]
+    assert_counters_exact(store)
+
+
 def test_full_import_ignores_fingerprints_but_records_them(store: Store) -> None:
     imp(store, [item("a", 1)])
     finish(store, 1)

@@ -4,8 +4,15 @@
 UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'next_task_id' RETURNING CAST(value AS INTEGER)
 
 -- name: latest_for_identifiers
--- the latest task of each identifier is its highest id with a fingerprint: a backwards step in tasks_route_identifier.
+-- The newest task of each identifier: one backwards step in tasks_route_identifier. It is the latest for delta
+-- unless it carries no fingerprint (delta: false, cache cleared); store.py asks latest_with_fingerprint for those.
 -- One JSON row for the whole batch, so fetching it is one step of C work rather than one GIL round trip per row.
+SELECT json_group_array(json_array(j.value, hex(t.fingerprint), t.id, t.status))
+FROM json_each(?2) j
+JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
+
+-- name: latest_with_fingerprint
+-- the latest task of each identifier for delta: its highest id that carries a fingerprint
 SELECT json_group_array(json_array(j.value, hex(t.fingerprint), t.id, t.status))
 FROM json_each(?2) j
 JOIN tasks t ON t.id = (

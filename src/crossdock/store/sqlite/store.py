@@ -190,10 +190,7 @@ class SQLiteStore(Store):
             if options.delta:
                 keys = list({it.identifier for it in items if it.identifier is not None})
                 if keys:
-                    found = conn.execute(Q["latest_for_identifiers"], (route, orjson.dumps(keys))).fetchone()[0]
-                    fromhex, statuses = bytes.fromhex, _STATUSES
-                    for ident, fp, task_id, status in orjson.loads(found):
-                        latest[ident] = (fromhex(fp), task_id, statuses[status])
+                    latest = _latest(conn, route, keys)
             plan = import_plan(route, items, latest, options)
             first_id = 0
             if plan.creates:
@@ -848,6 +845,25 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
+
+
+def _latest(conn: sqlite3.Connection, route: str, keys: list[str]) -> dict[str, tuple[bytes, int, Status | None]]:
+    """The latest fingerprinted task of each identifier (fingerprint, id, status); unknown ones are left out."""
+    latest: dict[str, tuple[bytes, int, Status | None]] = {}
+    fromhex, statuses = bytes.fromhex, _STATUSES
+    unrecorded = []
+    for query in ("latest_for_identifiers", "latest_with_fingerprint"):
+        found = conn.execute(Q[query], (route, orjson.dumps(keys))).fetchone()[0]
+        for ident, fp, task_id, status in orjson.loads(found):
+            if fp:  # hex() of NULL is ''
+                latest[ident] = (fromhex(fp), task_id, statuses[status])
+            else:
+                unrecorded.append(ident)
+        if not unrecorded:
+            break
+        # rare: the newest task has no fingerprint; look further back for these identifiers only
+        keys, unrecorded = unrecorded, []
+    return latest
 
 
 def _where(selection: TaskFilter) -> tuple[str, list[Any]]:
