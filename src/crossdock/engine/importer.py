@@ -106,8 +106,10 @@ class _RouteState:
     options: ImportOptions = field(default_factory=ImportOptions)
     #: the batch being written while the next one is parsed (at most one per route, so batches stay in order)
     pending: asyncio.Task[None] | None = None
-    #: route transform → identifier → validation → fingerprint, compiled once per run
-    accept: Callable[[dict[str, Any]], None] = field(default=lambda _e: None)
+
+
+#: route transform → identifier → validation → fingerprint for one or more routes, compiled once per run
+Acceptor = Callable[[dict[str, Any]], None]
 
 
 class Importer:
@@ -167,21 +169,20 @@ class Importer:
             options = ImportOptions(
                 delta=route.config.delta, supersede=route.config.supersede, full=full, priority=route.priority
             )
-            state = _RouteState(route, rs, options=options)
-            state.accept = self._acceptor(state)
-            states.append(state)
+            states.append(_RouteState(route, rs, options=options))
         if not states:
             summary.duration_s = time.perf_counter() - started
             return summary
         batch_size = incoming.config.batch_size
+        acceptors = [self._acceptor(group) for group in _same_work(states)]
         source = None
         try:
             if records is not None:
-                await self._feed(incoming, states, records, summary, batch_size)
+                await self._feed(incoming, states, acceptors, records, summary, batch_size)
             else:
                 source = incoming.source_class(incoming.source_options, self._context(incoming, full))
                 async for page in source.pages():
-                    await self._feed(incoming, states, page, summary, batch_size)
+                    await self._feed(incoming, states, acceptors, page, summary, batch_size)
                     if progress is not None:
                         progress(summary.read)
             for state in states:
@@ -238,6 +239,7 @@ class Importer:
         self,
         incoming: CompiledIncoming,
         states: list[_RouteState],
+        acceptors: list[Acceptor],
         records: list[Any],
         summary: ImportSummary,
         batch_size: int,
@@ -248,16 +250,21 @@ class Importer:
             room = max(batch_size - max(len(s.items) for s in states), 1)
             chunk = records[start : start + room]
             start += len(chunk)
-            self._feed_chunk(incoming, states, chunk, summary)
+            self._feed_chunk(incoming, states, acceptors, chunk, summary)
             for state in states:
                 if len(state.items) >= batch_size:
                     await self._flush(state)
 
     def _feed_chunk(
-        self, incoming: CompiledIncoming, states: list[_RouteState], records: list[Any], summary: ImportSummary
+        self,
+        incoming: CompiledIncoming,
+        states: list[_RouteState],
+        acceptors: list[Acceptor],
+        records: list[Any],
+        summary: ImportSummary,
     ) -> None:
         redact = self.project.redact
-        in_pipeline = incoming.pipeline
+        in_pipeline = incoming.pipeline if incoming.pipeline else None
         summary.read += len(records)
         for record in records:
             if isinstance(record, Malformed):
@@ -268,7 +275,7 @@ class Importer:
                     )
                 continue
             try:
-                entities = in_pipeline.apply(record) if in_pipeline else [record]
+                entities = in_pipeline.apply(record) if in_pipeline is not None else [record]
             except RecordFiltered as exc:
                 for state in states:
                     self._filtered(state, record, f"incoming {incoming.name}: {exc.message}")
@@ -278,11 +285,18 @@ class Importer:
                     self._rejected(state, record, f"incoming {incoming.name}: {exc.message}")
                 continue
             for entity in entities:
-                for state in states:
-                    state.accept(entity)
+                for accept in acceptors:
+                    accept(entity)
 
-    def _acceptor(self, state: _RouteState) -> Callable[[dict[str, Any]], None]:
-        """One route's per-record work as a closure over its compiled config: the import hot path."""
+    def _acceptor(self, group: list[_RouteState]) -> Acceptor:
+        """The per-record work of routes that do the same work, as a closure over their compiled config.
+
+        This is the import hot path. Routes of a shared incoming with no transform of their own, the same
+        identifier and the same validation get one serialisation and fingerprint per record, and the same item.
+        """
+        if len(group) > 1:
+            return self._shared_acceptor(group)
+        state = group[0]
         route = state.route
         summary = state.summary
         pipeline = route.pipeline if route.pipeline else None
@@ -335,6 +349,42 @@ class Importer:
 
         return accept
 
+    def _shared_acceptor(self, group: list[_RouteState]) -> Acceptor:
+        """One acceptance for several routes (see :func:`_same_work`): a fan-out costs one route's parse work."""
+        first = group[0].route
+        identify = first.identifier
+        limit = first.config.validate_.max_entity_bytes
+        status = Status.PROCESSING if first.config.realtime else Status.NEW
+        dumps, digest, sort_keys = orjson.dumps, xxhash.xxh3_128_digest, _DUMPS_OPTS
+        spec = _spec(first.config.identifier)
+        lists = [state.items for state in group]
+
+        def accept(entity: dict[str, Any]) -> None:
+            ident = identify(entity)
+            if ident is None:
+                for state in group:
+                    self._rejected(state, entity, f"identifier {spec} is missing or empty in the record")
+                return
+            try:
+                data = dumps(entity, option=sort_keys)
+            except TypeError as exc:
+                for state in group:
+                    self._rejected(state, entity, f"the record cannot be stored as JSON: {exc}")
+                return
+            if limit is not None and len(data) > limit:
+                reason = f"validate.max_entity_bytes: entity is {len(data)} bytes, over the limit of {limit}"
+                rejected = ImportItem(Status.REJECTED, ident, data, digest(data), reason)
+                for state in group:
+                    state.summary.rejected += 1
+                    state.items.append(rejected)
+                return
+            # the stores only read items, so every route's batch can hold the same one
+            item = ImportItem(status, ident, data, digest(data))
+            for items in lists:
+                items.append(item)
+
+        return accept
+
     def _filtered(self, state: _RouteState, record: Any, reason: str) -> None:
         state.summary.filtered += 1
         data, ident = _best_effort(state.route, record)
@@ -379,6 +429,25 @@ class Importer:
         state.summary.add(counts)
         if counts.processing_ids and self.on_realtime is not None:
             await self.on_realtime(state.route, counts.processing_ids)
+
+
+def _same_work(states: list[_RouteState]) -> list[list[_RouteState]]:
+    """Group routes whose per-record work is identical: no route transform or schema, same identifier, limit and
+    realtime flag. Anything else gets its own acceptor."""
+    groups: dict[Any, list[_RouteState]] = {}
+    alone: list[list[_RouteState]] = []
+    for state in states:
+        route = state.route
+        if route.pipeline or route.schema_validator is not None:
+            alone.append([state])
+            continue
+        key = (
+            _spec(route.config.identifier),
+            route.config.validate_.max_entity_bytes,
+            route.config.realtime,
+        )
+        groups.setdefault(key, []).append(state)
+    return [*groups.values(), *alone]
 
 
 def _best_effort(route: CompiledRoute, record: Any) -> tuple[bytes | None, str | None]:
