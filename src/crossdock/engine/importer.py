@@ -357,7 +357,6 @@ class Importer:
         status = Status.PROCESSING if first.config.realtime else Status.NEW
         dumps, digest, sort_keys = orjson.dumps, xxhash.xxh3_128_digest, _DUMPS_OPTS
         spec = _spec(first.config.identifier)
-        lists = [state.items for state in group]
 
         def accept(entity: dict[str, Any]) -> None:
             ident = identify(entity)
@@ -380,8 +379,8 @@ class Importer:
                 return
             # the stores only read items, so every route's batch can hold the same one
             item = ImportItem(status, ident, data, digest(data))
-            for items in lists:
-                items.append(item)
+            for state in group:  # state.items is replaced at every flush: look it up each time
+                state.items.append(item)
 
         return accept
 

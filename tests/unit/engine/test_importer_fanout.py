@@ -18,6 +18,7 @@ database: sqlite:///unused.db
 incomings:
   feed:
     source: {type: file, path: in.ndjson}
+    batch_size: 2  # several flushes, so each route's batch list is replaced while records keep coming
 routes:
   plain-a:
     incoming: feed
@@ -41,26 +42,28 @@ routes:
 def test_routes_with_the_same_work_share_it_and_keep_their_own_tasks(tmp_path: Path) -> None:
     (tmp_path / "crossdock.yaml").write_text(CONFIG)
     records = [{"sku": "A", "n": 1}, {"n": 2}, {"sku": "BIG", "text": "x" * 300}, {"sku": "C", "n": 3}]
+    records += [{"sku": f"more-{i}"} for i in range(7)]
     (tmp_path / "in.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     project = load_project(tmp_path / "crossdock.yaml")
     store = MemoryStore()
     store.ensure_routes(project.routes)
     summary = asyncio.run(Importer(project, store).run_incoming(project.incomings["feed"]))
-    assert summary.read == 4
+    assert summary.read == 11
     for name in ("plain-a", "plain-b"):
         route = summary.routes[name]
-        assert route.by_status == {"new": 2, "rejected": 2}, name
-        tasks = {t.identifier: t for t in store.list_tasks(TaskFilter(route=name), limit=10)[0]}
+        assert route.by_status == {"new": 9, "rejected": 2}, name
+        assert store.stats(name).by_status["new"] == 9
+        tasks = {t.identifier: t for t in store.list_tasks(TaskFilter(route=name), limit=20)[0]}
         assert tasks["A"].status is Status.NEW and tasks["C"].status is Status.NEW
         assert tasks["BIG"].status is Status.REJECTED
         assert "max_entity_bytes" in (tasks["BIG"].error or "")
         missing = tasks[None]  # type: ignore[index]
         assert missing.status is Status.REJECTED and "identifier sku is missing" in (missing.error or "")
-    a = {t.identifier: t for t in store.list_tasks(TaskFilter(route="plain-a"), limit=10)[0]}
-    b = {t.identifier: t for t in store.list_tasks(TaskFilter(route="plain-b"), limit=10)[0]}
+    a = {t.identifier: t for t in store.list_tasks(TaskFilter(route="plain-a"), limit=20)[0]}
+    b = {t.identifier: t for t in store.list_tasks(TaskFilter(route="plain-b"), limit=20)[0]}
     assert a["A"].id != b["A"].id and a["A"].fingerprint == b["A"].fingerprint
     # the route with its own transform did its own work: another entity, another fingerprint, no size limit
-    own = {t.identifier: t for t in store.list_tasks(TaskFilter(route="own-transform"), limit=10)[0]}
+    own = {t.identifier: t for t in store.list_tasks(TaskFilter(route="own-transform"), limit=20)[0]}
     assert own["A"].entity == {"sku": "A", "n": 1, "seen_by": "own"}
     assert own["A"].fingerprint != a["A"].fingerprint
     assert own["BIG"].status is Status.NEW
