@@ -68,6 +68,11 @@ UPDATE tasks SET status = ?, updated_at = ?, error = NULL, next_attempt_at = NUL
 WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing' AND worker = ?
 RETURNING id, route
 
+-- name: insert_export_logs
+-- one export log line for each task id of a JSON list, all alike: one statement instead of a row per line
+INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
+SELECT value, ?, ?, 'export', ?, 'processing', ?, ?, ? FROM json_each(?)
+
 -- name: settle_task
 UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL, result = ?
 WHERE id = ? AND status = 'processing' AND worker = ?

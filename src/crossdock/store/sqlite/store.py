@@ -363,10 +363,12 @@ class SQLiteStore(Store):
     def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
         now_ts = now.timestamp()
         changed = 0
+        dumps = orjson.dumps
         with self._tx() as conn:
             deltas: Counter[tuple[str, str]] = Counter()
             per_minute: Counter[tuple[str, str]] = Counter()
-            logs: list[tuple[Any, ...]] = []
+            # export log lines by (level, worker, to, message, details): a batch's lines are mostly alike
+            logs: dict[tuple[str, str, str, str, bytes | None], list[int]] = {}
             # plain successes (no error, result or next attempt) of one worker settle in one set-based statement
             plain: dict[tuple[Action, str], dict[int, Settlement]] = {}
             for s in settlements:
@@ -387,7 +389,7 @@ class SQLiteStore(Store):
                         now_ts,
                         s.error,
                         ts(s.next_attempt_at),
-                        orjson.dumps(s.result) if s.result is not None else None,
+                        dumps(s.result) if s.result is not None else None,
                         s.task_id,
                         s.worker,
                     ),
@@ -395,11 +397,8 @@ class SQLiteStore(Store):
                 if row is not None:
                     changed += 1
                     _count_settled(row[0], target.value, 1, deltas, per_minute)
-                    details = orjson.dumps(s.details) if s.details else None
-                    logs.append(
-                        (s.task_id, now_ts, s.level, "export", s.worker, "processing", target.value, s.message, details)
-                    )
-            dumps = orjson.dumps
+                    line = (s.level, s.worker, target.value, s.message, dumps(s.details) if s.details else None)
+                    logs.setdefault(line, []).append(s.task_id)
             for (action, worker), by_id in plain.items():
                 to = TRANSITIONS[action].target.value
                 rows = conn.execute(Q["settle_many"], (to, now_ts, dumps(list(by_id)), worker)).fetchall()
@@ -408,10 +407,14 @@ class SQLiteStore(Store):
                     _count_settled(route, to, n, deltas, per_minute)
                 for task_id, _route in rows:
                     s = by_id[task_id]
-                    details = dumps(s.details) if s.details else None
-                    logs.append((task_id, now_ts, s.level, "export", worker, "processing", to, s.message, details))
+                    line = (s.level, worker, to, s.message, dumps(s.details) if s.details else None)
+                    ids = logs.get(line)
+                    if ids is None:
+                        logs[line] = [task_id]
+                    else:
+                        ids.append(task_id)
             self._add_counters(conn, deltas)
-            self._logs(conn, logs)
+            _insert_export_logs(conn, now_ts, logs)
             minute = int(now_ts // 60)
             if per_minute:
                 conn.executemany(Q["add_throughput"], [(minute, r, k, n) for (r, k), n in per_minute.items()])
@@ -817,6 +820,25 @@ class SQLiteStore(Store):
 _THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
 #: the delivery results :meth:`SQLiteStore.settle` applies
 _SETTLES = frozenset(a for a in Action if settles_from_processing(a))
+
+
+def _insert_export_logs(
+    conn: sqlite3.Connection, now_ts: float, logs: dict[tuple[str, str, str, str, bytes | None], list[int]]
+) -> None:
+    """Alike lines (the common case: one message per attempt number) go in one INSERT ... SELECT over their ids,
+    ~3x cheaper per line than a row each; lines of their own (durations, errors) go row by row."""
+    single: list[tuple[Any, ...]] = []
+    for (level, worker, to, message, details), ids in logs.items():
+        if len(ids) >= _GROUPED_LOGS:
+            conn.execute(Q["insert_export_logs"], (now_ts, level, worker, to, message, details, orjson.dumps(ids)))
+        else:
+            single += [(i, now_ts, level, "export", worker, "processing", to, message, details) for i in ids]
+    if single:
+        conn.executemany(Q["insert_log"], single)
+
+
+#: from this many alike lines on, one INSERT ... SELECT beats a row each
+_GROUPED_LOGS = 4
 
 
 def _count_settled(
