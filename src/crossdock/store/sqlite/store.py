@@ -340,23 +340,28 @@ class SQLiteStore(Store):
     ) -> list[Task]:
         now_ts = now.timestamp()
         until_ts = lease_until.timestamp()
-        claimed: list[Task] = []
+        found: list[tuple[Status, list[Any]]] = []
         with self._tx() as conn:
             deltas: Counter[tuple[str, str]] = Counter()
+            want = limit
             for source, query, params in (
                 (Status.RETRY, Q["claim_retry"], (worker, until_ts, now_ts, now_ts, route)),
                 (Status.NEW, Q["claim_new"], (worker, until_ts, now_ts, route, now_ts)),
             ):
-                want = limit - len(claimed)
                 if want <= 0:
                     break
                 rows = conn.execute(query, (*params, want)).fetchall()
                 if rows:
-                    claimed += _claimed_tasks(rows, route, source, worker, now_ts, until_ts)
+                    found.append((source, rows))
+                    want -= len(rows)
                     deltas[(route, source.value)] -= len(rows)
                     deltas[(route, Status.PROCESSING.value)] += len(rows)
             self._add_counters(conn, deltas)
-        if len(claimed) > 1:
+        # built after the commit, outside the lock: another thread's settle can run its SQL meanwhile
+        claimed: list[Task] = []
+        for source, rows in found:
+            claimed += _claimed_tasks(rows, route, source, worker, now_ts, until_ts)
+        if len(found) > 1:
             claimed.sort(key=_task_id)
         return claimed
 
@@ -364,28 +369,34 @@ class SQLiteStore(Store):
         now_ts = now.timestamp()
         changed = 0
         dumps = orjson.dumps
+        # Sorted and encoded before the transaction, so the store's lock is held for the SQL only.
+        # Plain successes (no error, result or next attempt) of one worker settle in one set-based statement;
+        # each keeps its log line key (level, worker, to, message, details): a batch's lines are mostly alike
+        plain: dict[tuple[Action, str], dict[int, _LogKey]] = {}
+        others: list[Settlement] = []
+        for s in settlements:
+            action = s.action
+            if action not in _SETTLES:
+                continue
+            if s.error is None and s.next_attempt_at is None and s.result is None:
+                group = plain.get((action, s.worker))
+                if group is None:
+                    group = plain[(action, s.worker)] = {}
+                if s.task_id not in group:
+                    to = _TARGETS[action]
+                    group[s.task_id] = (s.level, s.worker, to, s.message, dumps(s.details) if s.details else None)
+            else:
+                others.append(s)
+        logs: dict[_LogKey, list[int]] = {}
+        deltas: Counter[tuple[str, str]] = Counter()
+        per_minute: Counter[tuple[str, str]] = Counter()
         with self._tx() as conn:
-            deltas: Counter[tuple[str, str]] = Counter()
-            per_minute: Counter[tuple[str, str]] = Counter()
-            # export log lines by (level, worker, to, message, details): a batch's lines are mostly alike
-            logs: dict[tuple[str, str, str, str, bytes | None], list[int]] = {}
-            # plain successes (no error, result or next attempt) of one worker settle in one set-based statement
-            plain: dict[tuple[Action, str], dict[int, Settlement]] = {}
-            for s in settlements:
-                if s.action not in _SETTLES:
-                    continue
-                if s.error is None and s.next_attempt_at is None and s.result is None:
-                    key = (s.action, s.worker)
-                    group = plain.get(key)
-                    if group is None:
-                        group = plain[key] = {}
-                    group[s.task_id] = s
-                    continue
-                target = TRANSITIONS[s.action].target
+            for s in others:
+                to = _TARGETS[s.action]
                 row = conn.execute(
                     Q["settle_task"],
                     (
-                        target.value,
+                        to,
                         now_ts,
                         s.error,
                         ts(s.next_attempt_at),
@@ -396,18 +407,17 @@ class SQLiteStore(Store):
                 ).fetchone()
                 if row is not None:
                     changed += 1
-                    _count_settled(row[0], target.value, 1, deltas, per_minute)
-                    line = (s.level, s.worker, target.value, s.message, dumps(s.details) if s.details else None)
+                    _count_settled(row[0], to, 1, deltas, per_minute)
+                    line = (s.level, s.worker, to, s.message, dumps(s.details) if s.details else None)
                     logs.setdefault(line, []).append(s.task_id)
             for (action, worker), by_id in plain.items():
-                to = TRANSITIONS[action].target.value
+                to = _TARGETS[action]
                 rows = conn.execute(Q["settle_many"], (to, now_ts, dumps(list(by_id)), worker)).fetchall()
                 changed += len(rows)
                 for route, n in Counter(route for _id, route in rows).items():
                     _count_settled(route, to, n, deltas, per_minute)
                 for task_id, _route in rows:
-                    s = by_id[task_id]
-                    line = (s.level, worker, to, s.message, dumps(s.details) if s.details else None)
+                    line = by_id[task_id]
                     ids = logs.get(line)
                     if ids is None:
                         logs[line] = [task_id]
@@ -820,11 +830,12 @@ class SQLiteStore(Store):
 _THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
 #: the delivery results :meth:`SQLiteStore.settle` applies
 _SETTLES = frozenset(a for a in Action if settles_from_processing(a))
+_TARGETS = {a: TRANSITIONS[a].target.value for a in _SETTLES}
+#: an export log line but its task id: (level, worker, to status, message, details)
+_LogKey = tuple[str, str, str, str, bytes | None]
 
 
-def _insert_export_logs(
-    conn: sqlite3.Connection, now_ts: float, logs: dict[tuple[str, str, str, str, bytes | None], list[int]]
-) -> None:
+def _insert_export_logs(conn: sqlite3.Connection, now_ts: float, logs: dict[_LogKey, list[int]]) -> None:
     """Alike lines (the common case: one message per attempt number) go in one INSERT ... SELECT over their ids,
     ~3x cheaper per line than a row each; lines of their own (durations, errors) go row by row."""
     single: list[tuple[Any, ...]] = []
