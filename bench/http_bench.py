@@ -13,23 +13,22 @@ Measures, each ``--repeat`` times keeping the best (the machine may be shared):
 The shop runs as ``python -m crossdock.mock shop --no-record-bodies`` and the ERP as ``python -m crossdock.mock erp``,
 each in its own process, so they do not share the GIL with the client being measured.
 
-Results: Python 3.11.7, 2 vCPU shared with other work (load average 3.2-3.9 during the run, i.e. CPU-starved),
-100,000 tasks, best of 2, ``python bench/http_bench.py`` (2026-11-25):
+Results: Python 3.11.7, 2 vCPU shared with other work (load average 2.1-3.3 during the run),
+100,000 tasks, best of 2, ``python bench/http_bench.py --only bare --only single --only batched --only noop``
+(2026-11-25), then the same with the code before the export work, right after:
 
-    bare aiohttp, 64 concurrent PUTs          5,227/s   (runs: 3,828 and 5,227; the shop process is the bound)
-    crossdock export, 1 request/task          3,114/s   (runs: 2,269 and 3,114) = 60% of bare  (goal >= 70%)
-    crossdock export, batch.size 100         22,595/s   (runs: 18,524 and 22,595; 1,000 requests) (goal >= 30,000)
-    crossdock export, no-op target           25,065/s   (claim + settle alone: the SQLite store's ceiling here)
-    crossdock import, HTTP source (cursor)   36,086/s   (runs: 32,204 and 36,086)                  (goal >= 30,000)
+    bare aiohttp, 64 concurrent PUTs          4,416/s   (runs: 4,136 and 4,416; before: 4,740)
+    crossdock export, 1 request/task          2,561/s   (runs: 2,561 and 2,411) = 58% of bare (before: 2,646 = 56%)
+                                                        (goal >= 70%)
+    crossdock export, batch.size 100         20,624/s   (runs: 20,624 and 20,509; before: 15,294) (goal >= 30,000)
+    crossdock export, no-op target           33,043/s   (runs: 33,043 and 30,883; before: 21,892)
+    crossdock import, HTTP source (cursor)   36,086/s   (earlier run, load 3.2-3.9)             (goal >= 30,000)
 
-A second bare/single run after the urljoin fix (``--only bare --only single``) landed while the load average rose
-from 3.8 to 9.6: bare 2,234/s, crossdock 1,381/s (62%); not comparable, kept for honesty.
-
-Where the time goes (cProfile, timers around the store): one request per task is bound by aiohttp's own request
-path and the shop process; crossdock's connector code is ~5% of the main thread after removing ``urljoin``. The
-gap to bare aiohttp is the SQLite claim + settle work (~40 µs/task of GIL time in worker threads) that a bare loop
-does not do. The batch export runs at ~90% of the no-op target's rate: it is bound by the store, not by HTTP, so
-30,000/s needs a faster store (or an idle machine), not a faster connector.
+Where the time goes (cProfile): one request per task is bound by aiohttp's own request path and the shop
+process; crossdock's code is ~12% of the event loop's time. The store thread's claim + settle work (now about
+two thirds of what it was) competes with both for the 2 cores. The batched export is bound by the store and the
+per-item result matching; with the no-op target at ~33,000/s, 30,000/s batched needs an idle machine or a
+cheaper store still.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,47 +215,59 @@ class Exporter:
         sem: asyncio.Semaphore,
         summary: ExportSummary,
     ) -> None:
+        ids = [t.id for t in tasks]
         in_flight = self._in_flight.setdefault(route.name, set())
-        in_flight.update(t.id for t in tasks)
+        in_flight.update(ids)
         settlements: list[Settlement] = []
         unstarted: list[int] = []
+        settle = _Settler(self, route).settlement
         try:
-            ready: list[tuple[Task, Any]] = []
-            for task in tasks:
-                entity, early = self._transform(route, task)
-                if early is not None:
-                    settlements.append(early)
-                else:
-                    ready.append((task, entity))
+            if route.outgoing_pipeline:
+                ready: list[tuple[Task, Any]] = []
+                for task in tasks:
+                    entity, early = self._transform(route, task)
+                    if early is not None:
+                        settlements.append(early)
+                    else:
+                        ready.append((task, entity))
+            else:
+                ready = [(task, task.entity) for task in tasks]
             if target.supports_batch and ready:
                 async with self._slot(route):
                     if self._stopping:
                         unstarted += [t.id for t, _ in ready]
                     else:
                         outcomes = await target.deliver_batch(ready)
-                        for (task, _entity), outcome in zip(ready, outcomes, strict=True):
-                            settlements.append(self._settlement(route, task, outcome, None))
+                        settlements += [
+                            settle(task, outcome, None)
+                            for (task, _entity), outcome in zip(ready, outcomes, strict=True)
+                        ]
             elif ready:
+                pending = iter(ready)
+                perf_counter = time.perf_counter
 
-                async def one(task: Task, entity: Any) -> None:
-                    async with sem, self._slot(route):
-                        if self._stopping:
-                            unstarted.append(task.id)
-                            return
-                        started = time.perf_counter()
-                        try:
-                            outcome: Delivered | Exception = await target.deliver(task, entity)
-                        except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
-                            outcome = exc
-                        seconds = time.perf_counter() - started
-                        settlements.append(self._settlement(route, task, outcome, seconds))
+                # a pool of workers pulling from one iterator, not a coroutine per task: no asyncio Task and no
+                # semaphore waiter per delivery. The semaphore still caps the route across overlapping batches.
+                async def deliver_some() -> None:
+                    for task, entity in pending:
+                        async with sem, self._slot(route):
+                            if self._stopping:
+                                unstarted.append(task.id)
+                                continue
+                            started = perf_counter()
+                            try:
+                                outcome: Delivered | Exception = await target.deliver(task, entity)
+                            except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
+                                outcome = exc
+                            settlements.append(settle(task, outcome, perf_counter() - started))
 
-                await asyncio.gather(*(one(t, e) for t, e in ready))
+                workers = min(route.config.outgoing.concurrency, len(ready))
+                await asyncio.gather(*(deliver_some() for _ in range(workers)))
         except BaseException:
             # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
             settled = {s.task_id for s in settlements}
-            self._finish_sync(settlements, [t.id for t in tasks if t.id not in settled])
-            in_flight.difference_update(t.id for t in tasks)
+            self._finish_sync(settlements, [i for i in ids if i not in settled])
+            in_flight.difference_update(ids)
             raise
         try:
             await asyncio.to_thread(self.store.settle, settlements, now=_now())
@@ -262,10 +275,10 @@ class Exporter:
                 summary.released += await asyncio.to_thread(
                     self.store.release, unstarted, worker=self.worker, now=_now()
                 )
-            for s in settlements:
-                summary.count(_STATUS_OF[s.action])
+            for action, n in Counter(s.action for s in settlements).items():
+                summary.count(_STATUS_OF[action], n)
         finally:
-            in_flight.difference_update(t.id for t in tasks)
+            in_flight.difference_update(ids)
 
     def _finish_sync(self, settlements: list[Settlement], release: list[int]) -> None:
         """Settle and release without awaiting: this runs while the task is being cancelled."""
@@ -301,32 +314,52 @@ class Exporter:
             )
         return (results[0] if len(results) == 1 else results), None
 
-    def _settlement(
-        self, route: CompiledRoute, task: Task, outcome: Delivered | Exception, seconds: float | None
-    ) -> Settlement:
-        redact = self.project.redact
-        attempt = f"attempt {task.attempts}"
-        policy = route.config.retry
-        if policy is not None:
-            attempt += f" of {policy.max_attempts}"
-        claimed = {"claimed_from": (task.claimed_from or task.status).value}
+
+class _Settler:
+    """Turns delivery outcomes of one route into settlements. Built once per batch: the route's constants and
+    the "attempt N of M by worker" prefix (one per attempt number) are worked out once, not once per task."""
+
+    __slots__ = ("_prefixes", "max_attempts", "policy", "redact", "route", "success", "suffix", "worker")
+
+    def __init__(self, exporter: Exporter, route: CompiledRoute) -> None:
+        self.route = route
+        self.worker = exporter.worker
+        self.redact = exporter.project.redact
+        self.policy = route.config.retry
+        self.max_attempts = f" of {self.policy.max_attempts}" if self.policy is not None else ""
+        waiting = route.config.waiting
+        self.success = Action.DELIVERED_WAITING if waiting else Action.DELIVERED
+        self.suffix = "; waiting for a decision" if waiting else ""
+        self._prefixes: dict[int, str] = {}
+
+    def _prefix(self, attempts: int) -> str:
+        prefix = self._prefixes.get(attempts)
+        if prefix is None:
+            prefix = self._prefixes[attempts] = f"attempt {attempts}{self.max_attempts} by {self.worker}: "
+        return prefix
+
+    def settlement(self, task: Task, outcome: Delivered | Exception, seconds: float | None) -> Settlement:
+        claimed_from = (task.claimed_from or task.status)._value_
         if isinstance(outcome, Delivered):
-            if seconds is not None and "duration_ms" not in outcome.details:
-                outcome.details = {**outcome.details, "duration_ms": round(seconds * 1000, 1)}
-            action = Action.DELIVERED_WAITING if route.config.waiting else Action.DELIVERED
-            suffix = "; waiting for a decision" if route.config.waiting else ""
+            details: dict[str, Any] = {"claimed_from": claimed_from}
+            details.update(outcome.details)
+            if seconds is not None and "duration_ms" not in details:
+                details["duration_ms"] = round(seconds * 1000, 1)
             return Settlement(
                 task.id,
-                action,
+                self.success,
                 self.worker,
                 result=outcome.result,
-                message=f"{attempt} by {self.worker}: {outcome.message}{suffix}",
-                details={**claimed, **outcome.details},
+                message=f"{self._prefix(task.attempts)}{outcome.message}{self.suffix}",
+                details=details,
             )
+        redact = self.redact
+        policy = self.policy
+        prefix = self._prefix(task.attempts)
         if isinstance(outcome, DeliveryError):
             error = redact(outcome.message)
-            details = {**claimed, **outcome.details}
-            details["error_class"] = "transient" if isinstance(outcome, TransientError) else "permanent"
+            failure: dict[str, Any] = {"claimed_from": claimed_from, **outcome.details}
+            failure["error_class"] = "transient" if isinstance(outcome, TransientError) else "permanent"
             if isinstance(outcome, TransientError) and policy is not None and task.attempts < policy.max_attempts:
                 delay = next_delay(task.attempts, policy, outcome.retry_after)
                 return Settlement(
@@ -336,8 +369,8 @@ class Exporter:
                     error=error,
                     next_attempt_at=_now() + timedelta(seconds=delay),
                     level="warning",
-                    message=f"{attempt} by {self.worker}: {error}; next attempt in {delay:.1f} s",
-                    details=details,
+                    message=f"{prefix}{error}; next attempt in {delay:.1f} s",
+                    details=failure,
                 )
             why = ""
             if isinstance(outcome, TransientError):
@@ -350,9 +383,10 @@ class Exporter:
                 self.worker,
                 error=error,
                 level="error",
-                message=f"{attempt} by {self.worker}: {error}{why}",
-                details=details,
+                message=f"{prefix}{error}{why}",
+                details=failure,
             )
+        route = self.route
         log.exception("connector bug while delivering task %s", task.id, exc_info=outcome)
         error = redact(f"internal error in target {route.target_options.type}: {type(outcome).__name__}: {outcome}")
         return Settlement(
@@ -361,8 +395,8 @@ class Exporter:
             self.worker,
             error=error,
             level="error",
-            message=f"{attempt} by {self.worker}: {error}",
-            details={**claimed, "error_class": "internal"},
+            message=f"{prefix}{error}",
+            details={"claimed_from": claimed_from, "error_class": "internal"},
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from store_helpers import (
@@ -48,6 +49,39 @@ def test_claim_sets_lease_worker_and_counts_the_attempt(store: Store) -> None:
         assert stored.updated_at == at(5)
     assert claim(store, now=at(6)) == []
     assert store.stats().by_status["processing"] == 2
+    assert_counters_exact(store)
+
+
+def test_a_claimed_task_is_the_stored_task(store: Store) -> None:
+    # the claim builds its tasks from the columns it did not set itself; they must read as the stored row does
+    imp(store, [item("a", 1), item("b", 2)], now=at(1), priority=3)
+    imp(store, [item("c", 3)], now=at(2))
+    to_retry(store, claim(store, limit=1, now=at(3))[0].id, when=10, now=4)
+    for got in claim(store, now=at(11), lease=30):
+        assert got.claimed_from is (Status.RETRY if got.id == 1 else Status.NEW)
+        assert replace(got, claimed_from=None) == task(store, got.id)
+
+
+def test_settle_logs_every_task_alike_or_not(store: Store) -> None:
+    # lines that differ only by task id and lines of their own, in one settle: each task gets its own line
+    imp(store, [item(str(i)) for i in range(12)])
+    got = claim(store, now=at(1))
+    settlements = [
+        Settlement(t.id, Action.DELIVERED, WORKER, message="accepted", details={"claimed_from": "new"}) for t in got[:8]
+    ]
+    settlements += [
+        Settlement(t.id, Action.DELIVERED, WORKER, message="accepted", details={"n": t.id}) for t in got[8:10]
+    ]
+    settlements.append(Settlement(got[10].id, Action.DELIVERY_FAILED, WORKER, error="400", message="refused"))
+    settlements.append(Settlement(got[11].id, Action.DELIVERED, WORKER, message="ok"))
+    assert store.settle(settlements, now=at(2)) == 12
+    for s in settlements:
+        lines = store.task_logs(s.task_id)
+        assert [(ln.from_status, ln.to_status, ln.message, ln.details, ln.actor, ln.at) for ln in lines[-1:]] == [
+            (Status.PROCESSING, TRANSITIONS[s.action].target, s.message, s.details, WORKER, at(2))
+        ]
+        assert_logs_obey_transitions(store, s.task_id)
+    assert store.stats().by_status["finished"] == 11
     assert_counters_exact(store)
 
 

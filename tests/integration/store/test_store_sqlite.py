@@ -27,9 +27,9 @@ def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> No
     due = at(0).timestamp()
     cases = [
         # due retries come from the partial index on (status, next_attempt_at) WHERE status = 'retry'
-        ("due_retry", (due, ROUTE), "tasks_retry_due", "status=? AND next_attempt_at<?"),
-        # new work in arrival order from the partial (route, status, id) index: no sort, no scan
-        ("due_new", (ROUTE, due), "tasks_route_status_id", "route=? AND status=?"),
+        ("claim_retry", ("w", 1.0, 2.0, due, ROUTE), "tasks_retry_due", "status=? AND next_attempt_at<?"),
+        # new work in arrival order from the (route, status, id) index: no sort, no scan
+        ("claim_new", ("w", 1.0, 2.0, ROUTE, due), "tasks_route_status_id", "route=? AND status=?"),
     ]
     for name, params, index, condition in cases:
         plan = sqlite_store.explain(Q[name], (*params, 10))
@@ -38,10 +38,8 @@ def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> No
         assert any(index in line and condition in line for line in searches), text
         assert not any(line.startswith("SCAN tasks") for line in plan), text
         assert "USE TEMP B-TREE FOR ORDER BY" not in text, text
-    # the claim itself updates by primary key
-    plan = sqlite_store.explain(Q["claim_ids"], ("w", 1.0, 2.0, "[1, 2]"))
-    assert any("INTEGER PRIMARY KEY" in line for line in plan), plan
-    assert not any(line.startswith("SCAN tasks") for line in plan), plan
+        # the claim itself updates the chosen ids by primary key, not by walking a status index
+        assert plan[0] == "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)", text
 
 
 def test_recovery_and_lookup_queries_do_not_scan_tasks(sqlite_store: SQLiteStore) -> None:

@@ -130,13 +130,13 @@ def test_login_form_needs_its_csrf_token(env: Env) -> None:
 
 
 def test_sessions_expire(env: Env) -> None:
-    app = create_app(env.project, env.store, settings=WebSettings(session_ttl=1, token_cache_seconds=0))
+    app = create_app(env.project, env.store, settings=WebSettings(session_ttl=3, token_cache_seconds=0))
     from fastapi.testclient import TestClient
 
     with TestClient(app) as client:
         client.get(f"/login?token={env.tokens['admin']}")
         assert client.get("/", follow_redirects=False).status_code == 200
-        time.sleep(2.1)
+        time.sleep(3.5)
         assert client.get("/", follow_redirects=False).status_code == 303
 
 

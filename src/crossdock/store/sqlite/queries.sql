@@ -46,31 +46,41 @@ INSERT INTO counters (route, status, n) VALUES (?, ?, 0) ON CONFLICT (route, sta
 INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
--- name: due_new
-SELECT id FROM tasks
-WHERE route = ? AND status = 'new' AND next_attempt_at <= ?
-ORDER BY id
-LIMIT ?
-
--- name: claim_ids
+-- name: claim_new
+-- claims and reads in one statement: the due ids, the guarded update and the columns a delivery needs.
+-- route, status, updated_at, lease_until and worker are the claim's own values, so they are not read back.
+-- The subquery is the guard (same statement, same write transaction); a status term out here would let the
+-- planner walk a status index instead of the claimed ids
 UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
-WHERE id IN (SELECT value FROM json_each(?)) AND status IN ('new', 'retry')
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE route = ? AND status = 'new' AND next_attempt_at <= ?
+    ORDER BY id
+    LIMIT ?
+)
+RETURNING id, identifier, attempts, created_at, error, fingerprint, seen_count, last_seen_at, run_id,
+          related_task_id, priority, entity, raw, result
 
--- name: tasks_by_ids
-SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
-       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw, result
-FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id
+-- name: claim_retry
+UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'retry' AND next_attempt_at <= ? AND route = ?
+    ORDER BY next_attempt_at
+    LIMIT ?
+)
+RETURNING id, identifier, attempts, created_at, error, fingerprint, seen_count, last_seen_at, run_id,
+          related_task_id, priority, entity, raw, result
 
 -- name: settle_many
 UPDATE tasks SET status = ?, updated_at = ?, error = NULL, next_attempt_at = NULL, lease_until = NULL
 WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing' AND worker = ?
 RETURNING id, route
 
--- name: due_retry
-SELECT id FROM tasks
-WHERE status = 'retry' AND next_attempt_at <= ? AND route = ?
-ORDER BY next_attempt_at
-LIMIT ?
+-- name: insert_export_logs
+-- one export log line for each task id of a JSON list, all alike: one statement instead of a row per line
+INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
+SELECT value, ?, ?, 'export', ?, 'processing', ?, ?, ? FROM json_each(?)
 
 -- name: settle_task
 UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL, result = ?
