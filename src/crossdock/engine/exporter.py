@@ -22,6 +22,7 @@ from crossdock.connectors.base import Delivered, Target
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.retry import next_delay
 from crossdock.engine.slots import PrioritySlots
+from crossdock.engine.tuning import tune_interpreter
 from crossdock.errors import DeliveryError, PermanentError, RecordFiltered, RecordRejected, TransientError
 from crossdock.store import Settlement, Store
 from crossdock.tasks import Action, Task
@@ -72,6 +73,7 @@ class Exporter:
         clients: dict[str, Any] | None = None,
         slots: PrioritySlots | None = None,
     ) -> None:
+        tune_interpreter()
         self.project = project
         project.bind_store(store)
         self.store = store

@@ -18,6 +18,7 @@ import xxhash
 
 from crossdock.connectors.base import Malformed
 from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
+from crossdock.engine.tuning import tune_interpreter
 from crossdock.errors import RecordFiltered, RecordRejected, SourceError
 from crossdock.store import ImportCounts, ImportItem, ImportOptions, Store
 from crossdock.tasks import Status
@@ -124,6 +125,7 @@ class Importer:
         on_realtime: Callable[[CompiledRoute, list[int]], Any] | None = None,
         clients: dict[str, Any] | None = None,
     ) -> None:
+        tune_interpreter()
         self.project = project
         project.bind_store(store)
         #: shared connection clients (one per connection); whoever passes them in closes them

@@ -22,7 +22,8 @@ JOIN tasks t ON t.id = (
 )
 
 -- name: insert_task
--- one row, for the end of a batch; store.py repeats the VALUES group for many rows per statement (_insert_sql)
+-- the column list; store.py builds multi-row statements on it (_insert_sql), with what follows from the status
+-- computed by SQLite (the single-row VALUES here documents the order)
 INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
                    worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

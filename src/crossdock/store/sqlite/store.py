@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-import sys
+import string
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,7 +38,6 @@ from crossdock.store.transitions import (
     action_fields,
     action_message,
     import_plan,
-    initial_attempts,
     lease_recovery,
     settles_from_processing,
 )
@@ -174,11 +173,6 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # Store calls run in worker threads next to a busy event loop. Each SQLite step releases the GIL, and taking
-        # it back waits up to the interpreter's switch interval (5 ms by default) while the loop thread computes, so
-        # a short interval is what lets the writes overlap the parsing (import 76k -> 95k rows/s in bench).
-        if sys.getswitchinterval() > _SWITCH_INTERVAL:
-            sys.setswitchinterval(_SWITCH_INTERVAL)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -266,49 +260,29 @@ class SQLiteStore(Store):
                 first_id = conn.execute(Q["reserve_ids"], (len(plan.creates),)).fetchone()[0] - len(plan.creates)
             for offset, create in enumerate(plan.creates, first_id):
                 create.task_id = offset
-            worker, priority = options.worker, options.priority
-            # the columns that follow from the status alone: value, attempts, next attempt, lease, worker
-            by_status = {
-                status: (
-                    status._value_,
-                    initial_attempts(status),
-                    now_ts if status is Status.NEW else None,
-                    lease_ts if status is Status.PROCESSING else None,
-                    worker if status is Status.PROCESSING else None,
-                )
-                for status in {create.status for create in plan.creates}
-            }
-            rows: list[tuple[Any, ...]] = []
-            append_row = rows.append
+            plain: list[tuple[Any, ...]] = []
+            noted: list[tuple[Any, ...]] = []
             for create in plan.creates:
                 item = create.item
-                value, attempts, next_at, lease, lessee = by_status[create.status]
                 superseder = create.superseded_by
-                append_row(
-                    (
-                        create.task_id,
-                        route,
-                        item.identifier,
-                        value,
-                        attempts,
-                        now_ts,
-                        now_ts,
-                        next_at,
-                        lease,
-                        lessee,
-                        create.reason,
-                        # only a recorded fingerprint makes the task a candidate for "latest" (latest_for_identifiers)
-                        item.fingerprint if create.record_fingerprint else None,
-                        create.seen_count,
-                        now_ts,
-                        run_id,
-                        superseder.task_id if superseder is not None else create.related_id,
-                        priority,
-                        item.entity,
-                        item.raw,
-                    )
+                related = superseder.task_id if superseder is not None else create.related_id
+                reason = create.reason
+                row = (
+                    create.task_id,
+                    item.identifier,
+                    create.status._value_,
+                    # only a recorded fingerprint makes the task a candidate for "latest" (latest_for_identifiers)
+                    item.fingerprint if create.record_fingerprint else None,
+                    create.seen_count,
+                    item.entity,
                 )
-            _insert_rows(conn, rows)
+                if reason is None and related is None and item.raw is None:
+                    plain.append(row)
+                else:
+                    noted.append((*row, reason, related, item.raw))
+            batch = (route, now_ts, run_id, options.priority, lease_ts, options.worker)
+            _insert_rows(conn, batch, plain, _PLAIN_ROW)
+            _insert_rows(conn, batch, noted, _NOTED_ROW)
             if plan.touches:
                 # one set-based statement per distinct count (almost always all 1): a catalogue poll touches every row
                 by_count: dict[int, list[int]] = {}
@@ -910,33 +884,49 @@ def _token(r: Sequence[Any]) -> TokenRecord:
 
 
 _MAX_RANGES = 200
-_SWITCH_INTERVAL = 0.0005
 #: rows per INSERT statement (19 parameters each, under SQLite's 32,766)
 _INSERT_ROWS = 500
 
 
+#: One task row of a multi-row INSERT. ?1-?6 are bound once per statement: route, now, run id, priority, lease
+#: until and worker; {0}... are the row's own parameters: id, identifier, status, fingerprint, seen count, entity
+#: (and for a noted row: error, related task, raw). What follows from the status (attempts, next attempt, lease)
+#: is computed by SQLite, so a row binds 6 or 9 values instead of 19, and fewer NULLs, which the sqlite3 module
+#: binds slowly.
+_PLAIN_ROW = (
+    "({0}, ?1, {1}, {2}, {2} = 'processing', ?2, ?2, CASE {2} WHEN 'new' THEN ?2 END, "
+    "CASE {2} WHEN 'processing' THEN ?5 END, CASE {2} WHEN 'processing' THEN ?6 END, NULL, {3}, {4}, ?2, ?3, "
+    "NULL, ?4, {5}, NULL)"
+)
+_NOTED_ROW = (
+    "({0}, ?1, {1}, {2}, {2} = 'processing', ?2, ?2, CASE {2} WHEN 'new' THEN ?2 END, "
+    "CASE {2} WHEN 'processing' THEN ?5 END, CASE {2} WHEN 'processing' THEN ?6 END, {6}, {3}, {4}, ?2, ?3, "
+    "{7}, ?4, {5}, {8})"
+)
+_BATCH_PARAMS = 6
+
+
 @functools.lru_cache(maxsize=8)
-def _insert_sql(n: int) -> str:
-    single = Q["insert_task"]
-    head, _, group = single.rpartition("VALUES")
-    return f"{head}VALUES {', '.join([group.strip()] * n)}"
+def _insert_sql(shape: str, n: int) -> str:
+    head = Q["insert_task"].rpartition("VALUES")[0]
+    width = 1 + max(int(field) for _text, field, _spec, _conv in string.Formatter().parse(shape) if field)
+    groups = []
+    for row in range(n):
+        base = _BATCH_PARAMS + 1 + row * width
+        groups.append(shape.format(*(f"?{base + k}" for k in range(width))))
+    return f"{head}VALUES {', '.join(groups)}"
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+def _insert_rows(conn: sqlite3.Connection, batch: tuple[Any, ...], rows: list[tuple[Any, ...]], shape: str) -> None:
     """Insert in statements of many rows.
 
     Each statement is one step of C work with the GIL released. Row-by-row ``executemany`` releases and re-takes
-    the GIL per row, and while the importer's main thread parses the next batch every re-take waits for the
-    interpreter's switch interval, so the write and the parse could not overlap (measured 65k -> 95k rows/s).
+    the GIL per row, and while the importer's main thread parses the next batch every re-take can wait for the
+    interpreter's switch interval (see engine/tuning.py), so the write and the parse could not overlap.
     """
-    full = len(rows) - len(rows) % _INSERT_ROWS
-    if full:
-        sql = _insert_sql(_INSERT_ROWS)
-        for start in range(0, full, _INSERT_ROWS):
-            conn.execute(sql, [v for row in rows[start : start + _INSERT_ROWS] for v in row])
-    if full < len(rows):
-        rest = rows[full:]
-        conn.execute(_insert_sql(len(rest)), [v for row in rest for v in row])
+    for start in range(0, len(rows), _INSERT_ROWS):
+        chunk = rows[start : start + _INSERT_ROWS]
+        conn.execute(_insert_sql(shape, len(chunk)), [*batch, *(v for row in chunk for v in row)])
 
 
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
