@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -926,7 +927,7 @@ def _insert_rows(conn: sqlite3.Connection, batch: tuple[Any, ...], rows: list[tu
     """
     for start in range(0, len(rows), _INSERT_ROWS):
         chunk = rows[start : start + _INSERT_ROWS]
-        conn.execute(_insert_sql(shape, len(chunk)), [*batch, *(v for row in chunk for v in row)])
+        conn.execute(_insert_sql(shape, len(chunk)), [*batch, *chain.from_iterable(chunk)])
 
 
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
