@@ -265,16 +265,20 @@ class Importer:
         records: list[Any],
         summary: ImportSummary,
     ) -> None:
-        redact = self.project.redact
         in_pipeline = incoming.pipeline if incoming.pipeline else None
         summary.read += len(records)
+        if in_pipeline is None and len(acceptors) == 1:
+            # the common shape (no incoming transform, one route or one group of alike routes): a tight loop
+            accept = acceptors[0]
+            for record in records:
+                if isinstance(record, Malformed):
+                    self._malformed(states, record)
+                else:
+                    accept(record)
+            return
         for record in records:
             if isinstance(record, Malformed):
-                for state in states:
-                    state.summary.rejected += 1
-                    state.items.append(
-                        ImportItem(Status.REJECTED, None, None, None, redact(record.reason), record.raw[:RAW_LIMIT])
-                    )
+                self._malformed(states, record)
                 continue
             try:
                 entities = in_pipeline.apply(record) if in_pipeline is not None else [record]
@@ -289,6 +293,13 @@ class Importer:
             for entity in entities:
                 for accept in acceptors:
                     accept(entity)
+
+    def _malformed(self, states: list[_RouteState], record: Malformed) -> None:
+        """A record the source could not parse: a rejected task with the raw text, on every route."""
+        reason = self.project.redact(record.reason)
+        for state in states:
+            state.summary.rejected += 1
+            state.items.append(ImportItem(Status.REJECTED, None, None, None, reason, record.raw[:RAW_LIMIT]))
 
     def _acceptor(self, group: list[_RouteState]) -> Acceptor:
         """The per-record work of routes that do the same work, as a closure over their compiled config.
