@@ -307,8 +307,8 @@ class Importer:
         This is the import hot path. Routes of a shared incoming with no transform of their own, the same
         identifier and the same validation get one serialisation and fingerprint per record, and the same item.
         """
-        if len(group) > 1:
-            return self._shared_acceptor(group)
+        if not group[0].route.pipeline and group[0].route.schema_validator is None:
+            return self._plain_acceptor(group)
         state = group[0]
         route = state.route
         summary = state.summary
@@ -362,8 +362,9 @@ class Importer:
 
         return accept
 
-    def _shared_acceptor(self, group: list[_RouteState]) -> Acceptor:
-        """One acceptance for several routes (see :func:`_same_work`): a fan-out costs one route's parse work."""
+    def _plain_acceptor(self, group: list[_RouteState]) -> Acceptor:
+        """Routes without a transform or schema of their own (grouped by :func:`_same_work`): one serialisation and
+        fingerprint per record for all of them, so a fan-out costs one route's parse work."""
         first = group[0].route
         identify = first.identifier
         limit = first.config.validate_.max_entity_bytes
