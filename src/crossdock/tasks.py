@@ -250,7 +250,7 @@ class ImportDecision:
 
 
 #: latest-task statuses for which an identical record adds no row
-_TOUCH_ON_SAME = frozenset({S.NEW, S.PROCESSING, S.RETRY, S.WAITING, S.SKIPPED})
+TOUCH_ON_SAME = frozenset({S.NEW, S.PROCESSING, S.RETRY, S.WAITING, S.SKIPPED})
 # the decisions are immutable: one instance each instead of one per imported record
 _CREATE = ImportDecision(ImportOutcome.CREATE)
 _CREATE_SUPERSEDING = ImportDecision(ImportOutcome.CREATE, supersede_latest=True)
@@ -276,7 +276,7 @@ def decide_import(
         if same_fingerprint:
             if latest_status is S.FINISHED:
                 return _CREATE_UNCHANGED
-            if latest_status in _TOUCH_ON_SAME:
+            if latest_status in TOUCH_ON_SAME:
                 return _TOUCH
             # failed or rejected: the data gets another chance
             return _CREATE
