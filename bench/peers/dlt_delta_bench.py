@@ -1,31 +1,23 @@
 """Delta detection against a peer: crossdock's importer vs a dlt merge pipeline, in one run.
 
-Figures (2026-11-25, tree at 839fc9f; Python 3.11.7, shared 2-vCPU dev container, 24 GiB; dlt 1.31.0 + duckdb
-2.0.1; other engineers' test suites running, 1-min load 1.8 to 5.2 during the kept runs; best of 2 interleaved
-runs). **The sizes differ**: crossdock imported 1,000,000 and 100,000 records, dlt 100,000 (extrapolated, dlt at
-1,000,000 would take ~4 minutes a load and ~25 GB); rates are per record, RSS is the child's peak in MB:
+Figures (2026-11-25 ~17:03 UTC, after the SQLite import work of that day; Python 3.11.7, shared 2-vCPU dev
+container, 24 GiB, nothing else running; dlt 1.31.0 + duckdb 2.0.1; ``--repeat 1``). **The sizes differ**:
+crossdock imported 1,000,000 and 100,000 records, dlt 100,000 (dlt at 1,000,000 would take minutes a load and
+~25 GB); rates are per record, RSS is the child's peak in MB::
 
-=====================  ==================  ==================  ==================  =======  =======  ========
- load                   crossdock 1M        crossdock 100k      dlt 100k            speed    speed    memory
-                        rec/s   RSS  load   rec/s   RSS  load   rec/s   RSS  load   1M/dlt   100k     dlt/100k
-=====================  ==================  ==================  ==================  =======  =======  ========
- (a) first import       44,443  164  4.1    33,522  130  4.1    3,313 2,585 4.9     13.4x    10.1x    20x
- deliver all (noop)     25,330   78  5.2    32,909   78  5.0    —                   —        —        —
- (b) unchanged          39,601  153  3.7    41,011  114  3.5    4,974 2,578 3.0     8.0x     8.2x     23x
- (b2) unchanged again   68,302  114  2.5    73,986  113  2.5    —                   —        —        —
- (c) 1% changed         70,495  111  2.2    69,249  110  2.2    4,994 2,578 1.8     14.1x    13.9x    23x
-=====================  ==================  ==================  ==================  =======  =======  ========
+    load                   crossdock 1M         crossdock 100k       dlt 100k              x 1M/dlt  x same N  mem 1/x
+    a  first import        93,857  115MB 0.95   75,735  113MB 0.95   4,340  2580MB 1.04    21.6      17.5      22.9
+       deliver all (noop)  47,138   79MB 1.39   43,573   79MB 1.44   -
+    b  unchanged           69,427  126MB 1.34   60,626  114MB 1.34   4,370  2578MB 1.28    15.9      13.9      22.5
+    b2 unchanged again     81,186  119MB 1.32   80,008  114MB 1.29   -
+    c  1% changed          90,325  114MB 1.33  105,844  113MB 1.33   4,567  2575MB 1.21    19.8      23.2      22.8
 
-Checks passed: (c) created exactly 10,000 new tasks at 1M (1,000 at 100k), (b2) added no rows (2,000,000 stay
-2,000,000), dlt kept exactly N rows after every merge. Goal (>= 10x speed, <= 1/10 memory): memory met on every
-load (20-23x less); speed met on (a) (10-13x) and (c) (14x), missed on (b) (8x). An earlier run on a quieter
-machine (load 1.6-1.9, one commit earlier, without the 16 MiB SQLite page cache) agrees: (a) 52,019 vs 4,990/s
-(10.4x), (b) 43,562 vs 4,885/s (8.9x), (c) 75,078 vs 5,060/s (14.8x); dlt 2.58 GB throughout.
-Why (b) is crossdock's slowest re-import: "unchanged after finished" writes one skipped task per record, with
-the entity and the raw record (cached for ``tasks retry``), i.e. 1M new rows; a cProfile of the store thread
-(200,000 records) put ~1.7 s in ``executemany`` (task rows) and ~1.4 s in ``import_batch`` building the row
-tuples, while the event loop waited ~65% of the phase on that thread (parsing + fingerprints are ~8 us/record).
-(b2) and (c) write almost nothing and run at ~70,000/s. dlt's peak RSS grows with N (282 MB at 5,000 records,
+Checks passed: (c) created exactly 10,000 new tasks at 1M (1,000 at 100k), (b2) added no rows, dlt kept exactly
+N rows after every merge. Goal (>= 10x speed, <= 1/10 memory): met on every load (16-22x faster at 1M, 14-23x at
+equal N; 22-23x less memory). The previous figures (same day, before migration 0004, multi-row inserts and the
+engine's GIL/GC tuning, under load 2-5) were 13.4x / 8.0x / 14.1x.
+(b) is crossdock's slowest re-import because "unchanged after finished" writes one skipped task per record, with
+the entity cached for ``tasks retry``. dlt's peak RSS grows with N (282 MB at 5,000 records,
 2.6 GB at 100,000) and does not fall on re-loads: it normalizes and merges every row each time (no per-record
 delta), so (b) and (c) cost it as much as (a).
 
