@@ -118,3 +118,37 @@ def test_ensure_routes_lists_empty_routes_with_every_status(store: Store) -> Non
     assert store.stats("empty").by_route == {"empty": empty_counts()}
     assert stats.total == 1
     assert_counters_exact(store)
+
+
+def test_listings_over_several_statuses_and_routes_match_a_full_scan(store: Store) -> None:
+    """SQLite merges one (route, status) index range per pair for these; the result must equal a plain filter."""
+    for route in (ROUTE, "other", "third"):
+        imp(store, [item(f"{route}-{i}") for i in range(9)], route=route)
+    for route, n in ((ROUTE, 4), ("other", 2)):
+        claimed = claim(store, limit=n, route=route)
+        for task in claimed[: n // 2]:
+            settle(store, task.id, Action.DELIVERED)
+    everything, _ = store.list_tasks(TaskFilter(), limit=1000)
+    selections = [
+        TaskFilter(route="other"),
+        TaskFilter(statuses=[Status.NEW]),
+        TaskFilter(statuses=[Status.FINISHED, Status.PROCESSING]),
+        TaskFilter(route=ROUTE, statuses=[Status.NEW, Status.FINISHED]),
+        TaskFilter(statuses=[Status.FAILED]),
+    ]
+    for selection in selections:
+        wanted = [
+            t.id
+            for t in everything
+            if (selection.route is None or t.route == selection.route)
+            and (not selection.statuses or t.status in selection.statuses)
+        ]
+        got: list[int] = []
+        cursor = None
+        while True:
+            page, cursor = store.list_tasks(selection, limit=4, cursor=cursor)
+            got += [t.id for t in page]
+            if cursor is None:
+                break
+        assert got == wanted, selection
+        assert store.count_tasks(selection) == len(wanted), selection
