@@ -13,17 +13,26 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aio_pika
 import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from crossdock.connectors.base import ConnectorContext, Delivered, Malformed, Options, Source, Target, idempotency_key
+from crossdock.connectors.base import (
+    ConnectorContext,
+    Delivered,
+    Malformed,
+    Options,
+    Source,
+    Target,
+    UrlOrConnection,
+    idempotency_key,
+)
 from crossdock.connectors.templates import compile_template
-from crossdock.errors import ConfigError, PermanentError, SourceError, TransientError
+from crossdock.errors import PermanentError, SourceError, TransientError
 from crossdock.tasks import Task
 
 #: what a lost broker looks like from aio-pika: AMQP errors, a closed channel, a dead socket, no answer in time
@@ -40,18 +49,11 @@ class AmqpConnectionOptions(Options):
     connect_timeout: float = 10
 
 
-class _Broker(BaseModel):
+class _Broker(UrlOrConnection):
     """Either ``url:`` or ``connection:`` (a ``type: amqp`` connection)."""
 
-    model_config = ConfigDict(extra="forbid")
-    url: str | None = None
-    connection: str | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> _Broker:
-        if bool(self.url) == bool(self.connection):
-            raise ValueError("give either url: (an amqp:// URL) or connection: NAME (a type: amqp connection)")
-        return self
+    url_kind: ClassVar[str] = "an amqp:// URL"
+    connection_type: ClassVar[str] = "amqp"
 
 
 class AmqpTargetOptions(Options, _Broker):
@@ -86,11 +88,7 @@ class AmqpSourceOptions(Options, _Broker):
 def _broker_url(options: _Broker, context: ConnectorContext) -> tuple[str, float]:
     if options.url:
         return options.url, 10
-    conn = context.connections.get(options.connection or "")
-    if conn is None:
-        raise ConfigError(f"no connection named {options.connection!r} under connections:", key="connection")
-    if not isinstance(conn, AmqpConnectionOptions):
-        raise ConfigError(f"connection {options.connection!r} is not a type: amqp connection", key="connection")
+    conn = context.connection(options.connection or "", AmqpConnectionOptions, "amqp")
     return conn.url, conn.connect_timeout
 
 

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from crossdock.errors import ConfigError
 from crossdock.redact import NO_SECRETS, Redactor
 from crossdock.tasks import Task
 
@@ -25,6 +26,28 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     type: str
+
+
+class UrlOrConnection(BaseModel):
+    """Options that name their server either inline (``url:``) or by a shared ``connection:``."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: what the error says a URL and a connection are, e.g. "an amqp:// URL" and "amqp"
+    url_kind: ClassVar[str] = "a URL"
+    connection_type: ClassVar[str] = ""
+    url: str | None = None
+    connection: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> UrlOrConnection:
+        if bool(self.url) == bool(self.connection):
+            raise ValueError(
+                f"give either url: ({self.url_kind}) or connection: NAME (a type: {self.connection_type} connection)"
+            )
+        return self
+
+
+_C = TypeVar("_C")
 
 
 @dataclass(slots=True)
@@ -52,6 +75,15 @@ class ConnectorContext:
     store: Any = None
     incoming: str = ""
     full: bool = False
+
+    def connection(self, name: str, options_type: type[_C], type_name: str) -> _C:
+        """The validated options of connection ``name``, which must be a ``type: type_name`` connection."""
+        options = self.connections.get(name)
+        if options is None:
+            raise ConfigError(f"no connection named {name!r} under connections:", key="connection")
+        if not isinstance(options, options_type):
+            raise ConfigError(f"connection {name!r} is not a type: {type_name} connection", key="connection")
+        return options
 
 
 class Source(abc.ABC):

@@ -38,7 +38,7 @@ from crossdock.connectors.http_limits import RateLimitOptions, RetryOptions, Tok
 from crossdock.connectors.http_pagination import Pagination, Paginator, parse_xml, xml_records
 from crossdock.connectors.templates import PLACEHOLDER as _PLACEHOLDER
 from crossdock.connectors.templates import compile_template, lookup
-from crossdock.errors import ConfigError, DeliveryError, PermanentError, SourceError, TransientError
+from crossdock.errors import DeliveryError, PermanentError, SourceError, TransientError
 from crossdock.redact import MASK, Redactor
 from crossdock.tasks import Task
 
@@ -343,11 +343,7 @@ class Endpoint(BaseModel):
 def client_for(endpoint: Endpoint, context: ConnectorContext) -> HttpClient:
     """The shared client of the endpoint's connection (one per connection per engine), or a private one."""
     if endpoint.connection:
-        options = context.connections.get(endpoint.connection)
-        if options is None:
-            raise ConfigError(f"no connection named {endpoint.connection!r} under connections:", key="connection")
-        if not isinstance(options, HttpConnectionOptions):
-            raise ConfigError(f"connection {endpoint.connection!r} is not an http connection", key="connection")
+        options = context.connection(endpoint.connection, HttpConnectionOptions, "http")
         key = f"http:{endpoint.connection}"
         if key not in context.clients:
             context.clients[key] = HttpClient(options, context)

@@ -36,7 +36,7 @@ from crossdock.connectors.files import (
     render_batch,
     settle_outcomes,
 )
-from crossdock.errors import ConfigError, PermanentError, SourceError, TransientError
+from crossdock.errors import PermanentError, SourceError, TransientError
 from crossdock.tasks import Task
 
 log = logging.getLogger("crossdock.connectors.sftp")
@@ -81,12 +81,7 @@ class _Remote:
 
     @classmethod
     def of(cls, context: ConnectorContext, connection: str) -> _Remote:
-        options = context.connections.get(connection)
-        if options is None:
-            raise ConfigError(f"no connection named {connection!r} under connections:", key="connection")
-        if not isinstance(options, SftpConnectionOptions):
-            raise ConfigError(f"connection {connection!r} is not an sftp connection", key="connection")
-        return cls(connection, options, context.root)
+        return cls(connection, context.connection(connection, SftpConnectionOptions, "sftp"), context.root)
 
     def _key(self) -> asyncssh.SSHKey | None:
         text = self.options.private_key

@@ -15,15 +15,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import orjson
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, Result
 
-from crossdock.connectors.base import ConnectorContext, Delivered, Options, Source, Target
+from crossdock.connectors.base import ConnectorContext, Delivered, Options, Source, Target, UrlOrConnection
 from crossdock.errors import ConfigError, PermanentError, SourceError, TransientError
 from crossdock.tasks import Task
 
@@ -45,18 +45,11 @@ class SqlConnectionOptions(Options):
     pool_size: int = Field(default=5, ge=1)
 
 
-class _Database(BaseModel):
+class _Database(UrlOrConnection):
     """Either ``url:`` or ``connection:`` (a ``type: sql`` connection)."""
 
-    model_config = ConfigDict(extra="forbid")
-    url: str | None = None
-    connection: str | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> _Database:
-        if bool(self.url) == bool(self.connection):
-            raise ValueError("give either url: (a database URL) or connection: NAME (a type: sql connection)")
-        return self
+    url_kind: ClassVar[str] = "a database URL"
+    connection_type: ClassVar[str] = "sql"
 
 
 class CursorOptions(BaseModel):
@@ -98,11 +91,7 @@ class SqlTargetOptions(Options, _Database):
 def _database_url(options: _Database, context: ConnectorContext) -> tuple[str, SqlConnectionOptions | None]:
     if options.url:
         return options.url, None
-    conn = context.connections.get(options.connection or "")
-    if conn is None:
-        raise ConfigError(f"no connection named {options.connection!r} under connections:", key="connection")
-    if not isinstance(conn, SqlConnectionOptions):
-        raise ConfigError(f"connection {options.connection!r} is not a type: sql connection", key="connection")
+    conn = context.connection(options.connection or "", SqlConnectionOptions, "sql")
     return conn.url, conn
 
 
