@@ -844,10 +844,6 @@ class SQLiteStore(Store):
         """The query plan of ``sql``, one line per step (used by tests to prove index use)."""
         return [str(r[3]) for r in self._read(f"EXPLAIN QUERY PLAN {sql}", params)]
 
-    def fingerprint_task_mismatches(self) -> int:
-        """Always 0 here: the latest fingerprint is read from the task rows themselves, so there is no second copy."""
-        return 0
-
 
 _THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
 #: the delivery results :meth:`SQLiteStore.settle` applies
