@@ -307,7 +307,7 @@ class Importer:
         This is the import hot path. Routes of a shared incoming with no transform of their own, the same
         identifier and the same validation get one serialisation and fingerprint per record, and the same item.
         """
-        if not group[0].route.pipeline and group[0].route.schema_validator is None:
+        if _is_plain(group[0].route):
             return self._plain_acceptor(group)
         state = group[0]
         route = state.route
@@ -444,6 +444,11 @@ class Importer:
             await self.on_realtime(state.route, counts.processing_ids)
 
 
+def _is_plain(route: CompiledRoute) -> bool:
+    """No transform or schema of the route's own: its per-record work is identify, serialise, fingerprint."""
+    return not route.pipeline and route.schema_validator is None
+
+
 def _same_work(states: list[_RouteState]) -> list[list[_RouteState]]:
     """Group routes whose per-record work is identical: no route transform or schema, same identifier, limit and
     realtime flag. Anything else gets its own acceptor."""
@@ -451,7 +456,7 @@ def _same_work(states: list[_RouteState]) -> list[list[_RouteState]]:
     alone: list[list[_RouteState]] = []
     for state in states:
         route = state.route
-        if route.pipeline or route.schema_validator is not None:
+        if not _is_plain(route):
             alone.append([state])
             continue
         key = (
