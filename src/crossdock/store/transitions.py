@@ -60,8 +60,8 @@ class ImportPlan:
 Latest = tuple[bytes, int, Status | None]
 
 
-#: what a record that passed validation intends to become
-_POLLED = frozenset({Status.NEW, Status.PROCESSING})
+#: what a record that passed validation intends to become (a poll touch applies only to these)
+POLLED = frozenset({Status.NEW, Status.PROCESSING})
 
 
 def import_plan(
@@ -92,7 +92,7 @@ def import_plan(
             # the common case of a catalogue poll: the same data as a latest task not yet delivered (or skipped as
             # unchanged): no row, the latest task is touched (decide_import's TOUCH, without the call)
             seen = latest[ident]
-            if seen[0] == item.fingerprint and intended in _POLLED and seen[2] in TOUCH_ON_SAME:
+            if seen[0] == item.fingerprint and intended in POLLED and seen[2] in TOUCH_ON_SAME:
                 counts.unchanged += 1
                 touches.append(seen[1])
                 continue

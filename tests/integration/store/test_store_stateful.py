@@ -49,10 +49,13 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="crossdock-stateful-"))
-        self.store: Store = BACKENDS[self.backend](self.tmp)
+        self.store: Store = self.open_store()
         self.store.ensure_routes(ROUTES)
         self.now = T0
         self.max_attempts = {"r1": 2, "r2": 3}
+
+    def open_store(self) -> Store:
+        return BACKENDS[self.backend](self.tmp)
 
     def teardown(self) -> None:
         self.store.close()

@@ -21,6 +21,29 @@ JOIN tasks t ON t.id = (
     ORDER BY l.id DESC LIMIT 1
 )
 
+-- name: touch_unchanged
+-- A catalogue poll decided inside SQLite: each identifier whose latest task has the same fingerprint and is one
+-- tasks.TOUCH_ON_SAME keeps it (no new row), and that task's seen count and last-seen time go up. ?2 is the JSON array
+-- of the batch's identifiers (distinct), ?4 their 16-byte fingerprints end to end in the same order. Deciding here
+-- spares the writer thread the Python work per record that would otherwise hold the GIL the importer parses with.
+UPDATE tasks SET seen_count = seen_count + 1, last_seen_at = ?3
+WHERE id IN (
+    SELECT t.id FROM json_each(?2) j
+    JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
+    WHERE t.fingerprint = substr(?4, j.key * 16 + 1, 16)
+      AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped')
+)
+
+-- name: latest_untouched
+-- after touch_unchanged, in the same transaction: every identifier it did not touch, with its newest task as in
+-- latest_for_identifiers (NULLs when it has none), for the full import plan
+SELECT json_group_array(json_array(j.value, hex(t.fingerprint), t.id, t.status))
+FROM json_each(?2) j
+LEFT JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
+WHERE t.id IS NULL
+   OR NOT (t.fingerprint IS substr(?3, j.key * 16 + 1, 16)
+           AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped'))
+
 -- name: insert_task
 -- the column list; store.py builds multi-row statements on it (_insert_sql), with what follows from the status
 -- computed by SQLite (the single-row VALUES here documents the order)

@@ -36,6 +36,8 @@ from crossdock.store.base import (
 from crossdock.store.filters import where_clause
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.store.transitions import (
+    POLLED,
+    Latest,
     action_fields,
     action_message,
     import_plan,
@@ -174,6 +176,8 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        #: per route: whether the last import batch was mostly unchanged, so the next tries touch_unchanged first
+        self._touch_first: dict[str, bool] = {}
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA busy_timeout = 30000")
         # a new database only (the page size of an existing one stays): 16 KiB pages hold 40 task rows, so a B-tree
@@ -254,12 +258,23 @@ class SQLiteStore(Store):
         now_ts = now.timestamp()
         lease_ts = ts(options.lease_until)
         with self._tx() as conn:
-            latest: dict[str, tuple[bytes, int, Status | None]] = {}
-            if options.delta:
+            latest: dict[str, Latest] = {}
+            touched = 0
+            polled = options.delta and not options.full
+            if polled and self._touch_first.get(route, True) and (keys := _pollable(items)) is not None:
+                touched, items, latest = _touch_unchanged(conn, route, keys, items, now_ts)
+                if not items:
+                    self._touch_first[route] = True
+                    return ImportCounts(unchanged=touched)
+            elif options.delta:
                 keys = list({it.identifier for it in items if it.identifier is not None})
                 if keys:
                     latest = _latest(conn, route, keys)
             plan = import_plan(route, items, latest, options)
+            plan.counts.unchanged += touched
+            if polled:
+                # the next batch of a catalogue poll likely looks like this one
+                self._touch_first[route] = 2 * (touched + len(plan.touches)) >= touched + len(items)
             first_id = 0
             if plan.creates:
                 first_id = conn.execute(Q["reserve_ids"], (len(plan.creates),)).fetchone()[0] - len(plan.creates)
@@ -934,23 +949,61 @@ def _insert_rows(conn: sqlite3.Connection, batch: tuple[Any, ...], rows: list[tu
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
 
-def _latest(conn: sqlite3.Connection, route: str, keys: list[str]) -> dict[str, tuple[bytes, int, Status | None]]:
-    """The latest fingerprinted task of each identifier (fingerprint, id, status); unknown ones are left out."""
-    latest: dict[str, tuple[bytes, int, Status | None]] = {}
+def _latest(
+    conn: sqlite3.Connection, route: str, keys: list[str], found: list[list[Any]] | None = None
+) -> dict[str, Latest]:
+    """The latest fingerprinted task of each identifier (fingerprint, id, status); unknown ones are left out.
+
+    ``found`` is latest_for_identifiers' answer for ``keys`` when the caller already has it.
+    """
+    latest: dict[str, Latest] = {}
     fromhex, statuses = bytes.fromhex, _STATUSES
     unrecorded = []
     for query in ("latest_for_identifiers", "latest_with_fingerprint"):
-        found = conn.execute(Q[query], (route, orjson.dumps(keys))).fetchone()[0]
-        for ident, fp, task_id, status in orjson.loads(found):
+        if found is None:
+            found = orjson.loads(conn.execute(Q[query], (route, orjson.dumps(keys))).fetchone()[0])
+        for ident, fp, task_id, status in found:
             if fp:  # hex() of NULL is ''
                 latest[ident] = (fromhex(fp), task_id, statuses[status])
-            else:
+            elif task_id is not None:
                 unrecorded.append(ident)
         if not unrecorded:
             break
         # rare: the newest task has no fingerprint; look further back for these identifiers only
-        keys, unrecorded = unrecorded, []
+        keys, unrecorded, found = unrecorded, [], None
     return latest
+
+
+def _pollable(items: Sequence[ImportItem]) -> list[str] | None:
+    """The identifiers of a batch that touch_unchanged can decide, or None when the full plan must.
+
+    That is every record intending a task (new or processing), with an identifier and a 16-byte fingerprint, and no
+    identifier twice: a repeat is decided against the record before it in the batch, which only the plan sees.
+    """
+    keys = []
+    for item in items:
+        fp = item.fingerprint
+        if item.status not in POLLED or fp is None or len(fp) != 16 or item.identifier is None:
+            return None
+        keys.append(item.identifier)
+    return keys if len(set(keys)) == len(keys) else None
+
+
+def _touch_unchanged(
+    conn: sqlite3.Connection, route: str, keys: list[str], items: Sequence[ImportItem], now_ts: float
+) -> tuple[int, Sequence[ImportItem], dict[str, Latest]]:
+    """Touch the records of a poll that are unchanged; return how many, the other records and their latest tasks."""
+    keys_json = orjson.dumps(keys)
+    fps = b"".join([item.fingerprint for item in items])  # type: ignore[misc]  # _pollable checked them
+    touched: int = conn.execute(Q["touch_unchanged"], (route, keys_json, now_ts, fps)).rowcount
+    if touched == len(keys):
+        return touched, (), {}
+    found = orjson.loads(conn.execute(Q["latest_untouched"], (route, keys_json, fps)).fetchone()[0])
+    others = {row[0] for row in found}
+    rest = [item for item in items if item.identifier in others]
+    if touched + len(rest) != len(items):
+        raise RuntimeError(f"import into {route!r}: {touched} touched and {len(rest)} left of {len(items)} records")
+    return touched, rest, _latest(conn, route, [row[0] for row in found], found)
 
 
 def _where(selection: TaskFilter) -> tuple[str, list[Any]]:

@@ -1,0 +1,113 @@
+"""SQLite decides the unchanged records of a catalogue poll inside SQL (``touch_unchanged``), a shortcut past the
+import plan. Whatever a batch holds, the outcome must be the plan's: two stores, one that always tries the shortcut
+first and one that never does, run the stateful store test in lockstep and must agree on every answer and every row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis.stateful import rule
+from store_helpers import ROUTE, T0, imp, item
+from test_store_stateful import IDENTS, ROUTES, STATEFUL_SETTINGS, StoreMachine
+
+from crossdock.store.base import ImportOptions, Store
+from crossdock.store.sqlite.store import Q, SQLiteStore
+from crossdock.tasks import TOUCH_ON_SAME, Status
+
+
+class _Always(dict[str, bool]):
+    """A ``_touch_first`` hint that ignores what the store learns and always answers ``value``."""
+
+    def __init__(self, value: bool) -> None:
+        super().__init__()
+        self.value = value
+
+    def get(self, key: str, default: Any = None) -> bool:  # type: ignore[override]
+        return self.value
+
+    def __setitem__(self, key: str, value: bool) -> None:
+        pass
+
+
+def _rows(store: SQLiteStore) -> tuple[list[Any], ...]:
+    return (
+        store._read("SELECT * FROM tasks ORDER BY id"),
+        store._read("SELECT * FROM task_logs ORDER BY id"),
+        store._read("SELECT * FROM counters ORDER BY route, status"),
+    )
+
+
+class TwinStore:
+    """Every call goes to both stores; answers and resulting rows must be equal."""
+
+    def __init__(self, shortcut: SQLiteStore, plan_only: SQLiteStore) -> None:
+        shortcut._touch_first = _Always(True)
+        plan_only._touch_first = _Always(False)
+        self.stores = (shortcut, plan_only)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        first, second = (getattr(s, name) for s in self.stores)
+
+        def both(*args: Any, **kwargs: Any) -> Any:
+            answer = first(*args, **kwargs)
+            assert answer == second(*args, **kwargs), name
+            if name != "close":
+                assert _rows(self.stores[0]) == _rows(self.stores[1]), name
+            return answer
+
+        return both
+
+
+class TwinMachine(StoreMachine):
+    def open_store(self) -> Store:
+        return TwinStore(SQLiteStore(self.tmp / "shortcut.db"), SQLiteStore(self.tmp / "plan.db"))  # type: ignore[return-value]
+
+    @rule(
+        route=st.sampled_from(ROUTES),
+        idents=st.lists(st.sampled_from(IDENTS), min_size=1, max_size=len(IDENTS), unique=True),
+        data=st.lists(st.integers(0, 2), min_size=len(IDENTS), max_size=len(IDENTS)),
+        realtime=st.booleans(),
+        supersede=st.booleans(),
+    )
+    def poll(self, route: str, idents: list[str], data: list[int], realtime: bool, supersede: bool) -> None:
+        """A batch the shortcut can take: distinct identifiers, every record a task to be."""
+        status = Status.PROCESSING if realtime else Status.NEW
+        items = [item(ident, data[n], status) for n, ident in enumerate(idents)]
+        options = ImportOptions(
+            supersede=supersede,
+            worker="rt" if realtime else None,
+            lease_until=self.now + timedelta(seconds=30) if realtime else None,
+        )
+        self.store.import_batch(route, items, run_id=None, options=options, now=self.now)
+
+
+TestPollShortcutAgreesWithPlan = STATEFUL_SETTINGS(TwinMachine).TestCase
+
+
+def test_shortcut_statuses_are_touch_on_same() -> None:
+    for name in ("touch_unchanged", "latest_untouched"):
+        listed = re.search(r"t\.status IN \(([^)]*)\)", Q[name])
+        assert listed is not None, name
+        assert {Status(s.strip(" '")) for s in listed.group(1).split(",")} == TOUCH_ON_SAME, name
+
+
+def test_a_poll_of_unchanged_records_adds_no_row_and_the_next_batch_tries_the_shortcut_first(
+    sqlite_store: SQLiteStore,
+) -> None:
+    imp(sqlite_store, [item(str(i)) for i in range(300)])
+    assert sqlite_store._touch_first[ROUTE] is False  # a first import: nothing was the same
+    counts = imp(sqlite_store, [item(str(i)) for i in range(300)], now=T0 + timedelta(seconds=5))
+    assert counts.unchanged == 300 and counts.created_ids == []
+    assert sqlite_store._touch_first[ROUTE] is True
+    assert sqlite_store._read("SELECT count(*), min(seen_count), max(seen_count) FROM tasks") == [(300, 2, 2)]
+    # 1 in 10 changed, and 20 never seen: the shortcut touches the rest, the plan decides these 50
+    batch = [item(str(i), "v2" if i % 10 == 0 else None) for i in range(320)]
+    counts = imp(sqlite_store, batch, now=T0 + timedelta(seconds=9))
+    assert (counts.unchanged, counts.changed, counts.created.get("new")) == (270, 30, 50)
+    assert sqlite_store._read("SELECT count(*) FROM tasks WHERE seen_count = 3") == [(270,)]
+    assert sqlite_store._touch_first[ROUTE] is True
