@@ -8,9 +8,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis.stateful import rule
 from store_helpers import ROUTE, T0, imp, item
 from test_store_stateful import IDENTS, ROUTES, STATEFUL_SETTINGS, StoreMachine
@@ -111,3 +113,17 @@ def test_a_poll_of_unchanged_records_adds_no_row_and_the_next_batch_tries_the_sh
     assert (counts.unchanged, counts.changed, counts.created.get("new")) == (270, 30, 50)
     assert sqlite_store._read("SELECT count(*) FROM tasks WHERE seen_count = 3") == [(270,)]
     assert sqlite_store._touch_first[ROUTE] is True
+
+
+@pytest.mark.parametrize("latest_status", list(Status))
+@pytest.mark.parametrize("same", [True, False])
+def test_each_latest_status_gets_the_plans_outcome(tmp_path: Path, latest_status: Status, same: bool) -> None:
+    twin = TwinStore(SQLiteStore(tmp_path / "shortcut.db"), SQLiteStore(tmp_path / "plan.db"))
+    twin.import_batch(ROUTE, [item(str(i)) for i in range(5)], run_id=None, options=ImportOptions(), now=T0)
+    for store in twin.stores:
+        # straight to the status under test (leases and counters do not matter to the import decision)
+        store._conn.execute("UPDATE tasks SET status = ? WHERE identifier = '2'", (latest_status.value,))
+    batch = [item(str(i), None if same or i != 2 else "changed") for i in range(5)]
+    counts = twin.import_batch(ROUTE, batch, run_id=None, options=ImportOptions(), now=T0 + timedelta(seconds=1))
+    # every record was either touched or became a task
+    assert counts.unchanged + sum(counts.created.values()) == 5
