@@ -128,6 +128,32 @@ def test_upgrade_to_version_4_keeps_what_the_fingerprint_table_said(tmp_path: Pa
     store.close()
 
 
+def test_upgrade_to_version_5_keeps_seen_counts_and_adds_touches_on_top(tmp_path: Path) -> None:
+    """Version 4 counted touches on the task row; 0005 leaves those values and counts later touches in task_seen."""
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, _name, sql in load_migrations("crossdock.store.sqlite"):
+        if version <= 4:
+            conn.executescript(sql)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint, seen_count, "
+        "last_seen_at, entity) VALUES (1, ?, 'a', 'new', 0, 0, ?, 4, ?, ?)",
+        (ROUTE, item("a").fingerprint, at(3).timestamp(), item("a").entity),
+    )
+    conn.execute("INSERT INTO counters (route, status, n) VALUES (?, 'new', 1)", (ROUTE,))
+    conn.close()
+    store = SQLiteStore(path)
+    assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
+    t = store.get_task(1)
+    assert t is not None and (t.seen_count, t.last_seen_at) == (4, at(3))
+    assert imp(store, [item("a")], now=at(7)).unchanged == 1
+    t = store.get_task(1)
+    assert t is not None and (t.seen_count, t.last_seen_at) == (5, at(7))
+    assert store.cache_show(ROUTE, "a").last_seen_at == at(7)  # type: ignore[union-attr]
+    store.close()
+
+
 def test_a_failed_batch_leaves_nothing_behind(sqlite_store: SQLiteStore) -> None:
     imp(sqlite_store, [item("a", 1)])
     bad = item("b", 1)

@@ -14,12 +14,12 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis.stateful import rule
-from store_helpers import ROUTE, T0, imp, item
+from store_helpers import ROUTE, T0, claim, imp, item, settle
 from test_store_stateful import IDENTS, ROUTES, STATEFUL_SETTINGS, StoreMachine
 
 from crossdock.store.base import ImportOptions, Store
 from crossdock.store.sqlite.store import Q, SQLiteStore
-from crossdock.tasks import TOUCH_ON_SAME, Status
+from crossdock.tasks import TOUCH_ON_SAME, Action, Status
 
 
 class _Always(dict[str, bool]):
@@ -41,6 +41,7 @@ def _rows(store: SQLiteStore) -> tuple[list[Any], ...]:
         store._read("SELECT * FROM tasks ORDER BY id"),
         store._read("SELECT * FROM task_logs ORDER BY id"),
         store._read("SELECT * FROM counters ORDER BY route, status"),
+        store._read("SELECT * FROM task_seen ORDER BY task_id"),
     )
 
 
@@ -106,12 +107,15 @@ def test_a_poll_of_unchanged_records_adds_no_row_and_the_next_batch_tries_the_sh
     counts = imp(sqlite_store, [item(str(i)) for i in range(300)], now=T0 + timedelta(seconds=5))
     assert counts.unchanged == 300 and counts.created_ids == []
     assert sqlite_store._touch_first[ROUTE] is True
-    assert sqlite_store._read("SELECT count(*), min(seen_count), max(seen_count) FROM tasks") == [(300, 2, 2)]
+    tasks = sqlite_store.get_tasks(range(1, 301))
+    assert {t.seen_count for t in tasks} == {2} and {t.last_seen_at for t in tasks} == {T0 + timedelta(seconds=5)}
+    # the touch is a narrow task_seen row; the task row is not rewritten
+    assert sqlite_store._read("SELECT count(*), max(seen_count) FROM tasks") == [(300, 1)]
     # 1 in 10 changed, and 20 never seen: the shortcut touches the rest, the plan decides these 50
     batch = [item(str(i), "v2" if i % 10 == 0 else None) for i in range(320)]
     counts = imp(sqlite_store, batch, now=T0 + timedelta(seconds=9))
     assert (counts.unchanged, counts.changed, counts.created.get("new")) == (270, 30, 50)
-    assert sqlite_store._read("SELECT count(*) FROM tasks WHERE seen_count = 3") == [(270,)]
+    assert sum(t.seen_count == 3 for t in sqlite_store.get_tasks(range(1, 301))) == 270
     assert sqlite_store._touch_first[ROUTE] is True
 
 
@@ -127,3 +131,15 @@ def test_each_latest_status_gets_the_plans_outcome(tmp_path: Path, latest_status
     counts = twin.import_batch(ROUTE, batch, run_id=None, options=ImportOptions(), now=T0 + timedelta(seconds=1))
     # every record was either touched or became a task
     assert counts.unchanged + sum(counts.created.values()) == 5
+
+
+def test_pruned_tasks_leave_no_seen_rows_behind(sqlite_store: SQLiteStore) -> None:
+    imp(sqlite_store, [item(str(i)) for i in range(50)])
+    imp(sqlite_store, [item(str(i)) for i in range(50)], now=T0 + timedelta(seconds=1))
+    assert sqlite_store._read("SELECT count(*) FROM task_seen") == [(50,)]
+    for t in claim(sqlite_store, 20, now=T0 + timedelta(seconds=2)):
+        settle(sqlite_store, t.id, Action.DELIVERED, now=T0 + timedelta(seconds=2))
+    # newer data makes them prunable (the latest task of an identifier is kept for the delta cache)
+    imp(sqlite_store, [item(str(i), "v2") for i in range(20)], now=T0 + timedelta(seconds=3))
+    assert sqlite_store.prune(older_than=T0 + timedelta(days=1), statuses=[Status.FINISHED]) == 20
+    assert sqlite_store._read("SELECT count(*), min(task_id) FROM task_seen") == [(30, 21)]

@@ -23,16 +23,16 @@ JOIN tasks t ON t.id = (
 
 -- name: touch_unchanged
 -- A catalogue poll decided inside SQLite: each identifier whose latest task has the same fingerprint and is one
--- tasks.TOUCH_ON_SAME keeps it (no new row), and that task's seen count and last-seen time go up. ?2 is the JSON array
--- of the batch's identifiers (distinct), ?4 their 16-byte fingerprints end to end in the same order. Deciding here
--- spares the writer thread the Python work per record that would otherwise hold the GIL the importer parses with.
-UPDATE tasks SET seen_count = seen_count + 1, last_seen_at = ?3
-WHERE id IN (
-    SELECT t.id FROM json_each(?2) j
-    JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
-    WHERE t.fingerprint = substr(?4, j.key * 16 + 1, 16)
-      AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped')
-)
+-- tasks.TOUCH_ON_SAME keeps it (no new row), and that task's seen count and last-seen time go up (in task_seen, a
+-- narrow row, rather than rewriting the task's). ?2 is the JSON array of the batch's identifiers (distinct), ?4 their
+-- 16-byte fingerprints end to end in the same order. Deciding here spares the writer thread the Python work per
+-- record that would otherwise hold the GIL the importer parses with.
+INSERT INTO task_seen (task_id, seen, last_seen_at)
+SELECT t.id, 1, ?3 FROM json_each(?2) j
+JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
+WHERE t.fingerprint = substr(?4, j.key * 16 + 1, 16)
+  AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped')
+ON CONFLICT (task_id) DO UPDATE SET seen = seen + 1, last_seen_at = excluded.last_seen_at
 
 -- name: latest_untouched
 -- after touch_unchanged, in the same transaction: every identifier it did not touch, with its newest task as in
@@ -52,7 +52,10 @@ INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: touch_tasks
-UPDATE tasks SET seen_count = seen_count + ?, last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?))
+-- ?3 is a JSON list of distinct task ids, each seen ?1 more times (see touch_unchanged)
+INSERT INTO task_seen (task_id, seen, last_seen_at)
+SELECT value, ?1, ?2 FROM json_each(?3) WHERE true
+ON CONFLICT (task_id) DO UPDATE SET seen = seen + excluded.seen, last_seen_at = excluded.last_seen_at
 
 -- name: supersede_task
 UPDATE tasks SET status = 'skipped', updated_at = ?, error = ?, related_task_id = ?, next_attempt_at = NULL
@@ -82,8 +85,10 @@ WHERE id IN (
     ORDER BY id
     LIMIT ?
 )
-RETURNING id, identifier, attempts, created_at, error, fingerprint, seen_count, last_seen_at, run_id,
-          related_task_id, priority, entity, raw, result
+RETURNING id, identifier, attempts, created_at, error, fingerprint,
+          seen_count + COALESCE((SELECT s.seen FROM task_seen s WHERE s.task_id = tasks.id), 0),
+          COALESCE((SELECT s.last_seen_at FROM task_seen s WHERE s.task_id = tasks.id), last_seen_at),
+          run_id, related_task_id, priority, entity, raw, result
 
 -- name: claim_retry
 UPDATE tasks SET status = 'processing', worker = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?
@@ -93,8 +98,10 @@ WHERE id IN (
     ORDER BY next_attempt_at
     LIMIT ?
 )
-RETURNING id, identifier, attempts, created_at, error, fingerprint, seen_count, last_seen_at, run_id,
-          related_task_id, priority, entity, raw, result
+RETURNING id, identifier, attempts, created_at, error, fingerprint,
+          seen_count + COALESCE((SELECT s.seen FROM task_seen s WHERE s.task_id = tasks.id), 0),
+          COALESCE((SELECT s.last_seen_at FROM task_seen s WHERE s.task_id = tasks.id), last_seen_at),
+          run_id, related_task_id, priority, entity, raw, result
 
 -- name: settle_many
 UPDATE tasks SET status = ?, updated_at = ?, error = NULL, next_attempt_at = NULL, lease_until = NULL
@@ -131,12 +138,6 @@ UPDATE tasks SET status = 'new', updated_at = ?, next_attempt_at = ?, lease_unti
 WHERE id = ? AND status = 'processing' AND worker = ?
 RETURNING route
 
--- name: get_task
-SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
-       worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
-       result
-FROM tasks WHERE id = ?
-
 -- name: task_logs
 SELECT at, level, phase, actor, from_status, to_status, message, details
 FROM task_logs WHERE task_id = ? ORDER BY id
@@ -169,7 +170,9 @@ SELECT id, route, part, started_at, finished_at, status, summary, error, actor F
 WHERE route = ? AND part = ? AND status = 'ok' ORDER BY id DESC LIMIT 1
 
 -- name: cache_show
-SELECT route, identifier, fingerprint, id, status, COALESCE(last_seen_at, created_at) FROM tasks
+SELECT route, identifier, fingerprint, id, status,
+       COALESCE((SELECT s.last_seen_at FROM task_seen s WHERE s.task_id = tasks.id), last_seen_at, created_at)
+FROM tasks
 WHERE route = ? AND identifier = ? AND fingerprint IS NOT NULL
 ORDER BY id DESC LIMIT 1
 

@@ -55,9 +55,13 @@ from crossdock.tasks import (
 )
 
 Q = load_queries("crossdock.store.sqlite")
+#: touches of a poll are kept in task_seen (migration 0005); a task's count is its own plus those
 _TASK_COLUMNS = (
     "id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until, worker, "
-    "error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw, result"
+    "error, fingerprint, "
+    "seen_count + COALESCE((SELECT s.seen FROM task_seen s WHERE s.task_id = tasks.id), 0), "
+    "COALESCE((SELECT s.last_seen_at FROM task_seen s WHERE s.task_id = tasks.id), last_seen_at), "
+    "run_id, related_task_id, priority, entity, raw, result"
 )
 ACTION_BATCH = 5000
 
@@ -582,7 +586,7 @@ class SQLiteStore(Store):
     # --- reads -----------------------------------------------------------------------------------
 
     def get_task(self, task_id: int) -> Task | None:
-        rows = self._read(Q["get_task"], (task_id,))
+        rows = self._read(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         return _task(rows[0]) if rows else None
 
     def get_tasks(self, ids: Sequence[int]) -> list[Task]:
@@ -756,6 +760,7 @@ class SQLiteStore(Store):
                 ids = orjson.dumps([r[0] for r in rows])
                 conn.execute("DELETE FROM task_logs WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
                 conn.execute("DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+                conn.execute("DELETE FROM task_seen WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
                 deltas: Counter[tuple[str, str]] = Counter()
                 for _id, r, s in rows:
                     deltas[(r, s)] -= 1
