@@ -1,21 +1,21 @@
 """Delta detection against a peer: crossdock's importer vs a dlt merge pipeline, in one run.
 
-Figures (2026-11-25 ~17:03 UTC, after the SQLite import work of that day; Python 3.11.7, shared 2-vCPU dev
-container, 24 GiB, nothing else running; dlt 1.31.0 + duckdb 2.0.1; ``--repeat 1``). **The sizes differ**:
-crossdock imported 1,000,000 and 100,000 records, dlt 100,000 (dlt at 1,000,000 would take minutes a load and
-~25 GB); rates are per record, RSS is the child's peak in MB::
+Figures (2026-11-25 ~18:35 UTC, after SQLite migration 0005 (poll touches decided in SQL, kept in task_seen);
+Python 3.11.7, 2-vCPU dev container, 24 GiB, nothing else running; dlt 1.31.0 + duckdb 2.0.1; ``--repeat 1``).
+**The sizes differ**: crossdock imported 1,000,000 and 100,000 records, dlt 100,000 (dlt at 1,000,000 would take
+minutes a load and ~25 GB); rates are per record, RSS is the child's peak in MB::
 
-    load                   crossdock 1M         crossdock 100k       dlt 100k              x 1M/dlt  x same N  mem 1/x
-    a  first import        93,857  115MB 0.95   75,735  113MB 0.95   4,340  2580MB 1.04    21.6      17.5      22.9
-       deliver all (noop)  47,138   79MB 1.39   43,573   79MB 1.44   -
-    b  unchanged           69,427  126MB 1.34   60,626  114MB 1.34   4,370  2578MB 1.28    15.9      13.9      22.5
-    b2 unchanged again     81,186  119MB 1.32   80,008  114MB 1.29   -
-    c  1% changed          90,325  114MB 1.33  105,844  113MB 1.33   4,567  2575MB 1.21    19.8      23.2      22.8
+    load                   crossdock 1M          crossdock 100k       dlt 100k              x 1M/dlt  x same N  mem 1/x
+    a  first import        122,790  116MB 1.33   97,235  112MB 1.33   3,935  2578MB 1.35    31.2      24.7      23.1
+       deliver all (noop)   60,798   79MB 1.46   79,168   78MB 1.46   -
+    b  unchanged            97,234  115MB 1.39   89,921  115MB 1.36   4,016  2576MB 1.24    24.2      22.4      22.5
+    b2 unchanged again     250,309  109MB 1.22  240,848  109MB 1.22   -
+    c  1% changed          201,281  113MB 1.20  219,675  110MB 1.20   4,566  2578MB 1.14    44.1      48.1      23.4
 
 Checks passed: (c) created exactly 10,000 new tasks at 1M (1,000 at 100k), (b2) added no rows, dlt kept exactly
-N rows after every merge. Goal (>= 10x speed, <= 1/10 memory): met on every load (16-22x faster at 1M, 14-23x at
-equal N; 22-23x less memory). The previous figures (same day, before migration 0004, multi-row inserts and the
-engine's GIL/GC tuning, under load 2-5) were 13.4x / 8.0x / 14.1x.
+N rows after every merge. Goal (>= 10x speed, <= 1/10 memory): met on every load (24-44x faster at 1M, 22-48x at
+equal N; 22-23x less memory). Earlier the same day: 21.6x / 15.9x / 19.8x (before 0005), and 13.4x / 8.0x /
+14.1x (before migration 0004).
 (b) is crossdock's slowest re-import because "unchanged after finished" writes one skipped task per record, with
 the entity cached for ``tasks retry``. dlt's peak RSS grows with N (282 MB at 5,000 records,
 2.6 GB at 100,000) and does not fall on re-loads: it normalizes and merges every row each time (no per-record
