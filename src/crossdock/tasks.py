@@ -74,6 +74,8 @@ class Action(StrEnum):
     FAIL = "fail"
     #: a shutting-down worker gives back a task it claimed but never started
     RELEASE = "release"
+    #: the same for a task it claimed from retry: it stays a retry, with its attempts and last error
+    RELEASE_RETRY = "release_retry"
 
     def __str__(self) -> str:
         return self.value
@@ -102,6 +104,7 @@ TRANSITIONS: dict[Action, Transition] = {
     Action.LEASE_EXPIRED_RETRY: _t({S.PROCESSING}, S.RETRY),
     Action.LEASE_EXPIRED_FAILED: _t({S.PROCESSING}, S.FAILED),
     Action.RELEASE: _t({S.PROCESSING}, S.NEW),
+    Action.RELEASE_RETRY: _t({S.PROCESSING}, S.RETRY),
     Action.SUPERSEDE: _t({S.NEW, S.RETRY}, S.SKIPPED),
     Action.RETRY: _t({S.FINISHED, S.FAILED, S.SKIPPED}, S.NEW),
     Action.SKIP: _t({S.NEW, S.RETRY, S.FAILED, S.WAITING}, S.SKIPPED),
@@ -117,6 +120,9 @@ IMPORT_STATUSES: frozenset[Status] = frozenset({S.NEW, S.PROCESSING, S.SKIPPED, 
 
 #: Actions after which the attempt counter starts again.
 RESETS_ATTEMPTS: frozenset[Action] = frozenset({Action.RETRY})
+
+#: A worker handing back claims it never started: not a delivery result.
+RELEASES: frozenset[Action] = frozenset({Action.RELEASE, Action.RELEASE_RETRY})
 
 
 def transition(action: Action, current: Status) -> Status:

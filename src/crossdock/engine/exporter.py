@@ -25,7 +25,7 @@ from crossdock.engine.slots import PrioritySlots
 from crossdock.engine.tuning import tune_interpreter
 from crossdock.errors import DeliveryError, PermanentError, RecordFiltered, RecordRejected, TransientError
 from crossdock.store import Settlement, Store
-from crossdock.tasks import Action, Task
+from crossdock.tasks import Action, Status, Task
 
 log = logging.getLogger("crossdock.exporter")
 
@@ -221,7 +221,7 @@ class Exporter:
         in_flight = self._in_flight.setdefault(route.name, set())
         in_flight.update(ids)
         settlements: list[Settlement] = []
-        unstarted: list[int] = []
+        unstarted: list[Task] = []
         settle = _Settler(self, route).settlement
         try:
             if route.outgoing_pipeline:
@@ -237,7 +237,7 @@ class Exporter:
             if target.supports_batch and ready:
                 async with self._slot(route):
                     if self._stopping:
-                        unstarted += [t.id for t, _ in ready]
+                        unstarted += [t for t, _ in ready]
                     else:
                         outcomes = await target.deliver_batch(ready)
                         settlements += [
@@ -254,7 +254,7 @@ class Exporter:
                     for task, entity in pending:
                         async with sem, self._slot(route):
                             if self._stopping:
-                                unstarted.append(task.id)
+                                unstarted.append(task)
                                 continue
                             started = perf_counter()
                             try:
@@ -268,27 +268,30 @@ class Exporter:
         except BaseException:
             # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
             settled = {s.task_id for s in settlements}
-            self._finish_sync(settlements, [i for i in ids if i not in settled])
+            self._finish_sync(settlements, [t for t in tasks if t.id not in settled])
             in_flight.difference_update(ids)
             raise
         try:
             await asyncio.to_thread(self.store.settle, settlements, now=_now())
             if unstarted:
-                summary.released += await asyncio.to_thread(
-                    self.store.release, unstarted, worker=self.worker, now=_now()
-                )
+                summary.released += await asyncio.to_thread(self._release, unstarted)
             for action, n in Counter(s.action for s in settlements).items():
                 summary.count(_STATUS_OF[action], n)
         finally:
             in_flight.difference_update(ids)
 
-    def _finish_sync(self, settlements: list[Settlement], release: list[int]) -> None:
+    def _release(self, tasks: list[Task]) -> int:
+        """Hand back unstarted claims, each to the status it was claimed from."""
+        retries = {t.id for t in tasks if t.claimed_from is Status.RETRY}
+        return self.store.release([t.id for t in tasks], worker=self.worker, now=_now(), retries=retries)
+
+    def _finish_sync(self, settlements: list[Settlement], release: list[Task]) -> None:
         """Settle and release without awaiting: this runs while the task is being cancelled."""
         try:
             if settlements:
                 self.store.settle(settlements, now=_now())
             if release:
-                self.store.release(release, worker=self.worker, now=_now())
+                self._release(release)
         except Exception:  # the leases will expire and recover these tasks
             log.exception("cannot settle or release %d task(s) at shutdown", len(settlements) + len(release))
 

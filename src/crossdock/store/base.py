@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -284,8 +284,9 @@ class Store(abc.ABC):
         """Give back processing tasks whose lease ran out (their worker died). The attempt counts."""
 
     @abc.abstractmethod
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
-        """Hand back tasks a worker claimed but never started (shutdown)."""
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
+        """Hand back tasks a worker claimed but never started (shutdown): due again at once, the claim's attempt
+        not counted. The ids in ``retries`` were claimed from retry and go back there; the others go back to new."""
 
     # --- actions -------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -32,11 +32,13 @@ from crossdock.store.base import (
     empty_counts,
 )
 from crossdock.store.transitions import (
+    RELEASED_MESSAGE,
     action_fields,
     action_message,
     import_plan,
     initial_attempts,
     lease_recovery,
+    release_action,
     settles_from_processing,
 )
 from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
@@ -247,21 +249,19 @@ class MemoryStore(Store):
                 n += 1
         return n
 
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
         n = 0
         with self._lock:
             for i in ids:
                 t = self.tasks.get(i)
                 if t is None or t.status is not Status.PROCESSING or t.worker != worker:
                     continue
-                self._move(t, Status.NEW, now)
+                back = TRANSITIONS[release_action(i, retries)].target
+                self._move(t, back, now)
                 t.lease_until = None
                 t.attempts = max(t.attempts - 1, 0)
                 t.next_attempt_at = now
-                self._log(
-                    i,
-                    LogLine(now, "info", "system", "released at shutdown", worker, Status.PROCESSING, Status.NEW),
-                )
+                self._log(i, LogLine(now, "info", "system", RELEASED_MESSAGE, worker, Status.PROCESSING, back))
                 n += 1
         return n
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from crossdock.store.base import ImportCounts, ImportItem, ImportOptions
-from crossdock.tasks import TOUCH_ON_SAME, TRANSITIONS, Action, ImportOutcome, Status, decide_import
+from crossdock.tasks import RELEASES, TOUCH_ON_SAME, TRANSITIONS, Action, ImportOutcome, Status, decide_import
 
 
 class PlannedTask:
@@ -171,7 +171,16 @@ def action_message(action: Action, actor: str, reason: str | None) -> str:
 
 def settles_from_processing(action: Action) -> bool:
     """Whether ``action`` is a delivery result :meth:`Store.settle` may apply (from processing)."""
-    return Status.PROCESSING in TRANSITIONS[action].sources and action is not Action.RELEASE
+    return Status.PROCESSING in TRANSITIONS[action].sources and action not in RELEASES
+
+
+#: the log message of a released claim
+RELEASED_MESSAGE = "released at shutdown"
+
+
+def release_action(task_id: int, retries: Collection[int]) -> Action:
+    """How an unstarted claim goes back: to retry if it was claimed from there, else to new."""
+    return Action.RELEASE_RETRY if task_id in retries else Action.RELEASE
 
 
 def initial_attempts(status: Status) -> int:

@@ -382,6 +382,34 @@ def test_release_gives_back_unstarted_work(store: Store) -> None:
     assert_logs_obey_transitions(store, 1)
 
 
+def test_a_task_claimed_from_retry_is_released_back_to_retry(store: Store) -> None:
+    """A worker stopping before it started a retry gives it back as a retry: due at once, its attempts and its
+    last error kept, so the operator still sees that it failed before."""
+    imp(store, [item("a"), item("b")])
+    claim(store, now=at(0))
+    assert settle(store, 1, Action.SCHEDULE_RETRY, now=at(1), error="HTTP 503", next_attempt_at=at(30)) == 1
+    assert settle(store, 2, Action.DELIVERED, now=at(1)) == 1
+    [claimed] = claim(store, now=at(31))
+    assert (claimed.id, claimed.claimed_from, claimed.attempts) == (1, Status.RETRY, 2)
+    assert store.release([1], worker=WORKER, now=at(32), retries={1}) == 1
+    t = task(store, 1)
+    assert (t.status, t.attempts, t.error, t.lease_until, t.next_attempt_at) == (
+        Status.RETRY,
+        1,
+        "HTTP 503",
+        None,
+        at(32),
+    )
+    line = store.task_logs(1)[-1]
+    assert (line.from_status, line.to_status, line.message) == (Status.PROCESSING, Status.RETRY, "released at shutdown")
+    assert store.stats(ROUTE).by_status["retry"] == 1
+    # due again at once, and claimed from retry again
+    [again] = claim(store, now=at(32))
+    assert (again.id, again.claimed_from, again.attempts) == (1, Status.RETRY, 2)
+    assert_counters_exact(store)
+    assert_logs_obey_transitions(store, 1)
+
+
 def test_released_realtime_task_is_claimable(store: Store) -> None:
     imp(store, [item("a", 1, Status.PROCESSING)], worker="rt", lease_until=at(60))
     assert store.release([1], worker="rt", now=at(1)) == 1

@@ -165,13 +165,14 @@ class StoreMachine(RuleBasedStateMachine):
         assert n == 1
 
     @precondition(lambda self: self.store.count_tasks(TaskFilter(statuses=[Status.PROCESSING])) > 0)
-    @rule(data=st.data())
-    def release(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), from_retry=st.booleans())
+    def release(self, data: st.DataObject, from_retry: bool) -> None:
         task_id = data.draw(st.sampled_from(self.ids([Status.PROCESSING])))
         t = self.store.get_task(task_id)
         assert t is not None and t.worker is not None
-        assert self.store.release([task_id], worker=t.worker, now=self.now) == 1
-        assert self.status(task_id) is Status.NEW
+        retries = {task_id} if from_retry else set()
+        assert self.store.release([task_id], worker=t.worker, now=self.now, retries=retries) == 1
+        assert self.status(task_id) is (Status.RETRY if from_retry else Status.NEW)
 
     @rule(
         action=st.sampled_from(MANUAL_ACTIONS),

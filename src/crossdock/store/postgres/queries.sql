@@ -149,10 +149,12 @@ WHERE t.id = v.id AND t.status = 'processing' AND t.lease_until < %s
 RETURNING t.id
 
 -- name: release_tasks
-UPDATE tasks SET status = 'new', updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
+-- back to new, or to retry for the ids claimed from there
+UPDATE tasks SET status = CASE WHEN id = ANY(%(retries)s::bigint[]) THEN 'retry' ELSE 'new' END,
+                 updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
                  attempts = GREATEST(attempts - 1, 0)
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing' AND worker = %(worker)s
-RETURNING id, route
+RETURNING id, route, status
 
 -- name: action_matched
 SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status

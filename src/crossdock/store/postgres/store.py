@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -50,11 +50,13 @@ from crossdock.store.base import (
 from crossdock.store.filters import where_clause
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.store.transitions import (
+    RELEASED_MESSAGE,
     action_fields,
     action_message,
     import_plan,
     initial_attempts,
     lease_recovery,
+    settles_from_processing,
 )
 from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
 
@@ -394,7 +396,7 @@ class PostgresStore(Store):
         # Only delivery results leave processing here; a claim or a manual action is never a settlement.
         unique: dict[int, Settlement] = {}
         for s in settlements:
-            if Status.PROCESSING in TRANSITIONS[s.action].sources and s.action is not Action.RELEASE:
+            if settles_from_processing(s.action):
                 unique.setdefault(s.task_id, s)
         if not unique:
             return 0
@@ -501,35 +503,24 @@ class PostgresStore(Store):
                 if len(rows) < ACTION_BATCH:
                     return recovered
 
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
         if not ids:
             return 0
         with self._tx() as conn:
-            routes = dict(conn.execute(Q["release_tasks"], {"now": now, "ids": list(ids), "worker": worker}).fetchall())
+            params = {"now": now, "ids": list(ids), "worker": worker, "retries": list(retries)}
+            back = {task_id: (route, status) for task_id, route, status in conn.execute(Q["release_tasks"], params)}
             deltas: Counter[tuple[str, str]] = Counter()
             logs: list[LogRow] = []
             for task_id in dict.fromkeys(ids):
-                route = routes.get(task_id)
-                if route is None:
+                if task_id not in back:
                     continue
+                route, status = back[task_id]
                 deltas[(route, "processing")] -= 1
-                deltas[(route, "new")] += 1
-                logs.append(
-                    (
-                        task_id,
-                        now,
-                        "info",
-                        "system",
-                        worker,
-                        "processing",
-                        "new",
-                        "released at shutdown",
-                        None,
-                    )
-                )
+                deltas[(route, status)] += 1
+                logs.append((task_id, now, "info", "system", worker, "processing", status, RELEASED_MESSAGE, None))
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
-        return len(routes)
+        return len(back)
 
     # --- actions ---------------------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ UPDATE tasks SET status = ?, updated_at = ?, lease_until = NULL, next_attempt_at
 WHERE id = ? AND status = 'processing' AND lease_until < ?
 
 -- name: release_task
-UPDATE tasks SET status = 'new', updated_at = ?, next_attempt_at = ?, lease_until = NULL,
+UPDATE tasks SET status = ?, updated_at = ?, next_attempt_at = ?, lease_until = NULL,
                  attempts = MAX(attempts - 1, 0)
 WHERE id = ? AND status = 'processing' AND worker = ?
 RETURNING route

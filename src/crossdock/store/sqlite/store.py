@@ -7,7 +7,7 @@ import sqlite3
 import string
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain
@@ -37,11 +37,13 @@ from crossdock.store.filters import where_clause
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.store.transitions import (
     POLLED,
+    RELEASED_MESSAGE,
     Latest,
     action_fields,
     action_message,
     import_plan,
     lease_recovery,
+    release_action,
     settles_from_processing,
 )
 from crossdock.tasks import (
@@ -490,32 +492,21 @@ class SQLiteStore(Store):
                 if len(rows) < ACTION_BATCH:
                     return recovered
 
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime) -> int:
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
         now_ts = now.timestamp()
         released = 0
         with self._tx() as conn:
             deltas: Counter[tuple[str, str]] = Counter()
             logs = []
             for task_id in ids:
-                row = conn.execute(Q["release_task"], (now_ts, now_ts, task_id, worker)).fetchone()
+                back = TRANSITIONS[release_action(task_id, retries)].target.value
+                row = conn.execute(Q["release_task"], (back, now_ts, now_ts, task_id, worker)).fetchone()
                 if row is None:
                     continue
                 released += 1
                 deltas[(row[0], "processing")] -= 1
-                deltas[(row[0], "new")] += 1
-                logs.append(
-                    (
-                        task_id,
-                        now_ts,
-                        "info",
-                        "system",
-                        worker,
-                        "processing",
-                        "new",
-                        "released at shutdown",
-                        None,
-                    )
-                )
+                deltas[(row[0], back)] += 1
+                logs.append((task_id, now_ts, "info", "system", worker, "processing", back, RELEASED_MESSAGE, None))
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
         return released
