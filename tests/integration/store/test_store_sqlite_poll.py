@@ -14,11 +14,13 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis.stateful import rule
-from store_helpers import ROUTE, T0, claim, imp, item, settle
+from store_helpers import ROUTE, T0, claim, imp, item, rejected, settle
 from test_store_stateful import IDENTS, ROUTES, STATEFUL_SETTINGS, StoreMachine
 
+import crossdock.store.sqlite.store as sqlite_module
 from crossdock.store.base import ImportOptions, Store
 from crossdock.store.sqlite.store import Q, SQLiteStore
+from crossdock.store.transitions import POLLED
 from crossdock.tasks import TOUCH_ON_SAME, Action, Status
 
 
@@ -74,13 +76,33 @@ class TwinMachine(StoreMachine):
         route=st.sampled_from(ROUTES),
         idents=st.lists(st.sampled_from(IDENTS), min_size=1, max_size=len(IDENTS), unique=True),
         data=st.lists(st.integers(0, 2), min_size=len(IDENTS), max_size=len(IDENTS)),
+        intents=st.lists(
+            st.sampled_from([Status.NEW, Status.NEW, Status.NEW, Status.SKIPPED, Status.REJECTED]),
+            min_size=len(IDENTS),
+            max_size=len(IDENTS),
+        ),
+        unkeyed=st.booleans(),
         realtime=st.booleans(),
         supersede=st.booleans(),
     )
-    def poll(self, route: str, idents: list[str], data: list[int], realtime: bool, supersede: bool) -> None:
-        """A batch the shortcut can take: distinct identifiers, every record a task to be."""
-        status = Status.PROCESSING if realtime else Status.NEW
-        items = [item(ident, data[n], status) for n, ident in enumerate(idents)]
+    def poll(
+        self,
+        route: str,
+        idents: list[str],
+        data: list[int],
+        intents: list[Status],
+        unkeyed: bool,
+        realtime: bool,
+        supersede: bool,
+    ) -> None:
+        """A batch the shortcut can take: distinct identifiers; filtered, rejected and identifier-less records among
+        them are left to the plan."""
+        items = []
+        for n, ident in enumerate(idents):
+            status = Status.PROCESSING if realtime and intents[n] is Status.NEW else intents[n]
+            items.append(item(ident, data[n], status, reason=None if status in POLLED else status.value))
+        if unkeyed:
+            items.insert(len(items) // 2, rejected())
         options = ImportOptions(
             supersede=supersede,
             worker="rt" if realtime else None,
@@ -143,3 +165,24 @@ def test_pruned_tasks_leave_no_seen_rows_behind(sqlite_store: SQLiteStore) -> No
     imp(sqlite_store, [item(str(i), "v2") for i in range(20)], now=T0 + timedelta(seconds=3))
     assert sqlite_store.prune(older_than=T0 + timedelta(days=1), statuses=[Status.FINISHED]) == 20
     assert sqlite_store._read("SELECT count(*), min(task_id) FROM task_seen") == [(30, 21)]
+
+
+def test_filtered_records_in_a_poll_leave_the_rest_to_the_shortcut(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = sqlite_module._touch_unchanged
+
+    def counting(*args: Any) -> Any:
+        touched, rest, latest = real(*args)
+        calls.append(touched)
+        return touched, rest, latest
+
+    monkeypatch.setattr(sqlite_module, "_touch_unchanged", counting)
+    imp(sqlite_store, [item(str(i)) for i in range(100)])
+    sqlite_store._touch_first[ROUTE] = True
+    batch = [item(str(i), status=Status.SKIPPED, reason="out") if i % 10 == 0 else item(str(i)) for i in range(100)]
+    counts = imp(sqlite_store, batch, now=T0 + timedelta(seconds=5))
+    assert calls[-1] == 90  # the shortcut touched the 90 unchanged records; the plan took the 10 filtered ones
+    assert counts.unchanged == 90
+    assert {t.seen_count for t in sqlite_store.get_tasks(range(1, 101)) if int(t.identifier or 0) % 10} == {2}

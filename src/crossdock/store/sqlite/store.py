@@ -267,8 +267,8 @@ class SQLiteStore(Store):
             latest: dict[str, Latest] = {}
             touched = 0
             polled = options.delta and not options.full
-            if polled and self._touch_first.get(route, True) and (keys := _pollable(items)) is not None:
-                touched, items, latest = _touch_unchanged(conn, route, keys, items, now_ts)
+            if polled and self._touch_first.get(route, True) and (poll := _pollable(items)) is not None:
+                touched, items, latest = _touch_unchanged(conn, route, *poll, items, now_ts)
                 if not items:
                     self._touch_first[route] = True
                     return ImportCounts(unchanged=touched)
@@ -970,36 +970,60 @@ def _latest(
     return latest
 
 
-def _pollable(items: Sequence[ImportItem]) -> list[str] | None:
-    """The identifiers of a batch that touch_unchanged can decide, or None when the full plan must.
+def _pollable(items: Sequence[ImportItem]) -> tuple[list[ImportItem], list[str]] | None:
+    """The records of a batch that touch_unchanged can decide, and the identifiers of the others; None when the
+    import plan must decide the whole batch.
 
-    That is every record intending a task (new or processing), with an identifier and a 16-byte fingerprint, and no
+    touch_unchanged decides records intending a task (new or processing) with an identifier and a 16-byte
+    fingerprint. A filtered or rejected record is left to the plan. So is every record of a batch that holds an
     identifier twice: a repeat is decided against the record before it in the batch, which only the plan sees.
     """
     keys = []
+    eligible = []
+    others = []
     for item in items:
+        ident = item.identifier
+        if ident is None:
+            continue
+        keys.append(ident)
         fp = item.fingerprint
-        if item.status not in POLLED or fp is None or len(fp) != 16 or item.identifier is None:
-            return None
-        keys.append(item.identifier)
-    return keys if len(set(keys)) == len(keys) else None
+        if item.status in POLLED and fp is not None and len(fp) == 16:
+            eligible.append(item)
+        else:
+            others.append(ident)
+    if not eligible or len(set(keys)) != len(keys):
+        return None
+    return eligible, others
 
 
 def _touch_unchanged(
-    conn: sqlite3.Connection, route: str, keys: list[str], items: Sequence[ImportItem], now_ts: float
+    conn: sqlite3.Connection,
+    route: str,
+    eligible: list[ImportItem],
+    others: list[str],
+    items: Sequence[ImportItem],
+    now_ts: float,
 ) -> tuple[int, Sequence[ImportItem], dict[str, Latest]]:
-    """Touch the records of a poll that are unchanged; return how many, the other records and their latest tasks."""
-    keys_json = orjson.dumps(keys)
-    fps = b"".join([item.fingerprint for item in items])  # type: ignore[misc]  # _pollable checked them
+    """Touch the unchanged records of a poll (of ``eligible``, see _pollable). Return how many, the records left
+    for the import plan (in batch order), and the latest tasks of their identifiers."""
+    keys_json = orjson.dumps([item.identifier for item in eligible])
+    fps = b"".join([item.fingerprint for item in eligible])  # type: ignore[misc]  # _pollable checked them
     touched: int = conn.execute(Q["touch_unchanged"], (route, keys_json, now_ts, fps)).rowcount
-    if touched == len(keys):
+    if touched == len(items):
         return touched, (), {}
-    found = orjson.loads(conn.execute(Q["latest_untouched"], (route, keys_json, fps)).fetchone()[0])
-    others = {row[0] for row in found}
-    rest = [item for item in items if item.identifier in others]
-    if touched + len(rest) != len(items):
-        raise RuntimeError(f"import into {route!r}: {touched} touched and {len(rest)} left of {len(items)} records")
-    return touched, rest, _latest(conn, route, [row[0] for row in found], found)
+    found: list[list[Any]] = []
+    if touched < len(eligible):
+        found = orjson.loads(conn.execute(Q["latest_untouched"], (route, keys_json, fps)).fetchone()[0])
+    if touched + len(found) != len(eligible):
+        raise RuntimeError(f"import into {route!r}: {touched} touched and {len(found)} left of {len(eligible)} records")
+    rest: Sequence[ImportItem] = items
+    if touched:
+        done = {item.identifier for item in eligible}.difference(row[0] for row in found)
+        rest = [item for item in items if item.identifier not in done]
+    latest = _latest(conn, route, [row[0] for row in found], found) if found else {}
+    if others:
+        latest.update(_latest(conn, route, others))
+    return touched, rest, latest
 
 
 def _where(selection: TaskFilter) -> tuple[str, list[Any]]:
