@@ -252,3 +252,24 @@ def test_cache_show_clear_and_full_run(project: Any) -> None:
     assert project.cli("cache", "show", "r", "--identifier", "SKU-000003", "--json", expect=None).code == 1
     again = project.run("r", "--incoming")
     assert again["incoming"]["routes"]["r"]["new"] == 5
+
+
+def test_a_broken_record_polled_again_keeps_one_rejected_task(project: Any) -> None:
+    """A malformed line and a record without its identifier, in a file polled again and again: one rejected task
+    each, seen once per poll. Fixed upstream, the record comes in under its identifier."""
+    records = project.products(3)
+    path = project.write_ndjson("data/in.ndjson", records)
+    without_sku = {k: v for k, v in records[1].items() if k != "sku"}
+    good = path.read_bytes()
+    path.write_bytes(good + b"{broken\n" + orjson.dumps(without_sku) + b"\n")
+    noop_route(project)
+    for _ in range(3):
+        summary = project.run("r", "--incoming")["incoming"]["routes"]["r"]
+        assert summary["rejected"] == 2
+    rejected = project.tasks("--status", "rejected")
+    assert len(rejected) == 2
+    assert sorted(project.show(t["id"])["seen_count"] for t in rejected) == [3, 3]
+    # another broken line is a task of its own
+    path.write_bytes(good + b"{broken\n{also broken\n")
+    project.run("r", "--incoming")
+    assert len(project.tasks("--status", "rejected")) == 3

@@ -295,11 +295,15 @@ class Importer:
                     accept(entity)
 
     def _malformed(self, states: list[_RouteState], record: Malformed) -> None:
-        """A record the source could not parse: a rejected task with the raw text, on every route."""
+        """A record the source could not parse: a rejected task with the raw text, on every route.
+
+        Its fingerprint is the raw text's, so the same broken line polled again touches that task (delta)."""
         reason = self.project.redact(record.reason)
+        digest = xxhash.xxh3_128_digest(record.raw.encode("utf-8", "backslashreplace"))
+        item = ImportItem(Status.REJECTED, None, None, digest, reason, record.raw[:RAW_LIMIT])
         for state in states:
             state.summary.rejected += 1
-            state.items.append(ImportItem(Status.REJECTED, None, None, None, reason, record.raw[:RAW_LIMIT]))
+            state.items.append(item)
 
     def _acceptor(self, group: list[_RouteState]) -> Acceptor:
         """The per-record work of routes that do the same work, as a closure over their compiled config.

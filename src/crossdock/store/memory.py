@@ -33,6 +33,8 @@ from crossdock.store.base import (
 )
 from crossdock.store.transitions import (
     RELEASED_MESSAGE,
+    DeltaKey,
+    Latest,
     action_fields,
     action_message,
     import_plan,
@@ -40,6 +42,7 @@ from crossdock.store.transitions import (
     lease_recovery,
     release_action,
     settles_from_processing,
+    unkeyed_key,
 )
 from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
 
@@ -92,13 +95,20 @@ class MemoryStore(Store):
     ) -> ImportCounts:
         self.calls.append("import_batch")
         with self._lock:
-            latest = {}
+            latest: dict[DeltaKey, Latest] = {}
             if options.delta:
                 for it in items:
                     if it.identifier is not None and (route, it.identifier) in self.fingerprints:
                         fp, task_id = self.fingerprints[(route, it.identifier)]
                         t = self.tasks.get(task_id)
                         latest[it.identifier] = (fp, task_id, t.status if t else None)
+                    elif (key := unkeyed_key(it)) is not None and key not in latest:
+                        # as the SQL stores: the newest task without an identifier that recorded this content
+                        same = [t for t in self.tasks.values() if t.route == route and t.identifier is None]
+                        same = [t for t in same if t.fingerprint == key.hex()]
+                        if same:
+                            last = max(same, key=lambda t: t.id)
+                            latest[key] = (key, last.id, last.status)
             plan = import_plan(route, items, latest, options)
             for p in plan.creates:
                 p.task_id = self._next_id
@@ -119,7 +129,10 @@ class MemoryStore(Store):
                     lease_until=options.lease_until if p.status is Status.PROCESSING else None,
                     worker=options.worker if p.status is Status.PROCESSING else None,
                     error=p.reason,
-                    fingerprint=item.fingerprint.hex() if item.fingerprint else None,
+                    # a task without an identifier keeps its content fingerprint only when delta recorded it
+                    fingerprint=item.fingerprint.hex()
+                    if item.fingerprint and (item.identifier is not None or p.record_fingerprint)
+                    else None,
                     last_seen_at=now,
                     run_id=run_id,
                     related_task_id=p.related.task_id if p.related is not None else p.related_id,
@@ -377,6 +390,10 @@ class MemoryStore(Store):
         keys = [k for k in self.fingerprints if k[0] == route and identifier in (None, k[1])]
         for k in keys:
             del self.fingerprints[k]
+        if identifier is None:
+            for t in self.tasks.values():
+                if t.route == route and t.identifier is None:
+                    t.fingerprint = None
         return len(keys)
 
     def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None:

@@ -64,20 +64,38 @@ Latest = tuple[bytes, int, Status | None]
 POLLED = frozenset({Status.NEW, Status.PROCESSING})
 
 
+#: what delta compares a record by: its identifier, or for a record without one (a malformed line, a missing
+#: identifier) its content fingerprint among the route's tasks without an identifier
+DeltaKey = str | bytes
+
+
+def unkeyed_key(item: ImportItem) -> bytes | None:
+    """The key in ``latest`` of a record without an identifier: its content fingerprint, when it has content and
+    is rejected or filtered (a record without an identifier never intends a task)."""
+    if item.identifier is None and item.fingerprint is not None and item.status not in POLLED:
+        return item.fingerprint
+    return None
+
+
 def import_plan(
-    route: str, items: Sequence[ImportItem], latest: dict[str, Latest], options: ImportOptions
+    route: str, items: Sequence[ImportItem], latest: dict[DeltaKey, Latest], options: ImportOptions
 ) -> ImportPlan:
-    """Decide, record by record, what an import batch writes. Pure: the store applies it in one transaction."""
+    """Decide, record by record, what an import batch writes. Pure: the store applies it in one transaction.
+
+    ``latest`` is keyed by :func:`delta_key`.
+    """
     plan = ImportPlan()
     counts = plan.counts
     creates = plan.creates
     touches = plan.touches
-    pending: dict[str, PlannedTask] = {}
+    pending: dict[DeltaKey, PlannedTask] = {}
     use_delta = options.delta and not options.full
     record = options.delta or options.full
     for item in items:
-        ident = item.identifier
+        ident: DeltaKey | None = item.identifier
         intended = item.status
+        if ident is None and item.fingerprint is not None and intended not in POLLED:
+            ident = item.fingerprint  # unkeyed_key(item), inline on this hot path
         if ident is None or item.fingerprint is None or not (use_delta or record):
             _create(plan, item, intended, item.reason, None)
             continue

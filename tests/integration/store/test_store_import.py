@@ -18,7 +18,7 @@ from store_helpers import (
     task,
 )
 
-from crossdock.store.base import Store, TaskFilter
+from crossdock.store.base import ImportItem, Store, TaskFilter
 from crossdock.tasks import Action, Status
 
 
@@ -75,12 +75,48 @@ def test_every_import_status(store: Store) -> None:
     assert_counters_exact(store)
 
 
-def test_rejected_items_without_identifier_never_touch_each_other(store: Store) -> None:
+def test_rejected_items_without_identifier_or_content_never_touch_each_other(store: Store) -> None:
     imp(store, [rejected(), rejected()])
     counts = imp(store, [rejected()], now=at(10))
     assert counts.created == {"rejected": 1}
     assert store.count_tasks(TaskFilter(statuses=[Status.REJECTED])) == 3
     assert all(t.seen_count == 1 for t in store.get_tasks([1, 2, 3]))
+    assert_counters_exact(store)
+
+
+def unkeyed(data: object, status: Status = Status.REJECTED) -> ImportItem:
+    """A record without an identifier, with content (a malformed line's raw text, or an entity)."""
+    return item(None, data, status, reason="identifier sku is missing")
+
+
+def test_the_same_record_without_identifier_is_one_task_seen_again(store: Store) -> None:
+    """A broken record polled every few minutes keeps one rejected task; its content is its key."""
+    assert imp(store, [unkeyed(1), unkeyed(2)]).created == {"rejected": 2}
+    counts = imp(store, [unkeyed(1), unkeyed(3), unkeyed(3)], now=at(10))
+    assert counts.created == {"rejected": 1}  # only the new content; its repeat in the batch is seen again
+    assert store.count_tasks(TaskFilter()) == 3
+    assert [(t.id, t.seen_count) for t in store.get_tasks([1, 2, 3])] == [(1, 2), (2, 1), (3, 2)]
+    assert task(store, 1).last_seen_at == at(10)
+    # a filtered record without identifier is compared the same way, but never with a rejected one
+    assert imp(store, [unkeyed(1, Status.SKIPPED)], now=at(20)).created == {"skipped": 1}
+    assert imp(store, [unkeyed(1, Status.SKIPPED)], now=at(30)).created == {}
+    # identifiers and routes keep their own tasks
+    assert imp(store, [item("k", 1, Status.REJECTED, reason="bad")], now=at(40)).created == {"rejected": 1}
+    assert imp(store, [unkeyed(1)], now=at(50), route="other").created == {"rejected": 1}
+    assert_counters_exact(store)
+
+
+def test_records_without_identifier_are_new_again_with_full_without_delta_and_after_cache_clear(store: Store) -> None:
+    imp(store, [unkeyed(1)])
+    assert imp(store, [unkeyed(1)], now=at(1), full=True).created == {"rejected": 1}
+    assert imp(store, [unkeyed(1)], now=at(2)).created == {}  # --full recorded it again: task 2 is the latest
+    assert task(store, 2).seen_count == 2
+    assert imp(store, [unkeyed(1)], now=at(3), delta=False).created == {"rejected": 1}
+    assert imp(store, [unkeyed(1)], now=at(4)).created == {}  # delta: false recorded nothing
+    store.cache_clear(ROUTE)
+    assert imp(store, [unkeyed(1)], now=at(5)).created == {"rejected": 1}
+    assert imp(store, [unkeyed(1)], now=at(6)).created == {}
+    assert [t.seen_count for t in store.get_tasks([1, 2, 3, 4])] == [1, 3, 1, 2]
     assert_counters_exact(store)
 
 

@@ -101,8 +101,8 @@ class TwinMachine(StoreMachine):
         for n, ident in enumerate(idents):
             status = Status.PROCESSING if realtime and intents[n] is Status.NEW else intents[n]
             items.append(item(ident, data[n], status, reason=None if status in POLLED else status.value))
-        if unkeyed:
-            items.insert(len(items) // 2, rejected())
+        if unkeyed:  # without an identifier: with content (compared by it) or without
+            items.insert(len(items) // 2, item(None, data[0], Status.REJECTED, "no id") if data[0] else rejected())
         options = ImportOptions(
             supersede=supersede,
             worker="rt" if realtime else None,

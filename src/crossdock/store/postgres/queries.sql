@@ -22,6 +22,12 @@ SELECT f.identifier, f.fingerprint, f.task_id, t.status
 FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
 WHERE f.route = %s AND f.identifier = ANY(%s::text[])
 
+-- name: latest_unkeyed
+-- the newest task without an identifier of each content fingerprint (migration 0003's partial index)
+SELECT DISTINCT ON (fingerprint) fingerprint, id, status FROM tasks
+WHERE route = %s AND identifier IS NULL AND fingerprint = ANY(%s::bytea[])
+ORDER BY fingerprint, id DESC
+
 -- name: reserve_ids
 SELECT nextval('tasks_id_seq') FROM generate_series(1, %s)
 
@@ -231,6 +237,9 @@ WHERE f.route = %s AND f.identifier = %s
 
 -- name: cache_clear_route
 DELETE FROM fingerprints WHERE route = %s
+
+-- name: cache_clear_unkeyed
+UPDATE tasks SET fingerprint = NULL WHERE route = %s AND identifier IS NULL AND fingerprint IS NOT NULL
 
 -- name: cache_clear_identifier
 DELETE FROM fingerprints WHERE route = %s AND identifier = %s

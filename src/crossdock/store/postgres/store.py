@@ -51,12 +51,15 @@ from crossdock.store.filters import where_clause
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.store.transitions import (
     RELEASED_MESSAGE,
+    DeltaKey,
+    Latest,
     action_fields,
     action_message,
     import_plan,
     initial_attempts,
     lease_recovery,
     settles_from_processing,
+    unkeyed_key,
 )
 from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
 
@@ -244,12 +247,18 @@ class PostgresStore(Store):
         now: datetime,
     ) -> ImportCounts:
         with self._tx() as conn:
-            latest: dict[str, tuple[bytes, int, Status | None]] = {}
+            latest: dict[DeltaKey, Latest] = {}
             if options.delta:
-                keys = list({it.identifier for it in items if it.identifier is not None})
-                if keys:
+                idents: set[str | None] = {it.identifier for it in items}
+                if None in idents:
+                    idents.discard(None)
+                    unkeyed = list({k for it in items if (k := unkeyed_key(it)) is not None})
+                    if unkeyed:
+                        for fp, task_id, status in conn.execute(Q["latest_unkeyed"], (route, unkeyed)):
+                            latest[fp] = (fp, task_id, Status(status))
+                if idents:
                     cur = conn.cursor(binary=True)  # binary arrays: no per-element text escaping
-                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, keys)):
+                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, list(idents))):
                         latest[ident] = (fp, task_id, Status(status) if status else None)
             plan = import_plan(route, items, latest, options)
             if plan.creates:
@@ -277,7 +286,8 @@ class PostgresStore(Store):
                                 lease if processing else None,
                                 options.worker if processing else None,
                                 create.reason,
-                                item.fingerprint,
+                                # without an identifier, only a recorded fingerprint makes it comparable
+                                item.fingerprint if item.identifier is not None or create.record_fingerprint else None,
                                 create.seen_count,
                                 now,
                                 run_id,
@@ -340,7 +350,7 @@ class PostgresStore(Store):
         conn: psycopg.Connection[Any],
         route: str,
         fingerprints: dict[str, tuple[bytes, int]],
-        latest: dict[str, tuple[bytes, int, Status | None]],
+        latest: dict[DeltaKey, Latest],
     ) -> None:
         """COPY the identifiers never seen before (most of a first import); upsert the others.
 
@@ -669,6 +679,7 @@ class PostgresStore(Store):
     def cache_clear(self, route: str, identifier: str | None = None) -> int:
         with self._tx() as conn:
             if identifier is None:
+                conn.execute(Q["cache_clear_unkeyed"], (route,))
                 return conn.execute(Q["cache_clear_route"], (route,)).rowcount
             return conn.execute(Q["cache_clear_identifier"], (route, identifier)).rowcount
 

@@ -21,6 +21,10 @@ JOIN tasks t ON t.id = (
     ORDER BY l.id DESC LIMIT 1
 )
 
+-- name: latest_unkeyed
+-- the newest task without an identifier with this content fingerprint (migration 0006's partial index)
+SELECT id, status FROM tasks WHERE route = ? AND identifier IS NULL AND fingerprint = ? ORDER BY id DESC LIMIT 1
+
 -- name: touch_unchanged
 -- A catalogue poll decided inside SQLite: each identifier whose latest task has the same fingerprint and is one
 -- tasks.TOUCH_ON_SAME keeps it (no new row), and that task's seen count and last-seen time go up (in task_seen, a
@@ -180,7 +184,7 @@ ORDER BY id DESC LIMIT 1
 SELECT COUNT(DISTINCT identifier) FROM tasks WHERE route = ? AND identifier IS NOT NULL AND fingerprint IS NOT NULL
 
 -- name: cache_clear_route
-UPDATE tasks SET fingerprint = NULL WHERE route = ? AND identifier IS NOT NULL AND fingerprint IS NOT NULL
+UPDATE tasks SET fingerprint = NULL WHERE route = ? AND fingerprint IS NOT NULL
 
 -- name: cache_clear_identifier
 UPDATE tasks SET fingerprint = NULL WHERE route = ? AND identifier = ? AND fingerprint IS NOT NULL

@@ -38,6 +38,7 @@ from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.store.transitions import (
     POLLED,
     RELEASED_MESSAGE,
+    DeltaKey,
     Latest,
     action_fields,
     action_message,
@@ -45,6 +46,7 @@ from crossdock.store.transitions import (
     lease_recovery,
     release_action,
     settles_from_processing,
+    unkeyed_key,
 )
 from crossdock.tasks import (
     RESETS_ATTEMPTS,
@@ -264,7 +266,7 @@ class SQLiteStore(Store):
         now_ts = now.timestamp()
         lease_ts = ts(options.lease_until)
         with self._tx() as conn:
-            latest: dict[str, Latest] = {}
+            latest: dict[DeltaKey, Latest] = {}
             touched = 0
             polled = options.delta and not options.full
             if polled and self._touch_first.get(route, True) and (poll := _pollable(items)) is not None:
@@ -272,10 +274,14 @@ class SQLiteStore(Store):
                 if not items:
                     self._touch_first[route] = True
                     return ImportCounts(unchanged=touched)
+                latest.update(_latest_unkeyed(conn, route, items))
             elif options.delta:
-                keys = list({it.identifier for it in items if it.identifier is not None})
-                if keys:
-                    latest = _latest(conn, route, keys)
+                idents: set[str | None] = {it.identifier for it in items}
+                if None in idents:
+                    idents.discard(None)
+                    latest.update(_latest_unkeyed(conn, route, items))
+                if idents:
+                    latest.update(_latest(conn, route, list(idents)))  # type: ignore[arg-type]  # None is gone
             plan = import_plan(route, items, latest, options)
             plan.counts.unchanged += touched
             if polled:
@@ -947,12 +953,12 @@ _STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
 def _latest(
     conn: sqlite3.Connection, route: str, keys: list[str], found: list[list[Any]] | None = None
-) -> dict[str, Latest]:
+) -> dict[DeltaKey, Latest]:
     """The latest fingerprinted task of each identifier (fingerprint, id, status); unknown ones are left out.
 
     ``found`` is latest_for_identifiers' answer for ``keys`` when the caller already has it.
     """
-    latest: dict[str, Latest] = {}
+    latest: dict[DeltaKey, Latest] = {}
     fromhex, statuses = bytes.fromhex, _STATUSES
     unrecorded = []
     for query in ("latest_for_identifiers", "latest_with_fingerprint"):
@@ -967,6 +973,19 @@ def _latest(
             break
         # rare: the newest task has no fingerprint; look further back for these identifiers only
         keys, unrecorded, found = unrecorded, [], None
+    return latest
+
+
+def _latest_unkeyed(conn: sqlite3.Connection, route: str, items: Sequence[ImportItem]) -> dict[DeltaKey, Latest]:
+    """The latest task without an identifier of each content fingerprint among the batch's records without one.
+
+    Rare (malformed lines, missing identifiers), so one indexed lookup each.
+    """
+    latest: dict[DeltaKey, Latest] = {}
+    for key in {k for it in items if (k := unkeyed_key(it)) is not None}:
+        row = conn.execute(Q["latest_unkeyed"], (route, key)).fetchone()
+        if row is not None:
+            latest[key] = (key, row[0], _STATUSES[row[1]])
     return latest
 
 
@@ -1003,7 +1022,7 @@ def _touch_unchanged(
     others: list[str],
     items: Sequence[ImportItem],
     now_ts: float,
-) -> tuple[int, Sequence[ImportItem], dict[str, Latest]]:
+) -> tuple[int, Sequence[ImportItem], dict[DeltaKey, Latest]]:
     """Touch the unchanged records of a poll (of ``eligible``, see _pollable). Return how many, the records left
     for the import plan (in batch order), and the latest tasks of their identifiers."""
     keys_json = orjson.dumps([item.identifier for item in eligible])

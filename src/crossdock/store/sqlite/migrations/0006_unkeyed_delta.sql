@@ -1,0 +1,5 @@
+-- Records without an identifier (a malformed line, a missing identifier) are compared by their content among the
+-- route's tasks without one, so the same broken record polled every few minutes keeps one rejected task whose
+-- seen count goes up, instead of adding a rejected task per poll. Only tasks without an identifier are in this
+-- index, so the tasks of normal records pay nothing for it.
+CREATE INDEX tasks_unkeyed ON tasks (route, fingerprint) WHERE identifier IS NULL;
