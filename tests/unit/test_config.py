@@ -95,6 +95,52 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     assert {"routes.r.identifer", "routes.r.realtim", "routes.r.identifier"} <= keys
 
 
+def test_a_shape_error_does_not_hide_the_other_entries_errors(tmp_path: Path) -> None:
+    """An unknown key in one entry stops nothing: the schedules, connectors and references of the other entries
+    are checked too, and entries left out for their own errors are not reported again where they are used."""
+    from crossdock.engine.project import load_project
+
+    text = """\
+connections:
+  shop: {type: http, base_url: "http://127.0.0.1:1", bogus: 1}
+transformers:
+  odd: {steps: [], surprise: 1}
+storages:
+  prices: {ttl: 1h, colour: red}
+routes:
+  a:
+    incoming: {source: {type: file, path: d.ndjson}}
+    identifier: sku
+    outgoing: {target: {type: noop}}
+    bogus_key: 1
+  b:
+    incoming: {source: {type: nosuch}}
+    identifier: sku
+    transform: [{use: odd}, {lookup: {storage: prices, key: sku, into: price}}]
+    outgoing: {target: {type: http, connection: shop, path: /x}}
+  c:
+    incoming: {source: {type: file, path: d.ndjson}, schedule: "99 * * * *"}
+    identifier: sku
+    outgoing: {target: {type: http, connection: nope, path: /x}}
+  d:
+    incoming: a
+    identifier: sku
+    outgoing: {target: {type: noop}}
+"""
+    with pytest.raises(ConfigErrors) as info:
+        load_project(write(tmp_path, text), {})
+    keys = [e.key for e in info.value.errors]
+    # the shape errors first (one per entry left out), then what the other entries' checks found
+    assert set(keys[:3]) == {"transformers.odd.surprise", "storages.prices.colour", "routes.a.bogus_key"}, keys
+    assert set(keys[3:]) == {
+        "connections.shop.bogus",
+        "routes.b.incoming.source.type",
+        "routes.c.incoming.schedule",
+        "routes.c.outgoing.target.connection",
+        "routes.d.incoming",  # no shared incoming named a: routes are not incomings
+    }, keys
+
+
 def test_env_value_is_substituted(tmp_path: Path) -> None:
     text = ROUTE.replace("data/in.ndjson", '"${DATA_DIR}/in.ndjson"')
     loaded = load_config(write(tmp_path, text), {"DATA_DIR": "/srv/data"})

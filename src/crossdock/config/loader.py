@@ -24,6 +24,14 @@ class LoadedConfig:
     path: Path
     source: Located
     secrets: set[str] = field(default_factory=set)
+    #: with ``keep_going``: what was found wrong without stopping the load (shape errors of the named entries
+    #: left out of ``config``, references to unknown shared incomings); the caller reports them with its own
+    deferred_errors: list[ConfigError] = field(default_factory=list)
+    #: (section, name) of those entries; references to them are not reported again as unknown
+    left_out: set[tuple[str, str]] = field(default_factory=set)
+
+    def left_out_names(self, section: str) -> set[str]:
+        return {name for s, name in self.left_out if s == section}
 
     @property
     def root(self) -> Path:
@@ -33,8 +41,13 @@ class LoadedConfig:
         return self.source.error(path, message)
 
 
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> LoadedConfig:
-    """Load and validate a project config. Raises ConfigErrors holding every problem found."""
+def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep_going: bool = False) -> LoadedConfig:
+    """Load and validate a project config. Raises ConfigErrors holding every problem found.
+
+    With ``keep_going``, shape errors confined to named entries (a route, a connection ...) do not stop the load:
+    those entries are left out and their errors returned in ``deferred_errors``, so the caller can check the rest
+    (connectors, schedules, references) and report everything at once.
+    """
     cfg_path = Path(path)
     located = load_yaml(cfg_path)
     if not isinstance(located.data, dict):
@@ -43,23 +56,63 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Load
     _merge_includes(located, cfg_path, errors)
     errors += interpolate_env(located, environ)
     collect_secrets(located)
+    shape: list[ConfigError] = []
+    left_out: set[tuple[str, str]] = set()
     try:
         config = ProjectConfig.model_validate(located.data)
     except ValidationError as exc:
-        errors += [_from_pydantic(located, err) for err in exc.errors()]
-        raise ConfigErrors(errors) from None
+        shape = [_from_pydantic(located, err) for err in exc.errors() if not _other_form(err, located.data)]
+        left_out = _named_entries(exc) if keep_going else set()
+        partial = _validate_without(located.data, left_out) if left_out else None
+        if partial is None:
+            raise ConfigErrors(errors + shape) from None
+        config = partial
+    refs: list[ConfigError] = []
     for name, route in config.routes.items():
+        if isinstance(route.incoming, str) and ("incomings", route.incoming) in left_out:
+            continue
         if isinstance(route.incoming, str) and route.incoming not in config.incomings:
             known = ", ".join(sorted(config.incomings)) or "none defined"
-            errors.append(
+            refs.append(
                 located.error(
                     ("routes", name, "incoming"),
                     f"no shared incoming named {route.incoming!r} under incomings: (known: {known})",
                 )
             )
-    if errors:
-        raise ConfigErrors(errors)
-    return LoadedConfig(config=config, path=cfg_path, source=located, secrets=located.secrets)
+    # include and ${ENV} problems leave the data incomplete: nothing after them would be worth reporting
+    if errors or (refs and not keep_going):
+        raise ConfigErrors(errors + shape + refs)
+    return LoadedConfig(
+        config=config,
+        path=cfg_path,
+        source=located,
+        secrets=located.secrets,
+        deferred_errors=shape + refs,
+        left_out=left_out,
+    )
+
+
+def _named_entries(exc: ValidationError) -> set[tuple[str, str]]:
+    """The (section, name) entries holding every error of ``exc``; empty if any error lies outside them."""
+    entries = set()
+    for err in exc.errors():
+        loc = _key_path(err)
+        if len(loc) < 2 or loc[0] not in MERGED_SECTIONS or not isinstance(loc[1], str):
+            return set()
+        entries.add((str(loc[0]), loc[1]))
+    return entries
+
+
+def _validate_without(data: dict[str, Any], left_out: set[tuple[str, str]]) -> ProjectConfig | None:
+    pruned = dict(data)
+    for section, name in left_out:
+        body = pruned.get(section)
+        if isinstance(body, dict):
+            pruned[section] = {k: v for k, v in body.items() if k != name}
+    try:
+        return ProjectConfig.model_validate(pruned)
+    except ValidationError:
+        return None
 
 
 def _merge_includes(located: Located, cfg_path: Path, errors: list[ConfigError]) -> None:
@@ -100,9 +153,14 @@ def _merge_includes(located: Located, cfg_path: Path, errors: list[ConfigError])
                             located.lines[key] = where
 
 
+def _key_path(err: Any) -> KeyPath:
+    """The config keys of a pydantic error (without pydantic's own tags, with our key names)."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _PYDANTIC_TAGS))
+    return tuple(_ALIASES.get(p, p) if isinstance(p, str) else p for p in loc)
+
+
 def _from_pydantic(located: Located, err: Any) -> ConfigError:
-    loc: KeyPath = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _PYDANTIC_TAGS))
-    loc = tuple(_ALIASES.get(p, p) if isinstance(p, str) else p for p in loc)
+    loc = _key_path(err)
     kind = err["type"]
     if kind == "extra_forbidden":
         message = "unknown key; check the spelling (see docs/config.md)"
@@ -115,7 +173,36 @@ def _from_pydantic(located: Located, err: Any) -> ConfigError:
     return located.error(loc, message)
 
 
-_PYDANTIC_TAGS = {"str", "IncomingConfig", "list[str]", "function-after[_names(), dict[str,RouteConfig]]"}
+_PYDANTIC_TAGS = {
+    "str",
+    "IncomingConfig",
+    "list[str]",
+    "function-after[_names(), dict[str,RouteConfig]]",
+    "list[any]",
+    "NamedTransformer",
+}
+#: a value that may be written in either of two forms: pydantic's tag for each, and the Python type of the other
+_OTHER_FORM = {"list[any]": dict, "NamedTransformer": list}
+
+
+def _other_form(err: Any, data: Any) -> bool:
+    """An error of a union branch for the form the value was not written in (a named transformer is a list of
+    steps or a mapping with ``steps:``): only the errors of the form the user chose are worth showing."""
+    loc = err["loc"]
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and part in _OTHER_FORM:
+            value = data
+            for key in loc[:i]:
+                if isinstance(key, str) and key in _PYDANTIC_TAGS:
+                    continue
+                try:
+                    value = value[key]
+                except (KeyError, IndexError, TypeError):
+                    return False
+            return isinstance(value, _OTHER_FORM[part])
+    return False
+
+
 _ALIASES = {"validate_": "validate", "schema_": "schema"}
 
 

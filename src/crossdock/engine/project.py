@@ -142,13 +142,12 @@ class Project:
 
 def load_project(path: str | Path, environ: dict[str, str] | None = None) -> Project:
     """Load, validate and compile a project. Raises ConfigErrors listing every problem."""
-    loaded = load_config(path, environ)
-    project = Project(
-        loaded=loaded,
-        redact=Redactor(loaded.secrets),
-        storages=StorageBridge({k: v.ttl for k, v in loaded.config.storages.items()}),
-    )
-    errors: list[ConfigError] = []
+    # a shape error in one entry does not hide the connector, schedule and reference errors of the others
+    loaded = load_config(path, environ, keep_going=True)
+    ttls: dict[str, float | None] = {k: v.ttl for k, v in loaded.config.storages.items()}
+    ttls.update(dict.fromkeys(loaded.left_out_names("storages")))  # known, so lookups naming them are not errors
+    project = Project(loaded=loaded, redact=Redactor(loaded.secrets), storages=StorageBridge(ttls))
+    errors: list[ConfigError] = list(loaded.deferred_errors)
     cfg = loaded.config
     _load_plugins(project, errors)
     for name, spec in cfg.connections.items():
@@ -204,8 +203,11 @@ def _options(
 
 
 def _steps(project: Project, steps: list[Any], path: KeyPath, errors: list[ConfigError]) -> Pipeline | None:
+    named = project.loaded.config.transformer_steps()
+    # transformers left out for their own errors still exist: steps that use them are not wrong for it
+    named.update({name: [] for name in project.loaded.left_out_names("transformers")})
     try:
-        return compile_steps(steps, named=project.loaded.config.transformer_steps(), storages=project.storages)
+        return compile_steps(steps, named=named, storages=project.storages)
     except StepConfigError as exc:
         errors.append(project.loaded.error((*path, *exc.path), exc.message))
         return None
@@ -260,7 +262,7 @@ def _route(project: Project, name: str, route: RouteConfig, errors: list[ConfigE
         return None
     validator = _schema(project, route, path, errors)
     for conn_path, conn in _connection_refs(route):
-        if conn is not None and conn not in project.loaded.config.connections:
+        if conn is not None and not _known_connection(project, conn):
             known = ", ".join(sorted(project.loaded.config.connections)) or "none defined"
             errors.append(loaded.error((*path, *conn_path), f"no connection named {conn!r} (known: {known})"))
     if incoming is None or pipeline is None or out_pipeline is None or target_options is None:
@@ -284,10 +286,14 @@ def _connection_refs(route: RouteConfig) -> list[tuple[KeyPath, str | None]]:
 
 
 def _check_connection(project: Project, name: Any, path: KeyPath, errors: list[ConfigError]) -> None:
-    connections = project.loaded.config.connections
-    if isinstance(name, str) and name not in connections:
-        known = ", ".join(sorted(connections)) or "none defined"
+    if isinstance(name, str) and not _known_connection(project, name):
+        known = ", ".join(sorted(project.loaded.config.connections)) or "none defined"
         errors.append(project.loaded.error(path, f"no connection named {name!r} (known: {known})"))
+
+
+def _known_connection(project: Project, name: str) -> bool:
+    """Defined, even if left out of the config for errors of its own (those are reported already)."""
+    return name in project.loaded.config.connections or name in project.loaded.left_out_names("connections")
 
 
 def _schema(project: Project, route: RouteConfig, path: KeyPath, errors: list[ConfigError]) -> Any:

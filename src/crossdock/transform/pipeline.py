@@ -133,7 +133,7 @@ def parse_options(step_cls: type[Step], raw: Any, where: Where) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
-        msg = first["msg"]
+        msg = first["msg"].removeprefix("Value error, ")
         if len(exc.errors()) > 1:
             msg += f" (and {len(exc.errors()) - 1} more)"
         raise StepConfigError(f"{step_cls.kind}: {msg}", (*where, *loc)) from None
