@@ -89,7 +89,7 @@ class Exporter:
     def stop(self) -> None:
         """Stop claiming and starting deliveries; those already on the wire finish and are settled.
 
-        Claimed tasks that never started are released (back to new) when their batch ends.
+        Claimed tasks that never started are released (back to new or retry) when their batch ends.
         """
         self._stopping = True
 

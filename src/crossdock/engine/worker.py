@@ -11,7 +11,8 @@ keeps its own ``outgoing.concurrency``. A route whose pass found nothing sleeps 
 (``idle_min`` doubling to ``idle_max``); PostgreSQL's ``listen_new`` wakes it early.
 
 Stopping: claiming stops at once; deliveries on the wire get ``grace`` seconds to finish and are settled;
-claimed tasks that never started go back to ``new`` (``store.release``). Past the grace period the rest
+claimed tasks that never started go back to ``new`` or ``retry``, where they were claimed from
+(``store.release``). Past the grace period the rest
 is cancelled: whatever was delivered is settled, the others are released and will be sent again with the
 same idempotency key.
 """

@@ -274,7 +274,8 @@ class MemoryStore(Store):
                 t.lease_until = None
                 t.attempts = max(t.attempts - 1, 0)
                 t.next_attempt_at = now
-                self._log(i, LogLine(now, "info", "system", RELEASED_MESSAGE, worker, Status.PROCESSING, back))
+                claim = {"claimed_from": back.value}  # it goes back to where it was claimed from
+                self._log(i, LogLine(now, "info", "system", RELEASED_MESSAGE, worker, Status.PROCESSING, back, claim))
                 n += 1
         return n
 

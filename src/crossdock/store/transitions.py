@@ -82,7 +82,7 @@ def import_plan(
 ) -> ImportPlan:
     """Decide, record by record, what an import batch writes. Pure: the store applies it in one transaction.
 
-    ``latest`` is keyed by :func:`delta_key`.
+    ``latest`` is keyed by identifier, or for a record without one by :func:`unkeyed_key`.
     """
     plan = ImportPlan()
     counts = plan.counts

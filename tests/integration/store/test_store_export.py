@@ -375,6 +375,7 @@ def test_release_gives_back_unstarted_work(store: Store) -> None:
         Status.PROCESSING,
         Status.NEW,
     )
+    assert line.details == {"claimed_from": "new"}  # the timeline shows it was claimed from new
     assert store.release([1], worker=WORKER, now=at(2)) == 0
     assert [x.id for x in claim(store, now=at(2))] == [1]
     assert task(store, 1).attempts == 1
@@ -402,6 +403,7 @@ def test_a_task_claimed_from_retry_is_released_back_to_retry(store: Store) -> No
     )
     line = store.task_logs(1)[-1]
     assert (line.from_status, line.to_status, line.message) == (Status.PROCESSING, Status.RETRY, "released at shutdown")
+    assert line.details == {"claimed_from": "retry"}
     assert store.stats(ROUTE).by_status["retry"] == 1
     # due again at once, and claimed from retry again
     [again] = claim(store, now=at(32))

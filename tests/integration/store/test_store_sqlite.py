@@ -48,6 +48,9 @@ def test_recovery_and_lookup_queries_do_not_scan_tasks(sqlite_store: SQLiteStore
     plan = sqlite_store.explain(Q["latest_for_identifiers"], (ROUTE, '["a", "b"]'))
     assert not any(line.startswith(("SCAN t", "SCAN l")) for line in plan), plan
     assert any("INDEX tasks_route_identifier" in line for line in plan), plan
+    plan = sqlite_store.explain(Q["latest_unkeyed"], (ROUTE, b"f" * 32, "[0, 1]"))
+    assert any("INDEX tasks_unkeyed" in line for line in plan), plan
+    assert not any(line.startswith(("SCAN t", "SCAN l")) for line in plan), plan
     plan = sqlite_store.explain(Q["latest_with_fingerprint"], (ROUTE, '["a"]'))
     assert any("INDEX tasks_route_identifier" in line for line in plan), plan
     assert not any("TEMP B-TREE" in line for line in plan), plan
@@ -151,6 +154,33 @@ def test_upgrade_to_version_5_keeps_seen_counts_and_adds_touches_on_top(tmp_path
     t = store.get_task(1)
     assert t is not None and (t.seen_count, t.last_seen_at) == (5, at(7))
     assert store.cache_show(ROUTE, "a").last_seen_at == at(7)  # type: ignore[union-attr]
+    store.close()
+
+
+def test_upgrade_to_version_6_forgets_fingerprints_delta_never_recorded_on_tasks_without_identifier(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, _name, sql in load_migrations("crossdock.store.sqlite"):
+        if version <= 5:
+            conn.executescript(sql)
+    conn.execute("PRAGMA user_version = 5")
+    row = (
+        "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint) "
+        "VALUES (?, ?, ?, ?, 0, 0, ?)"
+    )
+    conn.execute(row, (1, ROUTE, None, "rejected", item(None, 1).fingerprint))
+    conn.execute(row, (2, ROUTE, "a", "new", item("a").fingerprint))
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'next_task_id'")
+    conn.executemany("INSERT INTO counters (route, status, n) VALUES (?, ?, 1)", [(ROUTE, "rejected"), (ROUTE, "new")])
+    conn.close()
+    store = SQLiteStore(path)
+    assert [t.fingerprint is None for t in store.get_tasks([1, 2])] == [True, False]
+    # so the same record is a task of its own once more, and from then on compared
+    unkeyed = item(None, 1, Status.REJECTED, reason="no id")
+    assert imp(store, [unkeyed], now=at(1)).created == {"rejected": 1}
+    assert imp(store, [unkeyed], now=at(2)).created == {}
     store.close()
 
 

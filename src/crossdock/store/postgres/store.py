@@ -527,7 +527,8 @@ class PostgresStore(Store):
                 route, status = back[task_id]
                 deltas[(route, "processing")] -= 1
                 deltas[(route, status)] += 1
-                logs.append((task_id, now, "info", "system", worker, "processing", status, RELEASED_MESSAGE, None))
+                claim = Jsonb({"claimed_from": status})  # it goes back to where it was claimed from
+                logs.append((task_id, now, "info", "system", worker, "processing", status, RELEASED_MESSAGE, claim))
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
         return len(back)

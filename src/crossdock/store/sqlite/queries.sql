@@ -22,8 +22,14 @@ JOIN tasks t ON t.id = (
 )
 
 -- name: latest_unkeyed
--- the newest task without an identifier with this content fingerprint (migration 0006's partial index)
-SELECT id, status FROM tasks WHERE route = ? AND identifier IS NULL AND fingerprint = ? ORDER BY id DESC LIMIT 1
+-- the newest task without an identifier of each content fingerprint (migration 0006's partial index): ?2 holds the
+-- 16-byte fingerprints end to end, ?3 is the JSON array of their positions; one statement for a whole batch
+SELECT json_group_array(json_array(j.value, t.id, t.status))
+FROM json_each(?3) j
+JOIN tasks t ON t.id = (
+    SELECT max(l.id) FROM tasks l
+    WHERE l.route = ?1 AND l.identifier IS NULL AND l.fingerprint = substr(?2, j.value * 16 + 1, 16)
+)
 
 -- name: touch_unchanged
 -- A catalogue poll decided inside SQLite: each identifier whose latest task has the same fingerprint and is one

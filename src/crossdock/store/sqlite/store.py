@@ -512,7 +512,9 @@ class SQLiteStore(Store):
                 released += 1
                 deltas[(row[0], "processing")] -= 1
                 deltas[(row[0], back)] += 1
-                logs.append((task_id, now_ts, "info", "system", worker, "processing", back, RELEASED_MESSAGE, None))
+                # it goes back to where it was claimed from: the detail the timeline reads for the claim
+                claim = orjson.dumps({"claimed_from": back})
+                logs.append((task_id, now_ts, "info", "system", worker, "processing", back, RELEASED_MESSAGE, claim))
             self._add_counters(conn, deltas)
             self._logs(conn, logs)
         return released
@@ -979,14 +981,14 @@ def _latest(
 def _latest_unkeyed(conn: sqlite3.Connection, route: str, items: Sequence[ImportItem]) -> dict[DeltaKey, Latest]:
     """The latest task without an identifier of each content fingerprint among the batch's records without one.
 
-    Rare (malformed lines, missing identifiers), so one indexed lookup each.
+    One statement per batch (a route whose identifier path is wrong sends every record this way). Fingerprints
+    are 16 bytes (xxh3-128); one of another length is never found, so its record is a new task each time.
     """
-    latest: dict[DeltaKey, Latest] = {}
-    for key in {k for it in items if (k := unkeyed_key(it)) is not None}:
-        row = conn.execute(Q["latest_unkeyed"], (route, key)).fetchone()
-        if row is not None:
-            latest[key] = (key, row[0], _STATUSES[row[1]])
-    return latest
+    keys = [k for k in {unkeyed_key(it) for it in items if it.identifier is None} if k is not None and len(k) == 16]
+    if not keys:
+        return {}
+    found = conn.execute(Q["latest_unkeyed"], (route, b"".join(keys), orjson.dumps(list(range(len(keys)))))).fetchone()
+    return {keys[n]: (keys[n], task_id, _STATUSES[status]) for n, task_id, status in orjson.loads(found[0])}
 
 
 def _pollable(items: Sequence[ImportItem]) -> tuple[list[ImportItem], list[str]] | None:
