@@ -141,6 +141,22 @@ routes:
     }, keys
 
 
+@pytest.mark.parametrize(
+    ("body", "key", "message"),
+    [
+        ("{steps: [], surprise: 1}", "transformers.t.surprise", "unknown key"),
+        ("just text", "transformers.t", "must be a list of steps, or a mapping with steps:"),
+    ],
+)
+def test_a_named_transformer_error_speaks_of_the_form_it_was_written_in(
+    tmp_path: Path, body: str, key: str, message: str
+) -> None:
+    [error] = errors_of(write(tmp_path, f"transformers:\n  t: {body}\n" + ROUTE))
+    assert error.key == key
+    assert message in error.message
+    assert "NamedTransformer" not in error.message and "list[any]" not in error.message
+
+
 def test_env_value_is_substituted(tmp_path: Path) -> None:
     text = ROUTE.replace("data/in.ndjson", '"${DATA_DIR}/in.ndjson"')
     loaded = load_config(write(tmp_path, text), {"DATA_DIR": "/srv/data"})

@@ -61,7 +61,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
     try:
         config = ProjectConfig.model_validate(located.data)
     except ValidationError as exc:
-        shape = [_from_pydantic(located, err) for err in exc.errors() if not _other_form(err, located.data)]
+        shown = [e for err in exc.errors() if (e := _union_error(err, located.data)) is not None]
+        shape = [_from_pydantic(located, err) for err in shown]
         left_out = _named_entries(exc) if keep_going else set()
         partial = _validate_without(located.data, left_out) if left_out else None
         if partial is None:
@@ -185,9 +186,9 @@ _PYDANTIC_TAGS = {
 _OTHER_FORM = {"list[any]": dict, "NamedTransformer": list}
 
 
-def _other_form(err: Any, data: Any) -> bool:
-    """An error of a union branch for the form the value was not written in (a named transformer is a list of
-    steps or a mapping with ``steps:``): only the errors of the form the user chose are worth showing."""
+def _union_error(err: Any, data: Any) -> Any | None:
+    """Keep only the errors worth showing of a value with two forms (a named transformer is a list of steps or a
+    mapping with ``steps:``): those of the form the user chose, or one plain error if it is neither."""
     loc = err["loc"]
     for i, part in enumerate(loc):
         if isinstance(part, str) and part in _OTHER_FORM:
@@ -198,9 +199,16 @@ def _other_form(err: Any, data: Any) -> bool:
                 try:
                     value = value[key]
                 except (KeyError, IndexError, TypeError):
-                    return False
-            return isinstance(value, _OTHER_FORM[part])
-    return False
+                    return err
+            if isinstance(value, _OTHER_FORM[part]):
+                return None
+            if not isinstance(value, (list, dict)):
+                # neither form: one error, not one per form in pydantic's words
+                if part != "list[any]":
+                    return None
+                return {**err, "msg": "must be a list of steps, or a mapping with steps:"}
+            return err
+    return err
 
 
 _ALIASES = {"validate_": "validate", "schema_": "schema"}
