@@ -129,6 +129,13 @@ def main() -> None:
     parser.add_argument("--claim-batch", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--polls",
+        type=int,
+        default=0,
+        help="after the export, import the same records again this many times (the first writes one skipped task "
+        "per record, the others only touch: a catalogue poll)",
+    )
     args = parser.parse_args()
 
     items = build_items(args.records)
@@ -157,6 +164,16 @@ def main() -> None:
                 stats, recount = store.stats(), store.recount()
                 assert done == args.records, (done, args.records)
                 assert stats.by_status["finished"] == args.records, stats
+                for poll in range(args.polls):
+                    seconds, client, server = run_import(store, items, args.import_batch)
+                    what = "unchanged after finished" if poll == 0 else "poll, touches only"
+                    print(
+                        f"re-import ({what}): {args.records / seconds:,.0f}/s "
+                        f"(CPU: client {client:.2f}s + server {server:.2f}s)"
+                    )
+                if args.polls:
+                    stats, recount = store.stats(), store.recount()
+                    assert stats.by_status["skipped"] == args.records, stats
                 assert stats.by_route[ROUTE] == recount[ROUTE], (stats, recount)
             finally:
                 store.close()
