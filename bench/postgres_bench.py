@@ -2,7 +2,7 @@
 
 Run (a scratch database is created on the server and dropped afterwards)::
 
-    PYTHONPATH=src /work/main/.venv/bin/python bench/postgres_bench.py \
+    PYTHONPATH=src .venv/bin/python bench/postgres_bench.py \
         --server postgresql://postgres@127.0.0.1:5432/postgres --records 200000 --workers 2
 
 Measured on the development container: 2 vCPUs shared by this benchmark, PostgreSQL 15 on the same host, and
