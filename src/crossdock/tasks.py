@@ -255,6 +255,8 @@ class ImportDecision:
     supersede_latest: bool = False
 
 
+#: what a record that passed validation intends to become (the others are filtered or rejected)
+POLLED = frozenset({S.NEW, S.PROCESSING})
 #: latest-task statuses for which an identical record adds no row
 TOUCH_ON_SAME = frozenset({S.NEW, S.PROCESSING, S.RETRY, S.WAITING, S.SKIPPED})
 # the decisions are immutable: one instance each instead of one per imported record
@@ -278,7 +280,7 @@ def decide_import(
     """
     if latest_status is None:
         return _CREATE
-    if intended in (S.NEW, S.PROCESSING):
+    if intended in POLLED:
         if same_fingerprint:
             if latest_status is S.FINISHED:
                 return _CREATE_UNCHANGED

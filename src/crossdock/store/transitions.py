@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from crossdock.store.base import ImportCounts, ImportItem, ImportOptions
-from crossdock.tasks import RELEASES, TOUCH_ON_SAME, TRANSITIONS, Action, ImportOutcome, Status, decide_import
+from crossdock.tasks import (
+    POLLED,
+    RELEASES,
+    TOUCH_ON_SAME,
+    TRANSITIONS,
+    Action,
+    ImportOutcome,
+    Status,
+    decide_import,
+)
 
 
 class PlannedTask:
@@ -60,10 +70,6 @@ class ImportPlan:
 Latest = tuple[bytes, int, Status | None]
 
 
-#: what a record that passed validation intends to become (a poll touch applies only to these)
-POLLED = frozenset({Status.NEW, Status.PROCESSING})
-
-
 #: what delta compares a record by: its identifier, or for a record without one (a malformed line, a missing
 #: identifier) its content fingerprint among the route's tasks without an identifier
 DeltaKey = str | bytes
@@ -75,6 +81,21 @@ def unkeyed_key(item: ImportItem) -> bytes | None:
     if item.identifier is None and item.fingerprint is not None and item.status not in POLLED:
         return item.fingerprint
     return None
+
+
+def unkeyed_keys(items: Sequence[ImportItem]) -> list[bytes]:
+    """The distinct :func:`unkeyed_key` of a batch's records without an identifier."""
+    return list({k for it in items if (k := unkeyed_key(it)) is not None})
+
+
+def delta_keys(items: Sequence[ImportItem]) -> tuple[list[str], list[bytes]]:
+    """What a store looks up for a batch: its distinct identifiers, and the content keys of its records without one
+    (looked for only when there are such records, which is rare)."""
+    idents = {it.identifier for it in items}
+    if None not in idents:
+        return cast("list[str]", list(idents)), []
+    idents.discard(None)
+    return cast("list[str]", list(idents)), unkeyed_keys(items)
 
 
 def import_plan(
@@ -94,8 +115,8 @@ def import_plan(
     for item in items:
         ident: DeltaKey | None = item.identifier
         intended = item.status
-        if ident is None and item.fingerprint is not None and intended not in POLLED:
-            ident = item.fingerprint  # unkeyed_key(item), inline on this hot path
+        if ident is None:
+            ident = unkeyed_key(item)
         if ident is None or item.fingerprint is None or not (use_delta or record):
             _create(plan, item, intended, item.reason, None)
             continue
@@ -128,7 +149,7 @@ def import_plan(
         decision = decide_import(intended, latest_status, same, supersede=options.supersede)
         if decision.outcome is ImportOutcome.TOUCH:
             # a filtered or rejected record seen again is counted by the importer as filtered or rejected
-            if intended in (Status.NEW, Status.PROCESSING):
+            if intended in POLLED:
                 counts.unchanged += 1
             if prior is not None:
                 prior.seen_count += 1
@@ -142,7 +163,7 @@ def import_plan(
             counts.unchanged_created += 1
         else:
             task = _create(plan, item, intended, item.reason, None)
-            if latest_status is not None and not same and intended in (Status.NEW, Status.PROCESSING):
+            if latest_status is not None and not same and intended in POLLED:
                 counts.changed += 1
         task.record_fingerprint = True
         if decision.supersede_latest:

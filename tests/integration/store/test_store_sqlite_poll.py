@@ -20,8 +20,7 @@ from test_store_stateful import IDENTS, ROUTES, STATEFUL_SETTINGS, StoreMachine
 import crossdock.store.sqlite.store as sqlite_module
 from crossdock.store.base import ImportOptions, Store
 from crossdock.store.sqlite.store import Q, SQLiteStore
-from crossdock.store.transitions import POLLED
-from crossdock.tasks import TOUCH_ON_SAME, Action, Status
+from crossdock.tasks import POLLED, TOUCH_ON_SAME, Action, Status
 
 
 class _Always(dict[str, bool]):

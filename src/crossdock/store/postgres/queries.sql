@@ -155,8 +155,8 @@ WHERE t.id = v.id AND t.status = 'processing' AND t.lease_until < %s
 RETURNING t.id
 
 -- name: release_tasks
--- back to new, or to retry for the ids claimed from there
-UPDATE tasks SET status = CASE WHEN id = ANY(%(retries)s::bigint[]) THEN 'retry' ELSE 'new' END,
+-- back to where each was claimed from: %(to_retry)s for the ids in %(retries)s, else %(to_new)s (tasks.TRANSITIONS)
+UPDATE tasks SET status = CASE WHEN id = ANY(%(retries)s::bigint[]) THEN %(to_retry)s ELSE %(to_new)s END,
                  updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
                  attempts = GREATEST(attempts - 1, 0)
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing' AND worker = %(worker)s

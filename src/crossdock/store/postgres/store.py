@@ -55,11 +55,11 @@ from crossdock.store.transitions import (
     Latest,
     action_fields,
     action_message,
+    delta_keys,
     import_plan,
     initial_attempts,
     lease_recovery,
     settles_from_processing,
-    unkeyed_key,
 )
 from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
 
@@ -249,16 +249,13 @@ class PostgresStore(Store):
         with self._tx() as conn:
             latest: dict[DeltaKey, Latest] = {}
             if options.delta:
-                idents: set[str | None] = {it.identifier for it in items}
-                if None in idents:
-                    idents.discard(None)
-                    unkeyed = list({k for it in items if (k := unkeyed_key(it)) is not None})
-                    if unkeyed:
-                        for fp, task_id, status in conn.execute(Q["latest_unkeyed"], (route, unkeyed)):
-                            latest[fp] = (fp, task_id, Status(status))
+                idents, unkeyed = delta_keys(items)
+                if unkeyed:
+                    for fp, task_id, status in conn.execute(Q["latest_unkeyed"], (route, unkeyed)):
+                        latest[fp] = (fp, task_id, Status(status))
                 if idents:
                     cur = conn.cursor(binary=True)  # binary arrays: no per-element text escaping
-                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, list(idents))):
+                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, idents)):
                         latest[ident] = (fp, task_id, Status(status) if status else None)
             plan = import_plan(route, items, latest, options)
             if plan.creates:
@@ -517,7 +514,14 @@ class PostgresStore(Store):
         if not ids:
             return 0
         with self._tx() as conn:
-            params = {"now": now, "ids": list(ids), "worker": worker, "retries": list(retries)}
+            params = {
+                "now": now,
+                "ids": list(ids),
+                "worker": worker,
+                "retries": list(retries),
+                "to_retry": TRANSITIONS[Action.RELEASE_RETRY].target.value,
+                "to_new": TRANSITIONS[Action.RELEASE].target.value,
+            }
             back = {task_id: (route, status) for task_id, route, status in conn.execute(Q["release_tasks"], params)}
             deltas: Counter[tuple[str, str]] = Counter()
             logs: list[LogRow] = []

@@ -36,19 +36,20 @@ from crossdock.store.base import (
 from crossdock.store.filters import where_clause
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.store.transitions import (
-    POLLED,
     RELEASED_MESSAGE,
     DeltaKey,
     Latest,
     action_fields,
     action_message,
+    delta_keys,
     import_plan,
     lease_recovery,
     release_action,
     settles_from_processing,
-    unkeyed_key,
+    unkeyed_keys,
 )
 from crossdock.tasks import (
+    POLLED,
     RESETS_ATTEMPTS,
     TRANSITIONS,
     Action,
@@ -268,20 +269,20 @@ class SQLiteStore(Store):
         with self._tx() as conn:
             latest: dict[DeltaKey, Latest] = {}
             touched = 0
+            unkeyed: list[bytes] = []
             polled = options.delta and not options.full
             if polled and self._touch_first.get(route, True) and (poll := _pollable(items)) is not None:
                 touched, items, latest = _touch_unchanged(conn, route, *poll, items, now_ts)
                 if not items:
                     self._touch_first[route] = True
                     return ImportCounts(unchanged=touched)
-                latest.update(_latest_unkeyed(conn, route, items))
+                unkeyed = unkeyed_keys(items)
             elif options.delta:
-                idents: set[str | None] = {it.identifier for it in items}
-                if None in idents:
-                    idents.discard(None)
-                    latest.update(_latest_unkeyed(conn, route, items))
+                idents, unkeyed = delta_keys(items)
                 if idents:
-                    latest.update(_latest(conn, route, list(idents)))  # type: ignore[arg-type]  # None is gone
+                    latest.update(_latest(conn, route, idents))
+            if unkeyed:
+                latest.update(_latest_unkeyed(conn, route, unkeyed))
             plan = import_plan(route, items, latest, options)
             plan.counts.unchanged += touched
             if polled:
@@ -978,13 +979,13 @@ def _latest(
     return latest
 
 
-def _latest_unkeyed(conn: sqlite3.Connection, route: str, items: Sequence[ImportItem]) -> dict[DeltaKey, Latest]:
-    """The latest task without an identifier of each content fingerprint among the batch's records without one.
+def _latest_unkeyed(conn: sqlite3.Connection, route: str, unkeyed: list[bytes]) -> dict[DeltaKey, Latest]:
+    """The latest task without an identifier of each content fingerprint (transitions.unkeyed_keys).
 
     One statement per batch (a route whose identifier path is wrong sends every record this way). Fingerprints
     are 16 bytes (xxh3-128); one of another length is never found, so its record is a new task each time.
     """
-    keys = [k for k in {unkeyed_key(it) for it in items if it.identifier is None} if k is not None and len(k) == 16]
+    keys = [k for k in unkeyed if len(k) == 16]
     if not keys:
         return {}
     found = conn.execute(Q["latest_unkeyed"], (route, b"".join(keys), orjson.dumps(list(range(len(keys)))))).fetchone()
