@@ -16,6 +16,16 @@ from crossdock.tasks import Status
 LATEST_VERSION = max(v for v, _name, _sql in load_migrations("crossdock.store.sqlite"))
 
 
+def database_at(path: Path, version: int) -> sqlite3.Connection:
+    """A database file as an older crossdock left it: the migrations up to ``version`` and nothing later."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, _name, sql in load_migrations("crossdock.store.sqlite"):
+        if number <= version:
+            conn.executescript(sql)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
 def test_retry_pick_up_query_uses_the_due_index(sqlite_store: SQLiteStore) -> None:
     # statistics of a realistic table: most tasks finished, a few new and in retry (on a table of only new
     # tasks a rowid scan is as cheap and may rightly be chosen)
@@ -87,10 +97,7 @@ def test_upgrade_is_idempotent_and_sets_user_version(tmp_path: Path) -> None:
 
 def test_upgrade_from_version_1_applies_only_later_migrations(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    [(version, _name, sql)] = [m for m in load_migrations("crossdock.store.sqlite") if m[0] == 1]
-    conn.executescript(sql)
-    conn.execute(f"PRAGMA user_version = {version}")
+    conn = database_at(path, 1)
     conn.close()
     store = SQLiteStore(path)
     assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
@@ -102,11 +109,7 @@ def test_upgrade_from_version_1_applies_only_later_migrations(tmp_path: Path) ->
 def test_upgrade_to_version_4_keeps_what_the_fingerprint_table_said(tmp_path: Path) -> None:
     """Version 3 kept the latest fingerprint in its own table; 0004 moves that knowledge onto the tasks."""
     path = tmp_path / "v3.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for version, _name, sql in load_migrations("crossdock.store.sqlite"):
-        if version <= 3:
-            conn.executescript(sql)
-    conn.execute("PRAGMA user_version = 3")
+    conn = database_at(path, 3)
     row = (
         "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint) "
         "VALUES (?, ?, ?, ?, 0, 0, ?)"
@@ -134,11 +137,7 @@ def test_upgrade_to_version_4_keeps_what_the_fingerprint_table_said(tmp_path: Pa
 def test_upgrade_to_version_5_keeps_seen_counts_and_adds_touches_on_top(tmp_path: Path) -> None:
     """Version 4 counted touches on the task row; 0005 leaves those values and counts later touches in task_seen."""
     path = tmp_path / "v4.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for version, _name, sql in load_migrations("crossdock.store.sqlite"):
-        if version <= 4:
-            conn.executescript(sql)
-    conn.execute("PRAGMA user_version = 4")
+    conn = database_at(path, 4)
     conn.execute(
         "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint, seen_count, "
         "last_seen_at, entity) VALUES (1, ?, 'a', 'new', 0, 0, ?, 4, ?, ?)",
@@ -161,11 +160,7 @@ def test_upgrade_to_version_6_forgets_fingerprints_delta_never_recorded_on_tasks
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "v5.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for version, _name, sql in load_migrations("crossdock.store.sqlite"):
-        if version <= 5:
-            conn.executescript(sql)
-    conn.execute("PRAGMA user_version = 5")
+    conn = database_at(path, 5)
     row = (
         "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint) "
         "VALUES (?, ?, ?, ?, 0, 0, ?)"
