@@ -51,19 +51,103 @@ def dotted(path: KeyPath) -> str:
     return out
 
 
+#: Most nodes that alias uses (``*name``, ``<<: *name``) may add to one file, counting each use as the full size
+#: of what it names. A config with a few hundred merge keys stays far below; a "billion laughs" file (aliases of
+#: aliases, 10**10 strings from 500 bytes) passes it after a few levels and is refused before anything is expanded.
+MAX_ALIAS_NODES = 100_000
+#: Deepest nesting of lists and mappings; real configs stay under 20, and Python's stack needs a bound.
+MAX_YAML_DEPTH = 100
+
+
+class _Refused(Exception):
+    """A YAML file that parses but that crossdock will not expand; carries the 1-based line to report."""
+
+    def __init__(self, detail: str, mark: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.line: int | None = mark.line + 1 if mark is not None else None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts what aliases expand to while composing, so bombs and loops never get built.
+
+    PyYAML shares aliased nodes, but everything that walks the data afterwards (line recording, ``${ENV}``,
+    secret collection, merge keys) visits each use again: the cost is the expanded size, so that is what is
+    bounded. An alias to a node that is still open (``a: &x [*x]``) would make a loop; it is refused as well.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: expanded size of every completed anchored node, by anchor name
+        self._sizes: dict[str, int] = {}
+        #: anchors whose node is being composed right now
+        self._open: set[str] = set()
+        #: nodes added by alias uses so far
+        self._expanded = 0
+        #: expanded size of the children of every node being composed; [0] is the document
+        self._counts: list[int] = [0]
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            anchor = str(event.anchor)
+            if anchor in self._open:
+                raise _Refused(
+                    f"alias *{anchor} is used inside the value it names, which would make an endless loop; "
+                    "write the value out instead",
+                    event.start_mark,
+                )
+            node = super().compose_node(parent, index)  # raises for an undefined alias
+            size = self._sizes.get(anchor, 1)
+            self._expanded += size
+            if self._expanded > MAX_ALIAS_NODES:
+                raise _Refused(
+                    f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes; "
+                    "write the values out or use fewer anchors",
+                    event.start_mark,
+                )
+            self._counts[-1] += size
+            return node
+        if len(self._counts) > MAX_YAML_DEPTH:
+            raise _Refused(f"YAML nests deeper than {MAX_YAML_DEPTH} levels; flatten the structure", event.start_mark)
+        anchor_name = getattr(event, "anchor", None)
+        if anchor_name is not None:
+            self._open.add(anchor_name)
+        self._counts.append(0)
+        node = super().compose_node(parent, index)
+        size = 1 + self._counts.pop()
+        if anchor_name is not None:
+            self._open.discard(anchor_name)
+            self._sizes[anchor_name] = size
+        self._counts[-1] += size
+        return node
+
+
 def load_yaml(path: Path) -> Located:
-    """Parse one YAML file. Syntax errors become a ConfigError naming the line."""
+    """Parse one YAML file. Syntax errors and refused aliases become a ConfigError naming the line.
+
+    The file is composed once, with the bounded loader, and the data is built from that same node tree, so the
+    alias check and the data can never disagree.
+    """
     text = _read(path)
     display = str(path)
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except _Refused as exc:
+        raise ConfigError(exc.detail, file=display, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {exc.problem}", file=display, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=display) from None
+    except RecursionError:
+        # a safety net only: the nesting bound in _BoundedLoader stops this well before Python's stack runs out
+        raise ConfigError(f"YAML nests too deeply; keep it under {MAX_YAML_DEPTH} levels", file=display) from None
+    finally:
+        loader.dispose()
     located = Located(data if data is not None else {})
     if node is not None:
         _record_lines(node, (), display, located.lines)
