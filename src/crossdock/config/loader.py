@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from crossdock.config.models import ProjectConfig
 from crossdock.config.yamlsource import KeyPath, Located, collect_secrets, interpolate_env, load_yaml
 from crossdock.errors import ConfigError, ConfigErrors
+from crossdock.redact import basic_pair, url_secrets
 
 MERGED_SECTIONS = ("connections", "incomings", "transformers", "storages", "routes")
 
@@ -56,6 +57,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
     _merge_includes(located, cfg_path, errors)
     errors += interpolate_env(located, environ)
     collect_secrets(located)
+    located.secrets |= credential_secrets(located.data)
     shape: list[ConfigError] = []
     left_out: set[tuple[str, str]] = set()
     try:
@@ -91,6 +93,32 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
         deferred_errors=shape + refs,
         left_out=left_out,
     )
+
+
+def credential_secrets(data: Any) -> set[str]:
+    """Secrets that no single key holds: ``user:password`` of basic auth (what its header encodes), the client
+    credentials pair of OAuth2 basic client auth, and the password inside any ``scheme://user:password@host``
+    value (``database:``, a SQL or AMQP connection's ``url:``, a ``base_url:``)."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            user, password = value.get("username"), value.get("password")
+            if isinstance(user, str) and isinstance(password, str) and password:
+                found.add(basic_pair(user, password))
+            client, secret = value.get("client_id"), value.get("client_secret")
+            if isinstance(client, str) and isinstance(secret, str) and secret:
+                found.add(basic_pair(client, secret))
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and "://" in value:
+            found.update(url_secrets(value))
+
+    walk(data)
+    return found
 
 
 def _named_entries(exc: ValidationError) -> set[tuple[str, str]]:

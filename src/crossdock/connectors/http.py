@@ -39,7 +39,7 @@ from crossdock.connectors.http_pagination import Pagination, Paginator, parse_xm
 from crossdock.connectors.templates import PLACEHOLDER as _PLACEHOLDER
 from crossdock.connectors.templates import compile_template, lookup
 from crossdock.errors import DeliveryError, PermanentError, SourceError, TransientError
-from crossdock.redact import MASK, Redactor
+from crossdock.redact import MASK
 from crossdock.tasks import Task
 
 __all__ = [
@@ -117,13 +117,14 @@ class HttpClient:
         )
         self._query_key = {auth.name: auth.value or ""} if auth.type == "api_key" and auth.location == "query" else None
         self._key_header = auth.name.lower() if auth.type == "api_key" and auth.location == "header" else None
-        self._secrets = Redactor(auth.secrets())
+        #: the project's redactor and this connection's own credentials in one regex (one pass per text)
+        self._redact = context.redact.extended(auth.secrets())
         self._ok = frozenset(options.success_codes) if options.success_codes is not None else None
         self._transient = frozenset(options.transient_codes if options.transient_codes is not None else TRANSIENT_CODES)
 
     def redact(self, text: str) -> str:
         """The project's redaction plus this connection's own credentials (an api key's ``value`` included)."""
-        return self._secrets(self.context.redact(text))
+        return self._redact(text)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -241,7 +242,7 @@ class HttpClient:
             except aiohttp.ClientConnectorError as exc:
                 failure = f"cannot connect ({exc.os_error.strerror or exc.os_error})"
             except aiohttp.ClientError as exc:
-                failure = f"{type(exc).__name__}: {exc}"
+                failure = cut_off(exc)
             else:
                 if self.options.request_log != "none":
                     self._log(result, send_headers, query, body)
@@ -298,6 +299,29 @@ class HttpClient:
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+_RECEIVED = re.compile(r"received \d+ of \d+ bytes")
+
+
+def cut_off(exc: aiohttp.ClientError) -> str:
+    """Words for a network failure after the connection was made.
+
+    aiohttp reports a body cut short as ``ContentLengthError: 400`` (its parser's code, not the target's) and a
+    close mid-headers with a dump of the half-read status line: both read as an answer that never came.
+    """
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        received = _RECEIVED.search(str(exc))
+        return "connection closed by the target before the response was complete" + (
+            f" ({received.group(0)})" if received else ""
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        if isinstance(exc.message, str) or exc.message is None:
+            return "connection closed by the target before it answered"
+        return "connection closed by the target before the response was complete"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection closed by the target ({exc.strerror or exc})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _ms(started: float) -> float:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from crossdock.config.models import Duration
 from crossdock.errors import PermanentError, TransientError
+from crossdock.redact import basic_pair
 
 
 class AuthOptions(BaseModel):
@@ -53,8 +54,15 @@ class AuthOptions(BaseModel):
         return self
 
     def secrets(self) -> list[str]:
-        """Values that must never show in a log line, whatever key they were configured under."""
-        return [s for s in (self.token, self.password, self.value, self.client_secret) if s]
+        """Values that must never show in a log line, whatever key they were configured under.
+
+        Basic auth adds ``user:password`` (the redactor masks its base64, the header a target may echo)."""
+        found = [s for s in (self.token, self.password, self.value, self.client_secret) if s]
+        if self.type == "basic" and self.password:
+            found.append(basic_pair(self.username or "", self.password))
+        if self.type == "oauth2" and self.client_secret:
+            found.append(basic_pair(self.client_id or "", self.client_secret))
+        return found
 
 
 class OAuth2Token:

@@ -8,6 +8,7 @@ import pytest
 from http_helpers import Harness, file_to_shop, write_products
 
 from crossdock.mock import RunningShop
+from loopback import loopback_target
 
 RETRY = "    retry: {max_attempts: 3, backoff: 1s}\n"
 
@@ -143,3 +144,29 @@ def test_request_log_masks_credentials(harness: Harness, shop: RunningShop, capl
     assert "PUT " in text and "→ 201" in text and "request body:" in text and "Idempotency-Key" in text
     assert "key=***" in text
     assert "sup3r-s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    ("sent", "words"),
+    [
+        (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"id": 1', "received 8 of"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "before the response was complete"),
+        (b"HTTP/1.1 201 Created\r\nContent-Ty", "before the response was complete"),
+        (b"", "before it answered"),
+    ],
+    ids=["body-cut", "chunks-cut", "headers-cut", "no-answer"],
+)
+def test_a_connection_closed_mid_response_is_transient_without_a_made_up_status(
+    harness: Harness, sent: bytes, words: str
+) -> None:
+    write_products(harness.root / "products.ndjson", 1)
+    with loopback_target(lambda request: sent) as target:
+        harness.write(file_to_shop(target.url, 'method: PUT, path: "/products/{sku}"', retry=RETRY))
+        harness.run_import("products")
+        summary = harness.run_export("products")
+    assert summary.by_status == {"retry": 1}
+    error = harness.tasks("products")[0].error or ""
+    assert "connection closed by the target" in error and words in error
+    # aiohttp's parser calls a short body "ContentLengthError: 400": no status came from the target
+    assert "400" not in error and "200" not in error and "201" not in error
+    assert "Error" not in error
