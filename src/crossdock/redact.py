@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -85,14 +87,23 @@ def basic_pair(username: str, password: str) -> str:
     return f"{username}:{password}"
 
 
+_USERINFO = re.compile(r"://[^/:@?#]*:(?P<password>.+?)@")
+
+
 def url_secrets(url: str) -> list[str]:
-    """The password of a ``scheme://user:password@host`` URL, as written and percent-decoded."""
+    """The password of a ``scheme://user:password@host`` URL, as written and percent-decoded.
+
+    A URL too broken to parse (a space in the password, a bad host) still gives its password: the driver's
+    error about that URL may quote it."""
     if "://" not in url or "@" not in url:
         return []
     try:
         password = urlsplit(url).password
     except ValueError:
-        return []
+        password = None
+    if password is None:
+        found = _USERINFO.search(url)
+        password = found.group("password") if found else None
     if not password:
         return []
     return [password, unquote(password)]
@@ -177,3 +188,32 @@ def _replace(match: re.Match[str]) -> str:
 
 
 NO_SECRETS = Redactor()
+
+
+class RedactingLogFilter(logging.Filter):
+    """Masks secrets in a record's final message: a driver logs its exceptions as arguments, not as text."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = self.redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
+@contextmanager
+def redacting_logs(redact: Callable[[str], str], *names: str) -> Iterator[None]:
+    """Redact what the named loggers log while the block runs (psycopg's pool logs failed connection attempts)."""
+    log_filter = RedactingLogFilter(redact)
+    loggers = [logging.getLogger(name) for name in names]
+    for logger in loggers:
+        logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(log_filter)

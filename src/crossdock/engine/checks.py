@@ -103,13 +103,20 @@ def _run_tests(project: Any, report: CheckReport) -> None:
 
 
 def _check_database(project: Any, url: str, report: CheckReport) -> None:
+    """Open the ``--db`` database; its password never shows, also not in a driver's error about the URL."""
     from crossdock.errors import CrossdockError
+    from crossdock.redact import redacting_logs, url_secrets
     from crossdock.store import open_store
 
+    hide = project.redact.extended(url_secrets(url))
     try:
-        store = open_store(url, base=project.root)
+        with redacting_logs(hide, "psycopg", "psycopg.pool"):
+            store = open_store(url, base=project.root)
     except (CrossdockError, OSError) as exc:
-        report.errors.append(f"config error: --db {url}: cannot open the database: {exc}")
+        report.errors.append(hide(f"config error: --db {url}: cannot open the database: {exc}"))
+        return
+    except Exception as exc:  # a driver's own error for a malformed URL: still one line, still redacted
+        report.errors.append(hide(f"config error: --db {url}: cannot open the database: {type(exc).__name__}: {exc}"))
         return
     report.info.append(f"database {store.backend}: schema at version {store.upgrade()}")
     store.close()
