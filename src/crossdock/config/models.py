@@ -46,9 +46,31 @@ class IncomingConfig(Strict):
     batch_size: int = Field(default=5000, ge=1, le=100_000)
 
 
+#: the default ``validate.max_entity_bytes``: a record is one business object, not a bulk file; 10 MiB holds the
+#: largest product or order with room, and keeps one runaway record from taking the process's memory
+DEFAULT_MAX_ENTITY_BYTES = 10 * 1024 * 1024
+#: what ``max_entity_bytes: null`` lifts the limit to, and the most a route may set: PostgreSQL's jsonb holds
+#: under 256 MiB per value, and every byte of an entity is held in memory a few times on its way
+MAX_ENTITY_BYTES_CEILING = 255 * 1024 * 1024
+
+
+def _entity_limit(value: Any) -> Any:
+    """``null`` lifts the limit to the ceiling; ``0`` is refused, because it reads as either "none" or "no limit"."""
+    if value is None:
+        return MAX_ENTITY_BYTES_CEILING
+    if value == 0 and not isinstance(value, bool):
+        raise ValueError(
+            f"0 is not a size; give the largest entity to accept in bytes, or null to lift the limit to the "
+            f"ceiling of {MAX_ENTITY_BYTES_CEILING:,} bytes (255 MiB)"
+        )
+    return value
+
+
 class ValidateConfig(Strict):
-    #: entities larger than this (as compact JSON) are rejected
-    max_entity_bytes: int | None = Field(default=None, ge=1)
+    #: entities larger than this (as compact JSON) are rejected; ``null`` = the ceiling (255 MiB)
+    max_entity_bytes: Annotated[int, BeforeValidator(_entity_limit)] = Field(
+        default=DEFAULT_MAX_ENTITY_BYTES, ge=1, le=MAX_ENTITY_BYTES_CEILING
+    )
     #: JSON Schema file (relative to the project) the entity must match
     schema_: str | None = Field(default=None, alias="schema")
 

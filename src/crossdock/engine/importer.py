@@ -350,12 +350,9 @@ class Importer:
                 except TypeError as exc:
                     self._rejected(state, result, f"the record cannot be stored as JSON: {exc}")
                     continue
-                if limit is not None and len(data) > limit:
-                    reject(
-                        ident,
-                        data,
-                        f"validate.max_entity_bytes: entity is {len(data)} bytes, over the limit of {limit}",
-                    )
+                if len(data) > limit:
+                    summary.rejected += 1
+                    state.items.append(_oversize(ident, data, limit))
                     continue
                 if validator is not None:
                     problem = _schema_problem(validator, result)
@@ -388,9 +385,8 @@ class Importer:
                 for state in group:
                     self._rejected(state, entity, f"the record cannot be stored as JSON: {exc}")
                 return
-            if limit is not None and len(data) > limit:
-                reason = f"validate.max_entity_bytes: entity is {len(data)} bytes, over the limit of {limit}"
-                rejected = ImportItem(Status.REJECTED, ident, data, digest(data), reason)
+            if len(data) > limit:
+                rejected = _oversize(ident, data, limit)
                 for state in group:
                     state.summary.rejected += 1
                     state.items.append(rejected)
@@ -412,6 +408,10 @@ class Importer:
     def _rejected(self, state: _RouteState, record: Any, reason: str) -> None:
         state.summary.rejected += 1
         data, ident = _best_effort(state.route, record)
+        limit = state.route.config.validate_.max_entity_bytes
+        if data is not None and len(data) > limit:
+            state.items.append(_oversize(ident, data, limit, self.project.redact(reason)))
+            return
         state.items.append(
             ImportItem(
                 Status.REJECTED,
@@ -470,6 +470,21 @@ def _same_work(states: list[_RouteState]) -> list[list[_RouteState]]:
         )
         groups.setdefault(key, []).append(state)
     return [*groups.values(), *alone]
+
+
+def _oversize(ident: str | None, data: bytes, limit: int, reason: str | None = None) -> ImportItem:
+    """A rejected item for a record over ``validate.max_entity_bytes``: past ``RAW_LIMIT`` only a preview is kept.
+
+    Storing it whole would put what the limit keeps out into the database and onto every page showing the task.
+    The fingerprint is the whole record's, so the same record polled again touches this task (delta)."""
+    size = f"entity is {len(data)} bytes, over the limit of {limit}"
+    why = f"{reason}; validate.max_entity_bytes: {size}" if reason else f"validate.max_entity_bytes: {size}"
+    digest = xxhash.xxh3_128_digest(data)
+    if len(data) <= RAW_LIMIT:
+        return ImportItem(Status.REJECTED, ident, data, digest, why)
+    preview = data[:RAW_LIMIT].decode("utf-8", "ignore")
+    why += f"; only its first {RAW_LIMIT // 1024} KiB are kept, as the raw record"
+    return ImportItem(Status.REJECTED, ident, None, digest, why, preview)
 
 
 def _best_effort(route: CompiledRoute, record: Any) -> tuple[bytes | None, str | None]:
