@@ -21,6 +21,7 @@ from crossdock.tasks import Action, Status, Task, allowed_actions, is_allowed, i
 from crossdock.timeline import timeline
 from crossdock.web.auth import ROLES, Principal, issue_token
 from crossdock.web.context import PARTS, WebContext, get_ctx
+from crossdock.web.display import bounded_result, bounded_text, entity_download, entity_fields
 
 log = logging.getLogger("crossdock.web")
 
@@ -152,13 +153,19 @@ def list_tasks(
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next (older) page."""
     selection = task_filter(status, route, identifier, search, created_after, created_before)
     items, next_cursor = ctx.store.list_tasks(selection, limit=limit, cursor=parse_cursor(cursor))
-    return {"items": [t.to_json() for t in items], "next_cursor": str(next_cursor) if next_cursor else None}
+    answers = [t.to_json() for t in items]
+    for answer in answers:
+        bounded_result(answer, ctx.redact)
+    return {"items": answers, "next_cursor": str(next_cursor) if next_cursor else None}
 
 
-def task_detail(ctx: WebContext, task: Task) -> dict[str, Any]:
+def task_detail(ctx: WebContext, task: Task, *, full: bool = False) -> dict[str, Any]:
+    """The task with its entity and history; past 256 KiB the entity comes as a preview and a download link."""
     data = task.to_json()
-    data["entity"] = task.entity
+    bounded_result(data, ctx.redact)
+    data.update(entity_fields(task, ctx.redact, full=full))
     data["raw"] = task.raw
+    bounded_text(data, "raw", ctx.redact)
     data["logs"] = [line.to_json() for line in timeline(task, ctx.store.task_logs(task.id))]
     data["allowed_actions"] = [a.value for a in allowed_actions(task.status)]
     return data
@@ -172,9 +179,37 @@ def get_task_or_404(ctx: WebContext, task_id: int) -> Task:
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"])
-def get_task(ctx: Ctx, _: Viewer, task_id: int) -> dict[str, Any]:
-    """One task with its entity and its history (``logs``, oldest first)."""
-    return task_detail(ctx, get_task_or_404(ctx, task_id))
+def get_task(
+    ctx: Ctx,
+    _: Viewer,
+    task_id: int,
+    full: Annotated[bool, Query(description="the entity whole, whatever its size")] = False,
+) -> dict[str, Any]:
+    """One task with its entity and its history (``logs``, oldest first).
+
+    An entity over 256 KiB (compact JSON) comes as ``entity: null`` with ``entity_truncated: true``,
+    ``entity_bytes``, an ``entity_preview`` and ``entity_url`` (its download); ``full=true`` sends it whole."""
+    return task_detail(ctx, get_task_or_404(ctx, task_id), full=full)
+
+
+@router.get(
+    "/tasks/{task_id}/entity",
+    tags=["tasks"],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The whole entity as a JSON file (``Content-Disposition: attachment``), redacted.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        404: {"description": "No task with this id, or the task has no entity stored."},
+    },
+)
+def get_task_entity(ctx: Ctx, _: Viewer, task_id: int) -> Response:
+    """Download a task's whole entity, however large; secrets are masked as in every other answer."""
+    task = get_task_or_404(ctx, task_id)
+    if task.entity is None:
+        raise HTTPException(404, f"task {task_id} has no entity stored" + (" (see its raw record)" if task.raw else ""))
+    return entity_download(task, ctx.redact)
 
 
 def act_on_task(ctx: WebContext, who: Principal, task_id: int, action: Action, reason: str | None) -> Task:

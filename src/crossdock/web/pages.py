@@ -33,6 +33,7 @@ from crossdock.web.api import (
 )
 from crossdock.web.auth import CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Principal, csrf_ok
 from crossdock.web.context import WebContext, get_ctx
+from crossdock.web.display import DISPLAY_LIMIT, cut, entity_download, shown
 
 TEMPLATES = Path(__file__).parent / "templates"
 FLASH_COOKIE = "crossdock_flash"
@@ -396,6 +397,11 @@ def task_page(request: Request, task_id: int) -> Response:
     if task is None:
         return render(request, "not_found.html", session, status=404, what=f"task {task_id}")
     lines = timeline(task, ctx.store.task_logs(task_id))
+    entity = shown(task.entity, ctx.redact)
+    if entity.truncated:
+        entity_text = entity.preview
+    else:
+        entity_text = views.pretty_json(task.entity) if task.entity is not None else None
     return render(
         request,
         "task.html",
@@ -404,8 +410,22 @@ def task_page(request: Request, task_id: int) -> Response:
         task=task,
         lines=lines,
         actions=allowed_actions(task.status),
-        entity=views.pretty_json(task.entity) if task.entity is not None else None,
+        entity=entity_text,
+        entity_shown=entity,
+        entity_download=f"/tasks/{task.id}/entity.json" if task.entity is not None else None,
+        raw=cut(task.raw, ctx.redact) if task.raw is not None and len(task.raw) > DISPLAY_LIMIT else task.raw,
     )
+
+
+@router.get("/tasks/{task_id}/entity.json")
+def task_entity_download(request: Request, task_id: int) -> Response:
+    """The whole entity as a file, for the dashboard's session (the API's twin needs a bearer token)."""
+    session = page_session(request)
+    ctx = get_ctx(request)
+    task = ctx.store.get_task(task_id)
+    if task is None or task.entity is None:
+        return render(request, "not_found.html", session, status=404, what=f"entity stored for task {task_id}")
+    return entity_download(task, ctx.redact)
 
 
 @router.post("/tasks/{task_id}/action")
