@@ -19,6 +19,7 @@ from rich.table import Table
 from crossdock import __version__
 from crossdock.config.models import parse_duration
 from crossdock.errors import ConfigError, ConfigErrors, CrossdockError, UsageError
+from crossdock.redact import Redactor, redacting_logs, url_secrets
 from crossdock.store import Store, TaskFilter, backend_name, open_store
 from crossdock.tasks import ALL_STATUSES, TRANSITIONS, Action, Status, allowed_actions, iso
 
@@ -107,10 +108,12 @@ def store_for(config: Path, db: str | None, *, project: Any = None, need_config:
             )
     url = url or "sqlite:///crossdock.db"
     backend_name(url)
+    hide = Redactor(url_secrets(url))  # the driver may quote the URL's password in a warning or an error
     try:
-        return open_store(url, base=base)
+        with redacting_logs(hide, "psycopg", "psycopg.pool"):
+            return open_store(url, base=base)
     except OSError as exc:
-        raise CrossdockError(f"cannot open database {url}: {exc}") from None
+        raise CrossdockError(hide(f"cannot open database {url}: {exc}")) from None
 
 
 @contextmanager
@@ -756,7 +759,7 @@ GraceOpt = Annotated[
 def _service(
     kind: str, config: Path, db: str | None, log_format: str, concurrency: int | None, grace: str, **web: Any
 ) -> None:
-    from crossdock.logs import configure_logging
+    from crossdock.logs import configure_logging, redact_logs_with
     from crossdock.service import ServiceOptions, run_serve, run_worker
 
     with guarded():
@@ -769,6 +772,8 @@ def _service(
         configure_logging("json" if log_format == "json" else "text")
         project = load(config)
         url = db or project.database_url()
+        project.redact.add(*url_secrets(url))  # a --db password is as secret as the config's
+        redact_logs_with(project.redact)
         with opened_store(config, db, project=project) as store:
             store.ensure_routes(project.routes)
             options = ServiceOptions(concurrency=concurrency, grace=grace_s, **web)

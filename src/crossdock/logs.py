@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+
+from crossdock.redact import NO_SECRETS, RedactingLogFilter
 
 LogFormat = Literal["text", "json"]
 _RESERVED = {"at", "level", "logger", "message"}
@@ -35,6 +38,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+#: masks secrets in every line the process logs: URL passwords and credentials always, the project's secrets
+#: once :func:`redact_logs_with` hands over its redactor (a driver may quote a connection string in a warning)
+_REDACTION = RedactingLogFilter(NO_SECRETS)
+
+
+def redact_logs_with(redact: Callable[[str], str]) -> None:
+    """From now on, log lines also lose this redactor's secrets (the project's, with the ``--db`` password)."""
+    _REDACTION.redact = redact
+
+
 def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
     """Send crossdock's logs to stderr in ``fmt``; replaces handlers set up before (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -42,6 +55,7 @@ def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> Non
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_REDACTION)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -64,3 +64,41 @@ def test_check_never_prints_the_database_password(
     assert "***@" in shown  # with the URL, its password masked
     for secret in (PASSWORD, PASSWORD.replace("-", " ")):
         assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"postgresql://u:{PASSWORD}@127.0.0.1:1/x", f"postgresql://u:{PASSWORD.replace('-', ' ')}@[::1/x"],
+    ids=["unreachable", "unparsable"],
+)
+def test_db_upgrade_never_prints_the_database_password(
+    project: Path, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    result = CliRunner().invoke(app, ["db", "upgrade", "-c", str(project), "--db", url])
+    shown = result.output + "\n".join(r.getMessage() for r in caplog.records)
+    assert result.exit_code == 1 and "cannot connect" in shown, shown
+    for secret in (PASSWORD, PASSWORD.replace("-", " ")):
+        assert secret not in shown
+
+
+def test_service_logs_lose_the_projects_secrets_and_any_url_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve/worker log through one handler: a driver's warning quoting a connection string is masked there."""
+    from crossdock.logs import configure_logging, redact_logs_with
+    from crossdock.redact import NO_SECRETS, Redactor, url_secrets
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("text")
+        pool = logging.getLogger("psycopg.pool")
+        pool.error("error connecting: %s", OSError(f"cannot use postgresql://u:{PASSWORD}@db/x"))
+        redact_logs_with(Redactor(url_secrets(f"postgresql://u:{PASSWORD}@db/x")))
+        pool.error("error connecting: %s", OSError(f'unexpected spaces found in "{PASSWORD}"'))
+    finally:
+        redact_logs_with(NO_SECRETS)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert "postgresql://u:***@db/x" in err and 'unexpected spaces found in "***"' in err
+    assert PASSWORD not in err
