@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -159,3 +160,46 @@ def test_redactor_stays_cheap() -> None:
     for _ in range(20_000):
         redact("failed")
     assert (time.perf_counter() - started) / 20_000 < 20e-6
+
+
+def test_every_secret_bearing_connection_option_feeds_the_projects_redactor(tmp_path: Path) -> None:
+    from crossdock.config.loader import load_config
+
+    secrets = {
+        "BEARER": "bearer-token-0001",
+        "BASIC_PW": "basic-password-0002",
+        "CLIENT_SECRET": "oauth-client-secret-0003",
+        "HEADER_KEY": "header-api-key-0004",
+        "QUERY_KEY": "query-api-key-0005",
+        "SQL_PW": "sql-password-0006",
+        "AMQP_PW": "amqp-password-0007",
+        "SFTP_PW": "sftp-password-0008",
+        "SFTP_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA0009\n-----END OPENSSH KEY-----",
+        "DB_PW": "database-password-0010",
+    }
+    (tmp_path / "crossdock.yaml").write_text(
+        """\
+database: "postgresql://app:${DB_PW}@db:5432/crossdock"
+connections:
+  a: {type: http, base_url: "http://a", auth: {type: bearer, token: "${BEARER}"}}
+  b: {type: http, base_url: "http://b", auth: {type: basic, username: svc, password: "${BASIC_PW}"}}
+  c:
+    type: http
+    base_url: "http://c"
+    auth: {type: oauth2, token_url: "http://c/t", client_id: cid, client_secret: "${CLIENT_SECRET}", client_auth: basic}
+  d: {type: http, base_url: "http://d", headers: {X-Api-Key: "${HEADER_KEY}"}}
+  e: {type: http, base_url: "http://e", auth: {type: api_key, name: key, value: "${QUERY_KEY}", location: query}}
+  sql: {type: sql, url: "postgresql+psycopg://erp:${SQL_PW}@erp-db/erp"}
+  bus: {type: amqp, url: "amqp://guest:${AMQP_PW}@broker:5672/"}
+  files: {type: sftp, host: h, username: me, password: "${SFTP_PW}", private_key: "${SFTP_KEY}"}
+routes: {}
+"""
+    )
+    loaded = load_config(tmp_path / "crossdock.yaml", environ=secrets)
+    redact = Redactor(loaded.secrets)
+    for name, value in secrets.items():
+        for form in (value, b64(value), quote(value, safe="")):
+            assert redact(f"<{form}>") == f"<{MASK}>", f"{name} as {form[:20]}"
+    for user, password in (("svc", secrets["BASIC_PW"]), ("cid", secrets["CLIENT_SECRET"])):
+        assert redact(f"Basic {b64(f'{user}:{password}')}") == f"Basic {MASK}"
+        assert redact(f"x{b64(f'{user}:{password}')}y") == f"x{MASK}y"
