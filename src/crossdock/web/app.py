@@ -22,6 +22,7 @@ from crossdock.store import Store
 from crossdock.web import api, pages, webhooks
 from crossdock.web.auth import Authenticator
 from crossdock.web.context import WebContext, redact_data
+from crossdock.web.login_limits import LoginLimiter, install_login_limits
 from crossdock.web.metrics import CONTENT_TYPE, DeliveryObserver, StoreCollector, render
 from crossdock.web.settings import WebSettings
 
@@ -96,6 +97,13 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
         return Response(project.redact(render(registry).decode()), media_type=CONTENT_TYPE)
 
     install_handlers(app)
+    limiter = LoginLimiter(
+        burst=settings.login_failure_burst,
+        per_second=settings.login_failure_rate,
+        max_addresses=settings.login_limiter_addresses,
+        audit_every=settings.failed_login_audit_every,
+    )
+    install_login_limits(app, ctx, limiter)  # inside the security headers below, so 429 pages get them too
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -208,7 +208,7 @@ async def login(request: Request) -> Response:
     token = form.get("token")
     principal = ctx.auth.from_token(token) if isinstance(token, str) else None
     if principal is None:
-        ctx.audit("anonymous", "login.failed", {}, detail="unknown or revoked token")
+        # audited (with the address, throttled) and rate-limited by crossdock.web.login_limits
         return _login_page(request, "That token is not valid.", 401, next_url)
     return _start_session(request, principal, "token form", next_url)
 

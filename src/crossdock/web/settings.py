@@ -22,3 +22,11 @@ class WebSettings:
     page_size: int = 50
     #: how long a resolved token is trusted before the store is asked again (revocation delay), in seconds
     token_cache_seconds: float = 5.0
+    #: failed logins one client address may make at once before it is answered 429 (0 turns the limit off)
+    login_failure_burst: int = 10
+    #: after the burst, failed logins allowed per second and address (the bucket refills at this rate)
+    login_failure_rate: float = 1.0
+    #: client addresses the limiter remembers, per process; the least recently seen are forgotten first
+    login_limiter_addresses: int = 10_000
+    #: failed logins of one address reach the audit log at most once per this many seconds, as one counted row
+    failed_login_audit_every: float = 1.0
