@@ -2,12 +2,18 @@
 
 The web layer receives the body, checks it with :func:`verify_request`, turns it into records with
 :func:`parse_payload` and hands them to the importer. Run on a schedule, the source has nothing to read.
+
+Replay protection is opt-in per source: ``timestamp_tolerance`` makes the signature cover a timestamp
+(``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``, as Stripe-style senders do) so an old signed body
+cannot be sent again later; ``idempotency_window`` makes an ``Idempotency-Key`` header answer a repeated request
+with the first answer instead of importing it again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 from xml.etree.ElementTree import Element
@@ -15,10 +21,14 @@ from xml.etree.ElementTree import Element
 import orjson
 from pydantic import Field, model_validator
 
+from crossdock.config.models import Duration
 from crossdock.connectors.base import Malformed, Options, Source
 
 DEFAULT_MAX_BODY = 1024 * 1024
 SECRET_HEADER = "X-Crossdock-Secret"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: a timestamped signature header carries at most this many ``v1=`` values (one per secret the sender rotates)
+MAX_SIGNATURES = 8
 
 
 class WebhookSourceOptions(Options):
@@ -31,6 +41,11 @@ class WebhookSourceOptions(Options):
     signature_header: str = "X-Crossdock-Signature"
     #: bodies larger than this are refused with 413
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY, ge=1, le=1024 * 1024 * 1024)
+    #: set: the signature header is ``t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">`` and ``t`` may be at most
+    #: this far from our clock (either way), so a captured request cannot be replayed later
+    timestamp_tolerance: Duration | None = None
+    #: set: an ``Idempotency-Key`` header is remembered this long; the same key again gets the first answer
+    idempotency_window: Duration | None = None
 
     @model_validator(mode="after")
     def _non_empty_secrets(self) -> WebhookSourceOptions:
@@ -38,6 +53,15 @@ class WebhookSourceOptions(Options):
             value = getattr(self, name)
             if value is not None and len(value) < 8:
                 raise ValueError(f"{name} must be at least 8 characters long")
+        if self.timestamp_tolerance is not None:
+            if self.hmac_secret is None:
+                raise ValueError(
+                    "timestamp_tolerance needs hmac_secret: the timestamp is only worth checking when it is signed"
+                )
+            if not 1 <= self.timestamp_tolerance <= 86400:
+                raise ValueError("timestamp_tolerance must be between 1s and 24h (5m is usual)")
+        if self.idempotency_window is not None and not 1 <= self.idempotency_window <= 30 * 86400:
+            raise ValueError("idempotency_window must be between 1s and 30d (24h is usual)")
         return self
 
     @property
@@ -62,10 +86,13 @@ class PayloadError(ValueError):
     """The body is not JSON, NDJSON or XML we can turn into records."""
 
 
-def verify_request(options: WebhookSourceOptions, headers: Mapping[str, str], body: bytes) -> str | None:
+def verify_request(
+    options: WebhookSourceOptions, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> str | None:
     """None when the request carries every configured credential, else why it is refused.
 
-    Comparisons are constant-time, so the answer time does not reveal how much of a secret matched.
+    Comparisons are constant-time, so the answer time does not reveal how much of a secret matched. ``now``
+    (unix seconds) is the clock a timestamped signature is checked against.
     """
     if options.secret is not None:
         given = headers.get(SECRET_HEADER.lower()) or headers.get(SECRET_HEADER) or ""
@@ -74,10 +101,56 @@ def verify_request(options: WebhookSourceOptions, headers: Mapping[str, str], bo
     if options.hmac_secret is not None:
         header = options.signature_header
         given = (headers.get(header.lower()) or headers.get(header) or "").strip()
+        if options.timestamp_tolerance is not None:
+            return _verify_timestamped(options, header, given, body, time.time() if now is None else now)
         given = given.removeprefix("sha256=")
         expected = hmac.new(options.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(given.lower().encode(), expected.encode()):
             return f"missing or wrong HMAC-SHA256 signature in the {header} header"
+    return None
+
+
+def sign_timestamped(key: str, body: bytes, timestamp: int) -> str:
+    """The ``t=…,v1=…`` header value a sender computes; for tests, examples and ``crossdock`` as a sender."""
+    return f"t={timestamp},v1={_timestamped_hmac(key, body, str(timestamp))}"
+
+
+def _timestamped_hmac(key: str, body: bytes, timestamp: str) -> str:
+    return hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _verify_timestamped(options: WebhookSourceOptions, header: str, given: str, body: bytes, now: float) -> str | None:
+    """Signature first, then the clock: a sender without the key learns only that its signature is wrong."""
+    assert options.hmac_secret is not None and options.timestamp_tolerance is not None
+    stamps: list[str] = []
+    signatures: list[str] = []
+    for part in given.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            stamps.append(value.strip())
+        elif name == "v1":
+            signatures.append(value.strip().lower())
+    shape = f'{header} must be t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"> (timestamp_tolerance is set)'
+    if len(stamps) != 1 or not signatures:
+        return f"missing or malformed signature: {shape}"
+    if len(signatures) > MAX_SIGNATURES:
+        return f"{header} carries {len(signatures)} v1= signatures; at most {MAX_SIGNATURES} are checked"
+    stamp = stamps[0]
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+        return f"the t= value in {header} is not a unix time in whole seconds: {shape}"
+    expected = _timestamped_hmac(options.hmac_secret, body, stamp).encode()
+    # compare with every value, so the time does not tell which one (if any) matched
+    matched = [hmac.compare_digest(s.encode(), expected) for s in signatures]
+    if not any(matched):
+        return f"missing or wrong HMAC-SHA256 signature in the {header} header"
+    skew = now - int(stamp)
+    tolerance = options.timestamp_tolerance
+    if abs(skew) > tolerance:
+        when = f"{skew:.0f} s old" if skew > 0 else f"{-skew:.0f} s in the future"
+        return (
+            f"the signed timestamp in {header} is {when}; this webhook takes at most {tolerance:g} s either way "
+            "(timestamp_tolerance): send each request signed with the current time, and check the sender's clock"
+        )
     return None
 
 

@@ -213,6 +213,18 @@ class AuditEntry:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What the store remembers of an ``Idempotency-Key``, so a repeated request is answered, not redone."""
+
+    #: SHA-256 of the first request's body: the same key with another body is a sender's mistake
+    fingerprint: str
+    created_at: datetime
+    expires_at: datetime
+    #: the first request's answer; None while that request is still being processed
+    response: dict[str, Any] | None
+
+
 @dataclass(slots=True)
 class RouteState:
     """What the database knows of a route beyond its config: an active override and next fire times."""
@@ -412,6 +424,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def claim_idempotency_key(
+        self, scope: str, key: str, *, fingerprint: str, now: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        """Take ``key`` in ``scope`` for a request being processed; None when taken, else what is remembered.
+
+        Atomic across processes sharing the database, so two copies of one request never both run. Expired
+        keys (of every scope) are pruned on the way. ``expires_at`` bounds the claim until it is settled.
+        """
+
+    @abc.abstractmethod
+    def settle_idempotency_key(
+        self, scope: str, key: str, *, response: dict[str, Any] | None, expires_at: datetime | None = None
+    ) -> None:
+        """Remember the claimed request's answer until ``expires_at``; ``response=None`` forgets the claim."""
 
     @abc.abstractmethod
     def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:

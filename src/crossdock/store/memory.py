@@ -19,6 +19,7 @@ from crossdock.store.base import (
     AuditEntry,
     CacheEntry,
     ErrorGroup,
+    IdempotencyRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
@@ -64,6 +65,7 @@ class MemoryStore(Store):
         self.route_state: dict[str, RouteState] = {}
         self.tokens: dict[int, tuple[TokenRecord, str]] = {}
         self.audit: list[AuditEntry] = []
+        self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         self.per_minute: Counter[tuple[int, str, str]] = Counter()
 
     def upgrade(self) -> int:
@@ -484,6 +486,32 @@ class MemoryStore(Store):
     def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
         entries = [e for e in reversed(self.audit) if cursor is None or e.id < cursor]
         return entries[:limit]
+
+    def claim_idempotency_key(
+        self, scope: str, key: str, *, fingerprint: str, now: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        with self._lock:
+            for gone in [k for k, r in self.idempotency.items() if r.expires_at <= now]:
+                del self.idempotency[gone]
+            found = self.idempotency.get((scope, key))
+            if found is not None:
+                return found
+            self.idempotency[(scope, key)] = IdempotencyRecord(fingerprint, now, expires_at, None)
+            return None
+
+    def settle_idempotency_key(
+        self, scope: str, key: str, *, response: dict[str, Any] | None, expires_at: datetime | None = None
+    ) -> None:
+        with self._lock:
+            found = self.idempotency.get((scope, key))
+            if found is None or found.response is not None:
+                return
+            if response is None:
+                del self.idempotency[(scope, key)]
+                return
+            self.idempotency[(scope, key)] = replace(
+                found, response=orjson.loads(orjson.dumps(response)), expires_at=expires_at or found.expires_at
+            )
 
     def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
         first = int(since.timestamp() // 60)

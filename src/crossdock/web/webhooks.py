@@ -1,26 +1,60 @@
 """``POST /api/v1/webhooks/{name}``: pushed records become tasks on the routes of a webhook incoming.
 
 The sender authenticates with what the source configures (``X-Crossdock-Secret`` and/or an HMAC-SHA256
-signature of the body). A source with neither accepts only a bearer token of role operator or above, so a
-webhook is never open to the world. The size limit is checked on ``Content-Length`` and again while the body
-streams in, so a lying or chunked sender cannot make us buffer more than the limit.
+signature of the body, optionally over a signed timestamp). A source with neither accepts only a bearer token of
+role operator or above, so a webhook is never open to the world. The size limit is checked on ``Content-Length``
+and again while the body streams in, so a lying or chunked sender cannot make us buffer more than the limit.
+
+Checks run in this order: size (413), credentials and the signed timestamp (401), then the ``Idempotency-Key``
+(a remembered key answers at once). Credentials come before the key, so a caller without them can neither read a
+remembered answer nor take a key; the size comes first because a signature needs the whole body.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from crossdock.connectors.webhook import PayloadError, WebhookSourceOptions, parse_payload, verify_request
+from crossdock.connectors.webhook import (
+    IDEMPOTENCY_HEADER,
+    PayloadError,
+    WebhookSourceOptions,
+    parse_payload,
+    verify_request,
+)
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
 from crossdock.engine.project import CompiledIncoming, CompiledRoute
+from crossdock.store.base import IdempotencyRecord
 from crossdock.web.api import require
 from crossdock.web.context import WebContext, get_ctx
 
+log = logging.getLogger("crossdock.web")
 router = APIRouter(prefix="/api/v1")
+
+#: answer header marking a repeated request answered from the remembered first answer
+REPLAYED_HEADER = "Idempotent-Replayed"
+#: how long a claimed key waits for its request to finish before another copy may take it (a crashed process)
+PENDING_FOR = timedelta(minutes=10)
+
+_ERROR = {"content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}}
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "empty or unreadable body, or a malformed Idempotency-Key", **_ERROR},
+    401: {
+        "description": "missing or wrong secret or signature, a signed timestamp outside timestamp_tolerance, "
+        "or (a source without secrets) no valid operator token",
+        **_ERROR,
+    },
+    409: {"description": "no route of it is active, or the same Idempotency-Key is still being processed", **_ERROR},
+    413: {"description": "the body is over max_body_bytes", **_ERROR},
+    422: {"description": "the Idempotency-Key was already used with a different body", **_ERROR},
+    429: {"description": "too many failed bearer tokens from this address (sources without secrets)", **_ERROR},
+}
 
 
 def find_incoming(ctx: WebContext, name: str) -> CompiledIncoming:
@@ -53,9 +87,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/webhooks/{name}", tags=["webhooks"], status_code=202)
-async def webhook(request: Request, name: str) -> JSONResponse:
-    """Pushed JSON (object or list), NDJSON or XML → tasks. Answers 202 ``{"tasks": [ids]}``."""
+@router.post("/webhooks/{name}", tags=["webhooks"], status_code=202, responses=WEBHOOK_RESPONSES)
+async def webhook(request: Request, name: str) -> Response:
+    """Pushed JSON (object or list), NDJSON or XML → tasks. Answers 202 ``{"tasks": [ids]}``.
+
+    With ``idempotency_window`` set, a repeated ``Idempotency-Key`` gets the first answer again, marked
+    ``Idempotent-Replayed: true``, and imports nothing.
+    """
     ctx = get_ctx(request)
     incoming = find_incoming(ctx, name)
     options = incoming.source_options
@@ -65,20 +103,85 @@ async def webhook(request: Request, name: str) -> JSONResponse:
         actor = require("operator")(request).actor
     body = await read_limited(request, options.max_body_bytes)
     if options.has_secret:
-        problem = verify_request(options, request.headers, body)
+        problem = verify_request(options, request.headers, body, now=ctx.now().timestamp())
         if problem is not None:
             raise HTTPException(401, problem)
+    key = idempotency_key(request, options)
+    if key is None:
+        return await accept(ctx, incoming, name, body, request.headers.get("content-type"), actor)
+    assert options.idempotency_window is not None
+    scope = f"webhook:{incoming.name}"
+    fingerprint = hashlib.sha256(body).hexdigest()
+    now = ctx.now()
+    found = ctx.store.claim_idempotency_key(scope, key, fingerprint=fingerprint, now=now, expires_at=now + PENDING_FOR)
+    if found is not None:
+        return replayed(found, key, fingerprint)
+    try:
+        answer = await accept(ctx, incoming, name, body, request.headers.get("content-type"), actor)
+    except BaseException:
+        # a refused or failed request is not remembered: the sender may fix it and send the same key again
+        ctx.store.settle_idempotency_key(scope, key, response=None)
+        raise
+    remembered = {"status_code": answer.status_code, "body": bytes(answer.body).decode()}
+    expires = now + timedelta(seconds=options.idempotency_window)
+    try:
+        ctx.store.settle_idempotency_key(scope, key, response=remembered, expires_at=expires)
+    except Exception:
+        # the records are imported: say so; a copy sent meanwhile gets 409 until the claim lapses (PENDING_FOR)
+        log.warning("could not remember %s %r of webhook %s", IDEMPOTENCY_HEADER, key, name, exc_info=True)
+    return answer
+
+
+async def accept(
+    ctx: WebContext, incoming: CompiledIncoming, name: str, body: bytes, content_type: str | None, actor: str
+) -> JSONResponse:
+    """Parse and import an authenticated body: 202 with the summary, or an HTTPException."""
     routes = [r for r in ctx.project.routes_of(incoming) if ctx.route_active(r.name)]
     if not routes:
         raise HTTPException(409, f"no active route takes records from {name!r}")
     try:
-        records = parse_payload(body, request.headers.get("content-type"))
+        records = parse_payload(body, content_type)
     except PayloadError as exc:
         raise HTTPException(400, str(exc)) from None
     summary = await import_records(ctx, incoming, records, actor)
     if summary.get("status") != "ok":
         raise HTTPException(500, ctx.redact(f"import failed: {summary.get('error')}"))
     return JSONResponse(summary, status_code=202)
+
+
+def idempotency_key(request: Request, options: WebhookSourceOptions) -> str | None:
+    """The request's ``Idempotency-Key`` when the source remembers keys; 400 when it is not a usable key."""
+    if options.idempotency_window is None:
+        return None
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all("!" <= c <= "~" for c in key):
+        raise HTTPException(
+            400, f"the {IDEMPOTENCY_HEADER} header must be 1 to 255 visible ASCII characters (e.g. a UUID)"
+        )
+    return key
+
+
+def replayed(found: IdempotencyRecord, key: str, fingerprint: str) -> Response:
+    """The answer to a key already seen: the first answer, or why there is none to give."""
+    if found.fingerprint != fingerprint:
+        raise HTTPException(
+            422,
+            f"{IDEMPOTENCY_HEADER} {key!r} was already used with a different body; send a new key for a new request",
+        )
+    if found.response is None:
+        raise HTTPException(
+            409,
+            f"a request with {IDEMPOTENCY_HEADER} {key!r} is still being processed; retry after it is answered",
+            {"Retry-After": "1"},
+        )
+    return Response(
+        content=str(found.response["body"]),
+        status_code=int(found.response["status_code"]),
+        media_type="application/json",
+        headers={REPLAYED_HEADER: "true"},
+    )
 
 
 async def import_records(ctx: WebContext, incoming: CompiledIncoming, records: list[Any], actor: str) -> dict[str, Any]:

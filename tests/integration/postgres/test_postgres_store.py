@@ -446,6 +446,7 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (1, "initial"),
         (2, "operations"),
         (3, "unkeyed_delta"),
+        (5, "idempotency_keys"),
     ]
 
 

@@ -328,3 +328,20 @@ SELECT pg_advisory_unlock(%s, %s)
 
 -- name: ping
 SELECT 1
+
+-- name: prune_idempotency_keys
+DELETE FROM idempotency_keys WHERE expires_at <= %s
+
+-- name: claim_idempotency_key
+INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (scope, key) DO NOTHING
+
+-- name: get_idempotency_key
+SELECT fingerprint, created_at, expires_at, response FROM idempotency_keys WHERE scope = %s AND key = %s
+
+-- name: settle_idempotency_key
+UPDATE idempotency_keys SET response = %s::jsonb, expires_at = COALESCE(%s::timestamptz, expires_at)
+WHERE scope = %s AND key = %s AND response IS NULL
+
+-- name: forget_idempotency_key
+DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND response IS NULL

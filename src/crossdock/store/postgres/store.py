@@ -35,6 +35,7 @@ from crossdock.store.base import (
     AuditEntry,
     CacheEntry,
     ErrorGroup,
+    IdempotencyRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
@@ -784,6 +785,28 @@ class PostgresStore(Store):
     def list_audit(self, *, limit: int = 100, cursor: int | None = None) -> list[AuditEntry]:
         rows = self._read(Q["list_audit"], (cursor if cursor is not None else 2**62, limit))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4] or {}, r[5], r[6]) for r in rows]
+
+    def claim_idempotency_key(
+        self, scope: str, key: str, *, fingerprint: str, now: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        with self._tx() as conn:
+            conn.execute(Q["prune_idempotency_keys"], (now,))
+            while True:
+                # a concurrent claim of the same key waits here for the other transaction, then takes nothing
+                if conn.execute(Q["claim_idempotency_key"], (scope, key, fingerprint, now, expires_at)).rowcount:
+                    return None
+                row = conn.execute(Q["get_idempotency_key"], (scope, key)).fetchone()
+                if row is not None:  # else its holder gave it up just now: try again
+                    return IdempotencyRecord(row[0], row[1], row[2], row[3])
+
+    def settle_idempotency_key(
+        self, scope: str, key: str, *, response: dict[str, Any] | None, expires_at: datetime | None = None
+    ) -> None:
+        with self._tx() as conn:
+            if response is None:
+                conn.execute(Q["forget_idempotency_key"], (scope, key))
+            else:
+                conn.execute(Q["settle_idempotency_key"], (orjson.dumps(response).decode(), expires_at, scope, key))
 
     def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
         minute = int(since.timestamp() // 60)

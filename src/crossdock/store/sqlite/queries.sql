@@ -258,3 +258,20 @@ INSERT INTO audit (at, actor, action, target, changed, detail) VALUES (?, ?, ?, 
 
 -- name: list_audit
 SELECT id, at, actor, action, target, changed, detail FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?
+
+-- name: prune_idempotency_keys
+DELETE FROM idempotency_keys WHERE expires_at <= ?
+
+-- name: claim_idempotency_key
+INSERT INTO idempotency_keys (scope, key, fingerprint, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (scope, key) DO NOTHING
+
+-- name: get_idempotency_key
+SELECT fingerprint, created_at, expires_at, response FROM idempotency_keys WHERE scope = ? AND key = ?
+
+-- name: settle_idempotency_key
+UPDATE idempotency_keys SET response = ?, expires_at = COALESCE(?, expires_at)
+WHERE scope = ? AND key = ? AND response IS NULL
+
+-- name: forget_idempotency_key
+DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND response IS NULL

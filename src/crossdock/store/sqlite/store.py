@@ -21,6 +21,7 @@ from crossdock.store.base import (
     AuditEntry,
     CacheEntry,
     ErrorGroup,
+    IdempotencyRecord,
     ImportCounts,
     ImportItem,
     ImportOptions,
@@ -835,6 +836,33 @@ class SQLiteStore(Store):
             )
             for r in rows
         ]
+
+    def claim_idempotency_key(
+        self, scope: str, key: str, *, fingerprint: str, now: datetime, expires_at: datetime
+    ) -> IdempotencyRecord | None:
+        with self._tx() as conn:
+            conn.execute(Q["prune_idempotency_keys"], (now.timestamp(),))
+            taken = conn.execute(
+                Q["claim_idempotency_key"], (scope, key, fingerprint, now.timestamp(), expires_at.timestamp())
+            ).rowcount
+            if taken:
+                return None
+            f, created, expires, response = conn.execute(Q["get_idempotency_key"], (scope, key)).fetchone()
+        return IdempotencyRecord(
+            f,
+            datetime.fromtimestamp(created, UTC),
+            datetime.fromtimestamp(expires, UTC),
+            orjson.loads(response) if response is not None else None,
+        )
+
+    def settle_idempotency_key(
+        self, scope: str, key: str, *, response: dict[str, Any] | None, expires_at: datetime | None = None
+    ) -> None:
+        with self._tx() as conn:
+            if response is None:
+                conn.execute(Q["forget_idempotency_key"], (scope, key))
+            else:
+                conn.execute(Q["settle_idempotency_key"], (orjson.dumps(response), ts(expires_at), scope, key))
 
     def throughput(self, *, since: datetime, route: str | None = None) -> dict[int, dict[str, int]]:
         minute = int(since.timestamp() // 60)
