@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,7 +83,14 @@ def guarded() -> Iterator[None]:
         raise typer.Exit(2) from None
     except CrossdockError as exc:
         err.print(f"error: {exc.message}", markup=False)
+        _json_error(exc.message, 1)
         raise typer.Exit(1) from None
+
+
+def _json_error(message: str, code: int) -> None:
+    """With --json, an error is a JSON object on stdout too, so a script reading stdout sees why it failed."""
+    if "--json" in sys.argv[1:]:
+        emit_json({"status": "error", "error": message, "exit_code": code})
 
 
 def load(config: Path) -> Any:
@@ -128,6 +136,16 @@ def opened_store(config: Path, db: str | None, *, project: Any = None) -> Iterat
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def stop_quietly_on_sigterm() -> None:
+    """Until the event loop takes SIGTERM over (and stops gracefully), a SIGTERM ends the command with 143 and no
+    traceback: nothing was claimed or read yet."""
+
+    def terminated(_signum: int, _frame: Any) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def _version(value: bool) -> None:
@@ -191,35 +209,65 @@ def run(
     outgoing: Annotated[bool, typer.Option("--outgoing", help="Only export.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Ignore delta fingerprints this once.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Export at most N tasks.")] = None,
+    grace: Annotated[
+        str, typer.Option("--grace", help="On SIGTERM/Ctrl-C, how long deliveries in flight may take to finish.")
+    ] = "30s",
     config: ConfigOpt = DEFAULT_CONFIG,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """One import and/or export pass now; prints counts per resulting status."""
-    from crossdock.engine.runner import run_once
+    """One import and/or export pass now; prints counts per resulting status.
 
+    SIGTERM or Ctrl-C stops it gracefully: reading and claiming stop, deliveries on the wire finish within --grace
+    and are recorded, unstarted tasks go back to new or retry. Exit 143 (SIGTERM) or 130 (SIGINT) then."""
+    from crossdock.engine.runner import RoutePass
+    from crossdock.service import on_stop_signals
+
+    stop_quietly_on_sigterm()
     with guarded():
+        try:
+            grace_s = parse_duration(grace)
+        except ValueError as exc:
+            raise UsageError(f"--grace: {exc}") from None
         project = load(config)
         with opened_store(config, db, project=project) as store:
             store.ensure_routes(project.routes)
             progress = None if json_out or not sys.stdout.isatty() else _progress_bar()
-            result = run_async(
-                run_once(
-                    project,
-                    store,
-                    route,
-                    incoming=incoming or not outgoing,
-                    outgoing=outgoing or not incoming,
-                    full=full,
-                    limit=limit,
-                    progress=progress,
-                )
+            one = RoutePass(
+                project,
+                store,
+                route,
+                incoming=incoming or not outgoing,
+                outgoing=outgoing or not incoming,
+                full=full,
+                limit=limit,
+                progress=progress,
             )
+
+            async def run_pass() -> dict[str, Any]:
+                with on_stop_signals(one.stop, grace=grace_s):
+                    return await one.run()
+
+            try:
+                result = run_async(run_pass())
+            except asyncio.CancelledError:
+                why = one.stopped_by or "a signal"
+                fail(
+                    f"stopped by {why}: the grace period ended, deliveries still in flight were cancelled and their "
+                    "tasks handed back (they are sent again, with the same idempotency key)",
+                    _SIGNAL_EXIT.get(why, 1),
+                )
     if json_out:
         emit_json(result)
     else:
         _print_run(result)
+    if one.stopped_by is not None:
+        raise typer.Exit(_SIGNAL_EXIT.get(one.stopped_by, 1))
     raise typer.Exit(1 if result["status"] != "ok" else 0)
+
+
+#: exit codes after a graceful stop, as a shell expects of a process ended by that signal
+_SIGNAL_EXIT = {"SIGTERM": 143, "SIGINT": 130}
 
 
 def _progress_bar() -> Callable[[int], None]:
@@ -252,9 +300,16 @@ def _print_run(result: dict[str, Any]) -> None:
     exp = result.get("outgoing")
     if exp:
         parts = "  ".join(f"{k} {v:,}" for k, v in sorted(exp["by_status"].items()))
-        out.print(f"export {exp['route']}: {exp['claimed']:,} tasks in {exp['duration_s']:.2f} s  {parts}")
+        released = f"  released {exp['released']:,}" if exp.get("released") else ""
+        out.print(f"export {exp['route']}: {exp['claimed']:,} tasks in {exp['duration_s']:.2f} s  {parts}{released}")
         if exp.get("error"):
             out.print(f"  [red]{exp['error']}[/]")
+    if result.get("stopped_by"):
+        out.print(
+            f"stopped by {result['stopped_by']}: deliveries on the wire were finished and recorded, "
+            "unstarted tasks went back to new or retry",
+            markup=False,
+        )
     table = Table(title=f"tasks of {result['route']} by status", show_header=True)
     for s in ALL_STATUSES:
         table.add_column(s.value, justify="right")
@@ -762,6 +817,7 @@ def _service(
     from crossdock.logs import configure_logging, redact_logs_with
     from crossdock.service import ServiceOptions, run_serve, run_worker
 
+    stop_quietly_on_sigterm()
     with guarded():
         if log_format not in ("text", "json"):
             raise UsageError(f"--log-format: {log_format!r} is neither text nor json")
@@ -837,12 +893,27 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
+#: set to 1 to see the full traceback of an unexpected error
+TRACEBACK_ENV = "CROSSDOCK_TRACEBACK"
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        # an error nobody foresaw still gets one line with its cause, never a wall of traceback (unless asked)
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        from crossdock.errors import describe_error
+        from crossdock.redact import NO_SECRETS
+
+        message = NO_SECRETS(describe_error(exc))
+        err.print(f"error: {message} (set {TRACEBACK_ENV}=1 for the traceback)", markup=False)
+        _json_error(message, 1)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -121,3 +121,29 @@ class TaskNotFound(CrossdockError):
 
 class SourceError(CrossdockError):
     """The source could not be read; the run stopped and no partial batch was written."""
+
+
+# --- the database ----------------------------------------------------------------------------------
+
+
+class StoreUnavailable(CrossdockError):
+    """The database cannot be used right now (unreachable, restarting, full or locked); try again later.
+
+    Stores raise it instead of their driver's error, so the engine can wait the outage out without knowing the
+    backend: nothing that was not committed is lost, and whatever was committed stays.
+    """
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a person: our errors say what they are; others get their type, and their cause if it adds one."""
+    if isinstance(exc, CrossdockError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in line:
+        line += f" (caused by {type(cause).__name__}: {str(cause).strip().splitlines()[0]})"
+    return line

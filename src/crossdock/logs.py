@@ -62,3 +62,5 @@ def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> Non
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("crossdock").setLevel(level)
+    # the pool warns once per failed connection attempt; during an outage crossdock.store says it once instead
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

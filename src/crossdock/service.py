@@ -21,8 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.project import Project
+from crossdock.engine.run_liveness import abandon_dead_runs
 from crossdock.engine.scheduler import EngineJobs, Scheduler, effective_active
 from crossdock.engine.worker import Worker
+from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
 
 log = logging.getLogger("crossdock.service")
@@ -55,7 +57,11 @@ def _tick() -> float:
 
 
 def _announce(project: Project, store: Store, url: str, what: str, worker: Worker, scheduler: Scheduler | None) -> None:
-    states = store.route_states()
+    try:
+        abandon_dead_runs(store)
+        states = store.route_states()
+    except StoreUnavailable:
+        states = {}  # the outage is logged by the store's health; the loops wait it out
     location = getattr(store, "path", None)
     location = str(Path(location).resolve()) if isinstance(location, str) and location != ":memory:" else None
     where = f"{redact_url(url)} ({store.backend}{f', file {location}' if location else ''})"
@@ -90,20 +96,38 @@ def _announce(project: Project, store: Store, url: str, what: str, worker: Worke
 
 
 @contextlib.contextmanager
-def _on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """Call ``stop`` on SIGTERM/SIGINT (the first one); restore the defaults afterwards."""
+def on_stop_signals(stop: Callable[[str], None], *, grace: float | None = None) -> Iterator[None]:
+    """Call ``stop(signal name)`` on the first SIGTERM or SIGINT; restore the defaults afterwards.
+
+    With ``grace``, the task running this block is cancelled ``grace`` seconds after the first signal, or at once on a
+    second one, for callers that have no grace period of their own (``crossdock run``).
+    """
     loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
     signals = (signal.SIGTERM, signal.SIGINT)
+    received: list[str] = []
+    timers: list[asyncio.TimerHandle] = []
 
     def handle(sig: signal.Signals) -> None:
+        if received and grace is not None and current is not None:
+            log.warning("%s received again: cancelling what is still in flight", sig.name)
+            current.cancel()
+            return
+        if received:
+            return
+        received.append(sig.name)
         log.info("%s received: stopping", sig.name)
-        stop()
+        stop(sig.name)
+        if grace is not None and current is not None:
+            timers.append(loop.call_later(grace, current.cancel))
 
     for sig in signals:
         loop.add_signal_handler(sig, handle, sig)
     try:
         yield
     finally:
+        for timer in timers:
+            timer.cancel()
         for sig in signals:
             loop.remove_signal_handler(sig)
 
@@ -113,7 +137,7 @@ async def run_worker(project: Project, store: Store, url: str, options: ServiceO
     worker = Worker(project, store, concurrency=options.concurrency)
     _announce(project, store, url, "worker", worker, None)
     try:
-        with _on_signals(worker.stop):
+        with on_stop_signals(lambda _sig: worker.stop()):
             report = await worker.run(grace=options.grace)
     finally:
         await worker.exporter.close()
@@ -128,7 +152,7 @@ async def run_worker(project: Project, store: Store, url: str, options: ServiceO
 
 async def run_serve(project: Project, store: Store, url: str, options: ServiceOptions) -> int:
     """``crossdock serve``: scheduler, workers and (when installed) the web app in one event loop."""
-    exporter = Exporter(project, store)
+    exporter = Exporter(project, store, wait_forever=True)
     worker = Worker(project, store, concurrency=options.concurrency, exporter=exporter)
     scheduler = Scheduler(project, store, EngineJobs(project, store, exporter))
     stop = asyncio.Event()
@@ -152,7 +176,7 @@ async def run_serve(project: Project, store: Store, url: str, options: ServiceOp
     if web is not None:
         jobs.append(asyncio.create_task(web[0], name="web"))
     try:
-        with _on_signals(request_stop):
+        with on_stop_signals(lambda _sig: request_stop()):
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
             failed = [j for j in done if not j.cancelled() and j.exception() is not None]
             if failed:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,19 +17,31 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crossdock.connectors.base import Delivered, Target
+from crossdock.engine.group_commit import GroupCommit
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.retry import next_delay
+from crossdock.engine.run_liveness import heartbeat, process_id
 from crossdock.engine.slots import PrioritySlots
 from crossdock.engine.tuning import tune_interpreter
-from crossdock.errors import DeliveryError, PermanentError, RecordFiltered, RecordRejected, TransientError
+from crossdock.errors import (
+    DeliveryError,
+    PermanentError,
+    RecordFiltered,
+    RecordRejected,
+    StoreUnavailable,
+    TransientError,
+    describe_error,
+)
 from crossdock.store import Settlement, Store
+from crossdock.store.health import database_wait, wait_for_store
 from crossdock.tasks import Action, Status, Task
 
 log = logging.getLogger("crossdock.exporter")
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as leases name it (``host:pid``), the same as run owners."""
+    return process_id()
 
 
 @dataclass
@@ -72,6 +82,7 @@ class Exporter:
         worker: str | None = None,
         clients: dict[str, Any] | None = None,
         slots: PrioritySlots | None = None,
+        wait_forever: bool = False,
     ) -> None:
         tune_interpreter()
         self.project = project
@@ -82,9 +93,14 @@ class Exporter:
         self._clients: dict[str, Any] = clients if clients is not None else {}
         #: ids being delivered, per route: each route's lease keeper extends only its own (leases differ)
         self._in_flight: dict[str, set[int]] = {}
+        #: per route, when (monotonic) the lease keeper last extended every lease in flight
+        self._extended_at: dict[str, float] = {}
         #: a process-wide cap on deliveries in flight (the worker's --concurrency), shared by all routes
         self.slots = slots
         self._stopping = False
+        #: seconds to wait out a database outage before a run fails; None waits as long as it lasts (long-running
+        #: services: their deliveries and results stay safe, and they resume when the database answers again)
+        self.give_up_after: float | None = None if wait_forever else database_wait()
 
     def stop(self) -> None:
         """Stop claiming and starting deliveries; those already on the wire finish and are settled.
@@ -109,28 +125,52 @@ class Exporter:
         route = self.project.route(route_name)
         started = time.perf_counter()
         summary = ExportSummary(route.name)
-        run_id = self.store.start_run(route.name, "outgoing", actor=actor, now=_now()) if record_run else None
+        wait = self.give_up_after
+        run_id: int | None = None
+        if record_run:
+
+            def start() -> int:
+                return self.store.start_run(route.name, "outgoing", actor=actor, now=_now(), owner=self.worker)
+
+            run_id = await wait_for_store(start, give_up_after=wait, stopping=lambda: self._stopping)
         try:
-            summary.recovered = await asyncio.to_thread(
-                self.store.recover_expired_leases, now=_now(), max_attempts=self.project.max_attempts()
-            )
-            target = self._target(route)
-            await target.open()
-            try:
-                await self._drain(route, target, summary, limit)
-            finally:
-                await target.close()
-        except Exception as exc:
+            async with heartbeat(self.store, lambda: [run_id] if run_id is not None else []):
+                max_attempts = self.project.max_attempts()
+                summary.recovered = await wait_for_store(
+                    lambda: self.store.recover_expired_leases(now=_now(), max_attempts=max_attempts),
+                    give_up_after=wait,
+                    stopping=lambda: self._stopping,
+                )
+                target = self._target(route)
+                await target.open()
+                try:
+                    await self._drain(route, target, summary, limit)
+                finally:
+                    await target.close()
+                if self._stopping and record_run:
+                    summary.status = "stopped"  # claiming ended early; unstarted tasks went back
+        except BaseException as exc:
             summary.status = "failed"
-            summary.error = self.project.redact(f"{type(exc).__name__}: {exc}")
+            summary.error = self.project.redact(
+                describe_error(exc) if isinstance(exc, Exception) else f"interrupted ({type(exc).__name__})"
+            )
             raise
         finally:
             summary.duration_s = time.perf_counter() - started
             if run_id is not None:
-                self.store.finish_run(
-                    run_id, status=summary.status, summary=summary.to_json(), error=summary.error, now=_now()
-                )
+                await self._finish_run(run_id, summary)
         return summary
+
+    async def _finish_run(self, run_id: int, summary: ExportSummary) -> None:
+        def finish() -> None:
+            self.store.finish_run(
+                run_id, status=summary.status, summary=summary.to_json(), error=summary.error, now=_now()
+            )
+
+        try:
+            await wait_for_store(finish, give_up_after=self.give_up_after)
+        except StoreUnavailable as exc:  # the run stays running until a process marks it abandoned
+            log.error("cannot record the end of run %d of %s: %s", run_id, summary.route, exc.message)
 
     async def deliver_claimed(self, route: CompiledRoute, tasks: list[Task]) -> ExportSummary:
         """Deliver tasks this worker already holds (realtime imports create them in processing)."""
@@ -138,7 +178,8 @@ class Exporter:
         target = self._target(route)
         await target.open()
         try:
-            await self._process(route, target, tasks, asyncio.Semaphore(route.config.outgoing.concurrency), summary)
+            sem = asyncio.Semaphore(route.config.outgoing.concurrency)
+            await self._process(route, target, tasks, sem, summary, time.monotonic())
         finally:
             await target.close()
         return summary
@@ -167,21 +208,31 @@ class Exporter:
             remaining = limit
             while (remaining is None or remaining > 0) and not self._stopping:
                 want = batch if remaining is None else min(batch, remaining)
-                lease_until = _now() + timedelta(seconds=out.lease)
-                tasks = await asyncio.to_thread(
-                    self.store.claim_due_tasks,
-                    route.name,
-                    want,
-                    worker=self.worker,
-                    lease_until=lease_until,
-                    now=_now(),
-                )
+
+                claimed_at = [0.0]
+
+                def claim(want: int = want, claimed_at: list[float] = claimed_at) -> list[Task]:
+                    now = _now()  # taken per try: after an outage the lease starts when the claim lands
+                    claimed_at[0] = time.monotonic()
+                    lease_until = now + timedelta(seconds=out.lease)
+                    return self.store.claim_due_tasks(
+                        route.name, want, worker=self.worker, lease_until=lease_until, now=now
+                    )
+
+                try:
+                    tasks = await wait_for_store(
+                        claim, give_up_after=self.give_up_after, stopping=lambda: self._stopping
+                    )
+                except StoreUnavailable:
+                    if not running:
+                        raise
+                    break  # the batches being delivered still settle (their commits wait for the database)
                 if not tasks:
                     break
                 summary.claimed += len(tasks)
                 if remaining is not None:
                     remaining -= len(tasks)
-                job = asyncio.create_task(self._process(route, target, tasks, sem, summary))
+                job = asyncio.create_task(self._process(route, target, tasks, sem, summary, claimed_at[0]))
                 running.add(job)
                 job.add_done_callback(running.discard)
                 while len(running) >= 2:
@@ -206,8 +257,22 @@ class Exporter:
             await asyncio.sleep(max(lease / 3, 0.05))
             ids = list(self._in_flight.get(route, ()))
             if ids:
+                asked_at = time.monotonic()
                 until = _now() + timedelta(seconds=lease)
-                await asyncio.to_thread(self.store.extend_leases, ids, worker=self.worker, lease_until=until)
+                try:
+                    await asyncio.to_thread(self.store.extend_leases, ids, worker=self.worker, lease_until=until)
+                except StoreUnavailable:
+                    # logged once by the store's health; keep trying, since the outage may end before the leases do
+                    continue
+                self._extended_at[route] = asked_at
+
+    def _lease_lapsed(self, route: CompiledRoute, claimed_at: float) -> bool:
+        """Whether the leases of a batch claimed at ``claimed_at`` (monotonic) may have run out: neither the claim
+        nor a later extension is recent enough. Then another worker may have recovered its tasks, so starting one
+        of them could deliver it twice; it is left to whoever holds it now."""
+        lease = route.config.outgoing.lease
+        confirmed = max(claimed_at, self._extended_at.get(route.name, 0.0))
+        return time.monotonic() > confirmed + lease - min(lease * 0.2, 5.0)
 
     async def _process(
         self,
@@ -216,44 +281,52 @@ class Exporter:
         tasks: list[Task],
         sem: asyncio.Semaphore,
         summary: ExportSummary,
+        claimed_at: float,
     ) -> None:
         ids = [t.id for t in tasks]
         in_flight = self._in_flight.setdefault(route.name, set())
         in_flight.update(ids)
-        settlements: list[Settlement] = []
         unstarted: list[Task] = []
         settle = _Settler(self, route).settlement
+        results = GroupCommit(self.store)
         try:
             if route.outgoing_pipeline:
                 ready: list[tuple[Task, Any]] = []
+                early: list[Settlement] = []
                 for task in tasks:
-                    entity, early = self._transform(route, task)
-                    if early is not None:
-                        settlements.append(early)
+                    entity, filtered = self._transform(route, task)
+                    if filtered is not None:
+                        early.append(filtered)
                     else:
                         ready.append((task, entity))
+                if early:
+                    await results.commit(early)
             else:
                 ready = [(task, task.entity) for task in tasks]
             if target.supports_batch and ready:
                 async with self._slot(route):
-                    if self._stopping:
+                    if self._stopping or self._lease_lapsed(route, claimed_at):
                         unstarted += [t for t, _ in ready]
                     else:
                         outcomes = await target.deliver_batch(ready)
-                        settlements += [
-                            settle(task, outcome, None)
-                            for (task, _entity), outcome in zip(ready, outcomes, strict=True)
-                        ]
+                        await results.commit(
+                            [
+                                settle(task, outcome, None)
+                                for (task, _entity), outcome in zip(ready, outcomes, strict=True)
+                            ]
+                        )
             elif ready:
                 pending = iter(ready)
                 perf_counter = time.perf_counter
 
                 # a pool of workers pulling from one iterator, not a coroutine per task: no asyncio Task and no
                 # semaphore waiter per delivery. The semaphore still caps the route across overlapping batches.
+                # A delivery keeps its slot until its result is committed, so what a worker killed at any moment has
+                # delivered but not recorded is at most one task per slot: the requests in flight.
                 async def deliver_some() -> None:
                     for task, entity in pending:
                         async with sem, self._slot(route):
-                            if self._stopping:
+                            if self._stopping or self._lease_lapsed(route, claimed_at):
                                 unstarted.append(task)
                                 continue
                             started = perf_counter()
@@ -261,21 +334,21 @@ class Exporter:
                                 outcome: Delivered | Exception = await target.deliver(task, entity)
                             except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
                                 outcome = exc
-                            settlements.append(settle(task, outcome, perf_counter() - started))
+                            await results.commit([settle(task, outcome, perf_counter() - started)])
 
                 workers = min(route.config.outgoing.concurrency, len(ready))
                 await asyncio.gather(*(deliver_some() for _ in range(workers)))
         except BaseException:
             # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
-            settled = {s.task_id for s in settlements}
-            self._finish_sync(settlements, [t for t in tasks if t.id not in settled])
+            submitted = results.submitted
+            done = {s.task_id for s in submitted}
+            self._finish_sync(results.uncommitted, [t for t in tasks if t.id not in done])
             in_flight.difference_update(ids)
             raise
         try:
-            await asyncio.to_thread(self.store.settle, settlements, now=_now())
             if unstarted:
-                summary.released += await asyncio.to_thread(self._release, unstarted)
-            for action, n in Counter(s.action for s in settlements).items():
+                summary.released += await wait_for_store(lambda: self._release(unstarted))
+            for action, n in Counter(s.action for s in results.committed).items():
                 summary.count(_STATUS_OF[action], n)
         finally:
             in_flight.difference_update(ids)

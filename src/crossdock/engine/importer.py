@@ -7,6 +7,7 @@ once per record; each route then applies its own transform, identifier, validati
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,21 @@ import xxhash
 
 from crossdock.connectors.base import Malformed
 from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
+from crossdock.engine.run_liveness import heartbeat, process_id
 from crossdock.engine.tuning import tune_interpreter
-from crossdock.errors import RecordFiltered, RecordRejected, SourceError
+from crossdock.errors import (
+    CrossdockError,
+    RecordFiltered,
+    RecordRejected,
+    SourceError,
+    StoreUnavailable,
+    describe_error,
+)
 from crossdock.store import ImportCounts, ImportItem, ImportOptions, Store
+from crossdock.store.health import database_wait, wait_for_store
 from crossdock.tasks import Status
+
+log = logging.getLogger("crossdock.importer")
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS
 RAW_LIMIT = 64 * 1024
@@ -99,6 +111,10 @@ class ImportSummary:
 Progress = Callable[[int], None]
 
 
+class _Stopped(CrossdockError):
+    """The run was asked to stop before the source was read to the end."""
+
+
 @dataclass
 class _RouteState:
     route: CompiledRoute
@@ -134,6 +150,11 @@ class Importer:
         self.worker = worker
         #: called with the ids of tasks created in processing on realtime routes (delivered right away)
         self.on_realtime = on_realtime
+        self._stop_reason: str | None = None
+
+    def stop(self, why: str = "a stop request") -> None:
+        """End source runs after the page in hand: what was read is stored, the run is recorded ``failed``."""
+        self._stop_reason = why
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -167,7 +188,7 @@ class Importer:
             summary.routes[route.name] = rs
             if not rs.active:
                 continue
-            rs.run_id = self.store.start_run(route.name, "incoming", actor=actor, now=now)
+            rs.run_id = self.store.start_run(route.name, "incoming", actor=actor, now=now, owner=process_id())
             options = ImportOptions(
                 delta=route.config.delta, supersede=route.config.supersede, full=full, priority=route.priority
             )
@@ -179,28 +200,48 @@ class Importer:
         acceptors = [self._acceptor(group) for group in _same_work(states)]
         source = None
         try:
-            if records is not None:
-                await self._feed(incoming, states, acceptors, records, summary, batch_size)
-            else:
-                source = incoming.source_class(incoming.source_options, self._context(incoming, full))
-                async for page in source.pages():
-                    await self._feed(incoming, states, acceptors, page, summary, batch_size)
-                    if progress is not None:
-                        progress(summary.read)
-            for state in states:
-                await self._flush(state)
-                await self._settle_pending(state)
-            if source is not None:
-                # every batch is committed: only now may the source forget what it handed over (ack messages,
-                # save a cursor, move files). A failed run never gets here, so the next run reads them again.
-                await source.commit()
+            async with heartbeat(self.store, lambda: [s.summary.run_id for s in states if s.summary.run_id]):
+                if records is not None:
+                    await self._feed(incoming, states, acceptors, records, summary, batch_size)
+                else:
+                    source = incoming.source_class(incoming.source_options, self._context(incoming, full))
+                    async for page in source.pages():
+                        await self._feed(incoming, states, acceptors, page, summary, batch_size)
+                        if progress is not None:
+                            progress(summary.read)
+                        if self._stop_reason is not None:
+                            raise _Stopped(
+                                f"stopped by {self._stop_reason} after {summary.read:,} records, before the source "
+                                "was read to the end; what was read is stored, and the next run reads from the "
+                                "same place"
+                            )
+                for state in states:
+                    await self._flush(state)
+                    await self._settle_pending(state)
+                if source is not None:
+                    # every batch is committed: only now may the source forget what it handed over (ack messages,
+                    # save a cursor, move files). A failed run never gets here, so the next run reads them again.
+                    await source.commit()
         except SourceError as exc:
             # what was read before the failure is committed in whole batches; nothing is half-written
-            for state in states:
-                await self._flush(state)
-                await self._settle_pending(state)
             summary.status = "failed"
             summary.error = self.project.redact(exc.message)
+            try:
+                for state in states:
+                    await self._flush(state)
+                    await self._settle_pending(state)
+            except Exception as later:
+                summary.error += self.project.redact(f"; then {describe_error(later)}")
+        except Exception as exc:
+            # anything else (a full disk, a database that stayed away, a bug): the run is failed, so the source's
+            # cursor, {last_run}, file moves and acks stay where they were and the next run reads these records again
+            summary.status = "failed"
+            summary.error = self.project.redact(describe_error(exc))
+            log.debug("import of %s failed", incoming.name, exc_info=True)
+        except BaseException as exc:  # cancelled or interrupted: recorded, then passed on
+            summary.status = "failed"
+            summary.error = f"interrupted ({type(exc).__name__}) before every record was stored"
+            raise
         finally:
             for state in states:
                 if state.pending is not None and not state.pending.done():
@@ -209,25 +250,35 @@ class Importer:
                 summary.source = source.report()
                 await source.close()
             summary.duration_s = time.perf_counter() - started
-            end = _now()
-            for state in states:
-                rs = state.summary
-                rs.read = summary.read
-                rs.new = rs.by_status.get("new", 0) + rs.by_status.get("processing", 0)
-                assert rs.run_id is not None
-                self.store.finish_run(
-                    rs.run_id,
-                    status=summary.status,
-                    summary={
-                        **rs.to_json(),
-                        "duration_s": round(summary.duration_s, 3),
-                        "incoming": incoming.name,
-                        **({"source": summary.source} if summary.source else {}),
-                    },
-                    error=summary.error,
-                    now=end,
-                )
+            await self._finish_runs(incoming, states, summary)
         return summary
+
+    async def _finish_runs(self, incoming: CompiledIncoming, states: list[_RouteState], summary: ImportSummary) -> None:
+        """Record each route's run. A database that stays away leaves the runs ``running``; the next process to
+        start marks them abandoned (see :mod:`crossdock.engine.run_liveness`)."""
+        end = _now()
+        for state in states:
+            rs = state.summary
+            rs.read = summary.read
+            rs.new = rs.by_status.get("new", 0) + rs.by_status.get("processing", 0)
+            run_id = rs.run_id
+            assert run_id is not None
+            run_summary = {
+                **rs.to_json(),
+                "duration_s": round(summary.duration_s, 3),
+                "incoming": incoming.name,
+                **({"source": summary.source} if summary.source else {}),
+            }
+
+            def finish(run_id: int = run_id, run_summary: dict[str, Any] = run_summary) -> None:
+                self.store.finish_run(run_id, status=summary.status, summary=run_summary, error=summary.error, now=end)
+
+            try:
+                await wait_for_store(finish, give_up_after=database_wait())
+            except StoreUnavailable as exc:
+                log.error("cannot record the end of run %d of %s: %s", run_id, rs.route, exc.message)
+                if summary.error is None:
+                    summary.status, summary.error = "failed", exc.message
 
     def _context(self, incoming: CompiledIncoming, full: bool) -> Any:
         ctx = self.project.context(self.clients)
@@ -440,9 +491,13 @@ class Importer:
         if state.route.config.realtime:
             options.worker = self.worker
             options.lease_until = _now() + timedelta(seconds=state.route.config.outgoing.lease)
-        counts = await asyncio.to_thread(
-            self.store.import_batch, state.route.name, items, run_id=state.summary.run_id, options=options, now=_now()
-        )
+        store, route = self.store, state.route.name
+
+        def write() -> ImportCounts:
+            return store.import_batch(route, items, run_id=state.summary.run_id, options=options, now=_now())
+
+        # a short outage (a restart, a lock held for a while) is waited out; a long one fails the run
+        counts = await wait_for_store(write, give_up_after=database_wait())
         state.summary.add(counts)
         if counts.processing_ids and self.on_realtime is not None:
             await self.on_realtime(state.route, counts.processing_ids)

@@ -84,7 +84,11 @@ class StoreLeaderLock(LeaderLock):
     def acquire(self) -> bool:
         """Asked every tick, also while held: a store lock can be lost with its session (a restart, a network
         cut), and a leader that did not notice would keep scheduling beside its successor."""
-        self._held = self.store.try_leader_lock(self.name)
+        try:
+            self._held = self.store.try_leader_lock(self.name)
+        except BaseException:
+            self._held = False  # unknown, so not ours: after an outage the lock is taken again before scheduling
+            raise
         return self._held
 
     def release(self) -> None:

@@ -35,7 +35,9 @@ from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
 from crossdock.engine.leader import LeaderLock, leader_lock_for
 from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
+from crossdock.engine.run_liveness import abandon_dead_runs
 from crossdock.engine.slots import PrioritySlots
+from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
 from crossdock.store.base import RouteState
 from crossdock.tasks import Status
@@ -48,6 +50,8 @@ Kind = Literal["incoming", "outgoing", "retention"]
 #: where the retention pass keeps its next fire time; no configured route can have this name
 RETENTION_KEY = "_retention"
 RETENTION_PRIORITY = -1
+#: seconds between the leader's checks for runs whose process died
+LIVENESS_EVERY = 60.0
 
 
 def utc_now() -> datetime:
@@ -192,6 +196,7 @@ class Scheduler:
         #: the in-process guard against overlapping runs of one part
         self._running: dict[tuple[Kind, str], asyncio.Task[Any]] = {}
         self.fired: list[Fired] = []
+        self._next_liveness_check: datetime | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -208,6 +213,10 @@ class Scheduler:
         if not was_leader:
             log.info("this process is now the scheduler (%s)", self.lock.describe())
         now = self.clock()
+        if self._next_liveness_check is None or now >= self._next_liveness_check:
+            # the leader marks runs whose process died; one minute is soon enough for `runs list` to tell the truth
+            self._next_liveness_check = now + timedelta(seconds=LIVENESS_EVERY)
+            await asyncio.to_thread(abandon_dead_runs, self.store, now=now)
         states = await asyncio.to_thread(self.store.route_states)
         started: list[Fired] = []
         incoming_runs: dict[str, asyncio.Task[Any]] = {}
@@ -292,7 +301,9 @@ class Scheduler:
             while not stop.is_set():
                 try:
                     await self.tick()
-                except Exception:  # a database hiccup must not end the scheduler
+                except StoreUnavailable:
+                    pass  # logged once by the store's health; the next tick tries again
+                except Exception:  # nothing may end the scheduler
                     log.exception("scheduler tick failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=tick)

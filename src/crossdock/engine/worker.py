@@ -31,6 +31,7 @@ from crossdock.engine.exporter import Exporter, ExportSummary
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.scheduler import effective_active
 from crossdock.engine.slots import PrioritySlots
+from crossdock.errors import StoreUnavailable, describe_error
 from crossdock.store import Store
 from crossdock.store.base import RouteState
 
@@ -86,7 +87,7 @@ class Worker:
         self.store = store
         self.slots = PrioritySlots(concurrency) if concurrency else None
         if exporter is None:
-            exporter = Exporter(project, store, slots=self.slots)
+            exporter = Exporter(project, store, slots=self.slots, wait_forever=True)
         elif self.slots is not None:
             exporter.slots = self.slots
         self.exporter = exporter
@@ -116,7 +117,13 @@ class Worker:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now - states_read >= STATES_EVERY:
-                    states = await asyncio.to_thread(self.store.route_states)
+                    try:
+                        states = await asyncio.to_thread(self.store.route_states)
+                    except StoreUnavailable:
+                        # the store's health logged it; keep the last known states and look again soon
+                        if not states:
+                            await self._pause(STATES_EVERY)
+                            continue
                     states_read = now
                 for route in self.routes:
                     if route.name in running or self._ready_at.get(route.name, 0.0) > now:
@@ -160,7 +167,8 @@ class Worker:
             error = task.exception()
             if error is not None:
                 self.report.errors += 1
-                log.error("delivering %s failed: %s", name, error)
+                if not isinstance(error, StoreUnavailable):  # an outage is logged once, by the store's health
+                    log.error("delivering %s failed: %s", name, describe_error(error))
                 self._idle(name, now, failed=True)
                 continue
             summary = task.result()
@@ -193,11 +201,20 @@ class Worker:
             return None
         return max(min(self._ready_at.get(name, now) - now for name in idle), 0.0)
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once for a stop request."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
     async def _listen(self) -> None:
         """Wake idle routes when PostgreSQL says they got new tasks (a blocking call, so in a thread)."""
         while not self._stop.is_set():
             try:
                 names = await asyncio.to_thread(self.store.listen_new, self.idle_max)
+            except StoreUnavailable:
+                # polling goes on meanwhile; listen again once the database answers
+                await self._pause(self.idle_max)
+                continue
             except Exception:
                 log.exception("listening for new tasks failed; polling only")
                 return

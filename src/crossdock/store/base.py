@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crossdock.store.health import StoreHealth, guard_store_methods
 from crossdock.tasks import ALL_STATUSES, Action, LogLine, Status, Task
 
 
@@ -152,6 +153,10 @@ class Run:
     summary: dict[str, Any]
     error: str | None
     actor: str | None
+    #: the process that runs it (``host:pid``); None for runs from before owners were recorded
+    owner: str | None = None
+    #: when that process last showed it was still working on the run
+    heartbeat_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         from crossdock.tasks import iso
@@ -166,6 +171,8 @@ class Run:
             "summary": self.summary,
             "error": self.error,
             "actor": self.actor,
+            "owner": self.owner,
+            "heartbeat_at": iso(self.heartbeat_at),
         }
 
 
@@ -254,6 +261,28 @@ class Store(abc.ABC):
 
     #: "sqlite", "postgresql" or "memory"
     backend: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # every backend's public methods report outages the same way (see crossdock.store.health)
+        guard_store_methods(cls)
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the database answered the last call, and since when it has not."""
+        health: StoreHealth | None = self.__dict__.get("_store_health")
+        if health is None:
+            health = self.__dict__.setdefault("_store_health", StoreHealth())
+        return health
+
+    def ping(self, timeout: float = 2.0) -> None:
+        """Raise :class:`~crossdock.errors.StoreUnavailable` unless the database answers within about ``timeout``
+        seconds (health checks must answer quickly during an outage, not wait out a pool's timeout)."""
+        self.route_states()
+
+    def _unavailable_reason(self, exc: Exception) -> str | None:
+        """The reason when ``exc`` (a driver error) means the database cannot be used right now, else None."""
+        return None
 
     @abc.abstractmethod
     def upgrade(self) -> int:
@@ -344,7 +373,20 @@ class Store(abc.ABC):
     # --- runs ----------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int: ...
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime, owner: str | None = None) -> int:
+        """Record a run as ``running``, owned by the process ``owner`` (``host:pid``)."""
+
+    @abc.abstractmethod
+    def touch_run(self, run_id: int, *, now: datetime) -> None:
+        """The owner is still working on the run (its heartbeat)."""
+
+    @abc.abstractmethod
+    def running_runs(self) -> list[Run]:
+        """Runs still marked ``running``, oldest first: some may belong to processes that died."""
+
+    @abc.abstractmethod
+    def abandon_run(self, run_id: int, *, error: str, now: datetime) -> bool:
+        """Mark a ``running`` run ``abandoned`` (its process died); False if it had finished meanwhile."""
 
     @abc.abstractmethod
     def finish_run(

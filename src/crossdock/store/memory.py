@@ -354,10 +354,25 @@ class MemoryStore(Store):
 
     # --- runs ------------------------------------------------------------------------------------
 
-    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int:
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime, owner: str | None = None) -> int:
         run_id = len(self.runs) + 1
-        self.runs[run_id] = Run(run_id, route, part, now, None, "running", {}, None, actor)
+        self.runs[run_id] = Run(run_id, route, part, now, None, "running", {}, None, actor, owner, now)
         return run_id
+
+    def touch_run(self, run_id: int, *, now: datetime) -> None:
+        run = self.runs[run_id]
+        if run.status == "running":
+            run.heartbeat_at = now
+
+    def running_runs(self) -> list[Run]:
+        return [r for r in sorted(self.runs.values(), key=lambda r: r.id) if r.status == "running"]
+
+    def abandon_run(self, run_id: int, *, error: str, now: datetime) -> bool:
+        run = self.runs.get(run_id)
+        if run is None or run.status != "running":
+            return False
+        run.status, run.finished_at, run.error = "abandoned", now, error
+        return True
 
     def finish_run(
         self, run_id: int, *, status: str, summary: dict[str, Any], error: str | None, now: datetime

@@ -214,7 +214,7 @@ def settles_from_processing(action: Action) -> bool:
 
 
 #: the log message of a released claim
-RELEASED_MESSAGE = "released at shutdown"
+RELEASED_MESSAGE = "released unstarted"
 
 
 def release_action(task_id: int, retries: Collection[int]) -> Action:

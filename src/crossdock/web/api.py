@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crossdock.engine.runner import run_once
-from crossdock.errors import CrossdockError
+from crossdock.errors import CrossdockError, StoreUnavailable
 from crossdock.store import TaskFilter
 from crossdock.store.base import AuditEntry
 from crossdock.tasks import Action, Status, Task, allowed_actions, is_allowed, iso, refusal_message
@@ -89,15 +90,27 @@ class NewToken(BaseModel):
 # --- health and stats ------------------------------------------------------------------------------
 
 
-@router.get("/health", tags=["system"])
-def health(request: Request, ctx: Ctx) -> dict[str, Any]:
+@router.get(
+    "/health",
+    tags=["system"],
+    responses={503: {"description": "The database cannot be used right now: status, error and since when."}},
+)
+def health(request: Request, ctx: Ctx) -> Any:
     """Liveness plus a cheap database read. Open unless ``health_requires_auth`` is set."""
     if ctx.settings.health_requires_auth:
         require("viewer")(request)
     try:
-        ctx.store.route_states()
-    except Exception as exc:
-        raise HTTPException(503, f"database unavailable: {type(exc).__name__}") from None
+        ctx.store.ping(timeout=2.0)
+    except StoreUnavailable as exc:
+        # 503 with the reason, so a load balancer takes this process out and a person sees why
+        down = ctx.store.health
+        body = {
+            "status": "unavailable",
+            "database": ctx.store.backend,
+            "error": ctx.redact(exc.message),
+            "down_since": down.down_at.isoformat() if down.down_at else None,
+        }
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ok", "database": ctx.store.backend}
 
 

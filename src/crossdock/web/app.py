@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crossdock.engine.project import Project
+from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
 from crossdock.web import api, pages, webhooks
 from crossdock.web.auth import Authenticator
@@ -152,6 +153,18 @@ def install_handlers(app: FastAPI) -> None:
                 message=str(exc.detail),
             )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
+        # a database outage is not a server bug: 503 with Retry-After, and the process keeps serving
+        message = f"the database is unavailable right now; try again shortly ({exc.message})"
+        headers = {"Retry-After": "5"}
+        if _wants_html(request):
+            # no session lookup: it could need the database too
+            page = pages.render(request, "error.html", None, status=503, code=503, message=message)
+            page.headers.update(headers)
+            return page
+        return JSONResponse({"detail": message}, status_code=503, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

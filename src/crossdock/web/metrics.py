@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from crossdock.errors import StoreUnavailable
 from crossdock.store import Settlement, Store
 from crossdock.tasks import Action
 
@@ -36,6 +37,20 @@ class StoreCollector(Collector):
         self.routes = routes
 
     def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "crossdock_database_up", "1 while the database answers, 0 during an outage (the other metrics pause)."
+        )
+        try:
+            metrics = list(self._from_store())
+        except StoreUnavailable:
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        yield from metrics
+
+    def _from_store(self) -> Iterator[Metric]:
         tasks = GaugeMetricFamily("crossdock_tasks", "Tasks by route and status.", labels=["route", "status"])
         for route, counts in sorted(self.store.stats().by_route.items()):
             for status, n in sorted(counts.items()):

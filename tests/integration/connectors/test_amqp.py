@@ -224,8 +224,8 @@ def test_source_acks_only_after_the_tasks_are_stored(
 
     with monkeypatch.context() as patch:
         patch.setattr(store, "import_batch", broken)
-        with pytest.raises(RuntimeError, match="went away"):
-            asyncio.run(Importer(project, store).run_route("orders"))
+        failed = asyncio.run(Importer(project, store).run_route("orders"))
+    assert (failed.status, failed.error) == ("failed", "RuntimeError: the store went away")
     # nothing stored, nothing acked: every message is back in the queue
     assert statuses(store) == {}
     assert ready_count(queue_name) == 5

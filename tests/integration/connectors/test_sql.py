@@ -238,8 +238,11 @@ def test_the_cursor_is_not_saved_when_the_store_write_fails(
 
     with monkeypatch.context() as patch:
         patch.setattr(crossdock_store, "import_batch", broken)
-        with pytest.raises(RuntimeError, match="disk full"):
-            asyncio.run(Importer(project, crossdock_store).run_route("products"))
+        summary = asyncio.run(Importer(project, crossdock_store).run_route("products"))
+    # the run is failed with the cause, and recorded so: {last_run} and the cursor stay where they were
+    assert (summary.status, summary.error) == ("failed", "RuntimeError: disk full")
+    [run] = crossdock_store.list_runs("products")
+    assert (run.status, run.error) == ("failed", "RuntimeError: disk full")
     assert crossdock_store.storage_get(f"{CURSOR_STORAGE_PREFIX}products", "updated_at", now=datetime.now()) is None
     # the next run starts again from the beginning: nothing was lost
     assert import_once(path, crossdock_store)["new"] == 1

@@ -446,8 +446,37 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (1, "initial"),
         (2, "operations"),
         (3, "unkeyed_delta"),
+        (4, "run_owner"),
         (5, "idempotency_keys"),
     ]
+
+
+def test_upgrade_to_4_keeps_runs_and_a_run_without_owner_can_be_abandoned(postgres_url: str) -> None:
+    """A database at migration 3 (before run owners): its runs stay, a running one has no owner or heartbeat."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, text in load_migrations("crossdock.store.postgres"):
+            if version <= 3:
+                conn.execute(text.encode(), prepare=False)
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+        started = datetime(2026, 1, 1, tzinfo=UTC)
+        conn.execute(
+            "INSERT INTO runs (route, part, started_at, status, actor) VALUES "
+            "('r', 'incoming', %s, 'ok', 'cli'), ('r', 'incoming', %s, 'running', 'scheduler')",
+            (started, started),
+        )
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.last_successful_run("r", "incoming") is not None
+        [running] = store.running_runs()
+        assert (running.status, running.owner, running.heartbeat_at) == ("running", None, None)
+        assert store.abandon_run(running.id, error="abandoned", now=started + timedelta(hours=1))
+        assert store.running_runs() == []
+    finally:
+        store.close()
 
 
 def test_concurrent_first_starts_migrate_once(postgres_url: str) -> None:

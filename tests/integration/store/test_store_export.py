@@ -402,7 +402,7 @@ def test_a_task_claimed_from_retry_is_released_back_to_retry(store: Store) -> No
         at(32),
     )
     line = store.task_logs(1)[-1]
-    assert (line.from_status, line.to_status, line.message) == (Status.PROCESSING, Status.RETRY, "released at shutdown")
+    assert (line.from_status, line.to_status, line.message) == (Status.PROCESSING, Status.RETRY, "released unstarted")
     assert line.details == {"claimed_from": "retry"}
     assert store.stats(ROUTE).by_status["retry"] == 1
     # due again at once, and claimed from retry again

@@ -131,3 +131,26 @@ def test_prune_filters_by_status_route_and_age(store: Store) -> None:
     assert status_of(store, 1) is Status.SKIPPED
     assert store.stats().by_route["r2"] == empty_counts()
     assert_counters_exact(store)
+
+
+def test_runs_record_their_owner_heartbeat_and_can_be_abandoned(store: Store) -> None:
+    r1 = store.start_run("r1", "incoming", actor="scheduler", now=at(0), owner="host-a:101")
+    r2 = store.start_run("r1", "outgoing", actor="cli", now=at(1))
+    r3 = store.start_run("r2", "incoming", actor="cli", now=at(2), owner="host-b:7")
+    store.finish_run(r3, status="ok", summary={}, error=None, now=at(3))
+    running = store.running_runs()
+    assert [r.id for r in running] == [r1, r2]
+    assert (running[0].owner, running[0].heartbeat_at) == ("host-a:101", at(0))
+    assert (running[1].owner, running[1].heartbeat_at) == (None, at(1))
+    store.touch_run(r1, now=at(30))
+    store.touch_run(r3, now=at(30))  # a finished run keeps its last heartbeat
+    assert store.running_runs()[0].heartbeat_at == at(30)
+    assert store.list_runs("r2")[0].heartbeat_at == at(2)
+    assert store.abandon_run(r1, error="abandoned: its process host-a:101 is gone", now=at(40))
+    assert not store.abandon_run(r1, error="twice", now=at(41)), "only a running run can be abandoned"
+    assert not store.abandon_run(r3, error="finished", now=at(41))
+    abandoned = store.list_runs("r1")[1]
+    assert (abandoned.id, abandoned.status, abandoned.finished_at) == (r1, "abandoned", at(40))
+    assert abandoned.error == "abandoned: its process host-a:101 is gone"
+    assert [r.id for r in store.running_runs()] == [r2]
+    assert store.last_successful_run("r1", "incoming") is None, "an abandoned run must not move {last_run}"

@@ -179,6 +179,26 @@ def test_upgrade_to_version_6_forgets_fingerprints_delta_never_recorded_on_tasks
     store.close()
 
 
+def test_upgrade_to_version_7_keeps_runs_and_lets_a_run_without_owner_be_abandoned(tmp_path: Path) -> None:
+    """0007 adds the owner and heartbeat of a run; a run an older version left running has neither."""
+    path = tmp_path / "v6.db"
+    conn = database_at(path, 6)
+    conn.execute(
+        "INSERT INTO runs (id, route, part, started_at, finished_at, status, actor) VALUES "
+        "(1, ?, 'incoming', ?, ?, 'ok', 'cli'), (2, ?, 'incoming', ?, NULL, 'running', 'scheduler')",
+        (ROUTE, at(0).timestamp(), at(1).timestamp(), ROUTE, at(2).timestamp()),
+    )
+    conn.close()
+    store = SQLiteStore(path)
+    assert store._read("PRAGMA user_version")[0][0] == LATEST_VERSION
+    assert store.last_successful_run(ROUTE, "incoming").id == 1  # type: ignore[union-attr]
+    [running] = store.running_runs()
+    assert (running.id, running.owner, running.heartbeat_at) == (2, None, None)
+    assert store.abandon_run(2, error="abandoned", now=at(900))
+    assert store.running_runs() == []
+    store.close()
+
+
 def test_a_failed_batch_leaves_nothing_behind(sqlite_store: SQLiteStore) -> None:
     imp(sqlite_store, [item("a", 1)])
     bad = item("b", 1)

@@ -213,21 +213,32 @@ SELECT route, status, SUM(n)::bigint FROM counters WHERE route = %s GROUP BY rou
 SELECT route, status, COUNT(*) FROM tasks GROUP BY route, status
 
 -- name: start_run
-INSERT INTO runs (route, part, started_at, status, actor) VALUES (%s, %s, %s, 'running', %s) RETURNING id
+INSERT INTO runs (route, part, started_at, status, actor, owner, heartbeat_at)
+VALUES (%(route)s, %(part)s, %(now)s, 'running', %(actor)s, %(owner)s, %(now)s) RETURNING id
+
+-- name: touch_run
+UPDATE runs SET heartbeat_at = %s WHERE id = %s AND status = 'running'
+
+-- name: running_runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
+WHERE status = 'running' ORDER BY id
+
+-- name: abandon_run
+UPDATE runs SET status = 'abandoned', finished_at = %s, error = %s WHERE id = %s AND status = 'running'
 
 -- name: finish_run
 UPDATE runs SET finished_at = %s, status = %s, summary = %s::jsonb, error = %s WHERE id = %s
 
 -- name: list_runs
-SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 ORDER BY id DESC LIMIT %s
 
 -- name: list_runs_route
-SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 WHERE route = %s ORDER BY id DESC LIMIT %s
 
 -- name: last_successful_run
-SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 WHERE route = %s AND part = %s AND status = 'ok' ORDER BY id DESC LIMIT 1
 
 -- name: cache_show

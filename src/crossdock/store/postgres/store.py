@@ -29,7 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from crossdock.errors import CrossdockError
+from crossdock.errors import StoreUnavailable
 from crossdock.store.base import (
     ActionResult,
     AuditEntry,
@@ -84,8 +84,8 @@ _THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed":
 LogRow = tuple[int, datetime, str, str, str | None, str | None, str | None, str, Jsonb | None]
 
 
-class DatabaseUnavailable(CrossdockError):
-    """The PostgreSQL server could not be reached."""
+#: the name this error had before it moved to :mod:`crossdock.errors`
+DatabaseUnavailable = StoreUnavailable
 
 
 def conninfo(url: str) -> str:
@@ -170,6 +170,20 @@ class PostgresStore(Store):
                 raise
 
     # --- plumbing --------------------------------------------------------------------------------
+
+    def _unavailable_reason(self, exc: Exception) -> str | None:
+        """Lost or refused connections, a server shutting down or out of disk, a pool with no connection to give:
+        the server may come back, so the engine waits."""
+        if isinstance(exc, PoolTimeout):
+            return f"PostgreSQL at {_redacted(self.url)} gave no connection in time: {exc}"
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"PostgreSQL at {_redacted(self.url)}: {first}"
+        return None
+
+    def ping(self, timeout: float = 2.0) -> None:
+        with self._pool.connection(timeout=timeout) as conn:
+            conn.execute(Q["ping"])
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
@@ -653,11 +667,23 @@ class PostgresStore(Store):
 
     # --- runs ------------------------------------------------------------------------------------
 
-    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int:
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime, owner: str | None = None) -> int:
         with self._tx() as conn:
-            row = conn.execute(Q["start_run"], (route, part, now, actor)).fetchone()
-            assert row is not None
-            return int(row[0])
+            params = {"route": route, "part": part, "now": now, "actor": actor, "owner": owner}
+            row = conn.execute(Q["start_run"], params).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def touch_run(self, run_id: int, *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["touch_run"], (now, run_id))
+
+    def running_runs(self) -> list[Run]:
+        return [_run(r) for r in self._read(Q["running_runs"])]
+
+    def abandon_run(self, run_id: int, *, error: str, now: datetime) -> bool:
+        with self._tx() as conn:
+            return conn.execute(Q["abandon_run"], (now, error, run_id)).rowcount == 1
 
     def finish_run(
         self, run_id: int, *, status: str, summary: dict[str, Any], error: str | None, now: datetime
@@ -839,8 +865,11 @@ class PostgresStore(Store):
         notification falls between the claim and the wait.
         """
         with self._listener_lock:
-            if self._listener is None or self._listener.closed:
-                self._listener = psycopg.Connection.connect(self.url, autocommit=True)
+            if self._listener is None or self._listener.closed or self._listener.broken:
+                if self._listener is not None:
+                    self._listener.close()  # a connection lost in an outage: start listening again on a new one
+                    self._listener = None
+                self._listener = psycopg.Connection.connect(self.url, autocommit=True, connect_timeout=10)
                 self._listener.execute(Q["listen_new"])
             conn = self._listener
             routes: dict[str, None] = {}
@@ -881,7 +910,7 @@ class PostgresStore(Store):
         if self._locker is None or self._locker.closed or self._locker.broken:
             if self._locker is not None:
                 self._locker.close()
-            self._locker = psycopg.Connection.connect(self.url, autocommit=True)
+            self._locker = psycopg.Connection.connect(self.url, autocommit=True, connect_timeout=10)
         return self._locker
 
     def _locker_alive(self) -> bool:
@@ -922,4 +951,6 @@ def _run(r: Sequence[Any]) -> Run:
         summary=r[6] or {},
         error=r[7],
         actor=r[8],
+        owner=r[9],
+        heartbeat_at=r[10],
     )

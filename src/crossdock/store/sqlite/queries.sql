@@ -162,21 +162,32 @@ SELECT route, status, n FROM counters WHERE route = ?
 SELECT route, status, COUNT(*) FROM tasks GROUP BY route, status
 
 -- name: start_run
-INSERT INTO runs (route, part, started_at, status, actor) VALUES (?, ?, ?, 'running', ?) RETURNING id
+INSERT INTO runs (route, part, started_at, status, actor, owner, heartbeat_at) VALUES (?, ?, ?, 'running', ?, ?, ?)
+RETURNING id
+
+-- name: touch_run
+UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'
+
+-- name: running_runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
+WHERE status = 'running' ORDER BY id
+
+-- name: abandon_run
+UPDATE runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ? AND status = 'running'
 
 -- name: finish_run
 UPDATE runs SET finished_at = ?, status = ?, summary = ?, error = ? WHERE id = ?
 
 -- name: list_runs
-SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 ORDER BY id DESC LIMIT ?
 
 -- name: list_runs_route
-SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 WHERE route = ? ORDER BY id DESC LIMIT ?
 
 -- name: last_successful_run
-SELECT id, route, part, started_at, finished_at, status, summary, error, actor FROM runs
+SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 WHERE route = ? AND part = ? AND status = 'ok' ORDER BY id DESC LIMIT 1
 
 -- name: cache_show

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
 import sqlite3
 import string
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -59,6 +61,8 @@ from crossdock.tasks import (
     Task,
     refusal_message,
 )
+
+log = logging.getLogger("crossdock.store")
 
 Q = load_queries("crossdock.store.sqlite")
 #: touches of a poll are kept in task_seen (migration 0005); a task's count is its own plus those
@@ -176,6 +180,43 @@ def _claimed_tasks(
     ]
 
 
+#: the beginnings of SQLite's messages that mean "not now" rather than "wrong": they pass when tried again later
+_UNAVAILABLE = (
+    "database or disk is full",
+    "database is locked",
+    "database table is locked",
+    "disk I/O error",
+    "unable to open database file",
+    "attempt to write a readonly database",
+)
+
+
+#: the reserve file beside the database (``crossdock.db-ballast``) and its size
+BALLAST_SUFFIX = "-ballast"
+BALLAST_BYTES = 1024 * 1024
+
+
+def _reserve(path: Path | None) -> None:
+    """Hold :data:`BALLAST_BYTES` of real disk blocks at ``path`` (not a sparse file), if there is room."""
+    if path is None or path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    try:
+        try:
+            os.posix_fallocate(fd, 0, BALLAST_BYTES)
+        except OSError:
+            os.write(fd, bytes(BALLAST_BYTES))
+    except OSError:  # no room even for the reserve: go on without one
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
+    os.close(fd)
+
+
 class SQLiteStore(Store):
     """One connection guarded by a lock; writers take ``BEGIN IMMEDIATE`` so batches never interleave."""
 
@@ -186,6 +227,9 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        #: space held in reserve beside the database, given up when the disk fills so the failure can be recorded
+        self._ballast = Path(self.path + BALLAST_SUFFIX) if self.path != ":memory:" else None
+        _reserve(self._ballast)
         #: per route: whether the last import batch was mostly unchanged, so the next tries touch_unchanged first
         self._touch_first: dict[str, bool] = {}
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -208,7 +252,28 @@ class SQLiteStore(Store):
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    @contextmanager
+    def _unavailable_reason(self, exc: Exception) -> str | None:
+        """A full disk, a lock held past ``busy_timeout`` or a file that vanished: the data is safe, try later."""
+        if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(_UNAVAILABLE):
+            if str(exc).startswith("database or disk is full"):
+                self._release_ballast()
+            return f"SQLite database {self.path}: {exc}"
+        return None
+
+    def _release_ballast(self) -> None:
+        """Free the reserve, so the run that hit the full disk can still be recorded as failed (once per open)."""
+        ballast, self._ballast = self._ballast, None
+        if ballast is not None and ballast.exists():
+            with contextlib.suppress(OSError):
+                ballast.unlink()
+                log.warning(
+                    "the disk of %s is full: released the %d KiB reserve beside it so this failure can be recorded; "
+                    "free some space (crossdock prune, a bigger disk), then run again",
+                    self.path,
+                    BALLAST_BYTES // 1024,
+                )
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -683,9 +748,21 @@ class SQLiteStore(Store):
 
     # --- runs ------------------------------------------------------------------------------------
 
-    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime) -> int:
+    def start_run(self, route: str, part: str, *, actor: str | None, now: datetime, owner: str | None = None) -> int:
+        at = now.timestamp()
         with self._tx() as conn:
-            return int(conn.execute(Q["start_run"], (route, part, now.timestamp(), actor)).fetchone()[0])
+            return int(conn.execute(Q["start_run"], (route, part, at, actor, owner, at)).fetchone()[0])
+
+    def touch_run(self, run_id: int, *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["touch_run"], (now.timestamp(), run_id))
+
+    def running_runs(self) -> list[Run]:
+        return [_run(r) for r in self._read(Q["running_runs"])]
+
+    def abandon_run(self, run_id: int, *, error: str, now: datetime) -> bool:
+        with self._tx() as conn:
+            return conn.execute(Q["abandon_run"], (now.timestamp(), error, run_id)).rowcount == 1
 
     def finish_run(
         self, run_id: int, *, status: str, summary: dict[str, Any], error: str | None, now: datetime
@@ -1091,6 +1168,8 @@ def _run(r: Sequence[Any]) -> Run:
         summary=orjson.loads(r[6]) if r[6] else {},
         error=r[7],
         actor=r[8],
+        owner=r[9],
+        heartbeat_at=dt(r[10]),
     )
 
 
