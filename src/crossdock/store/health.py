@@ -52,7 +52,7 @@ class StoreHealth:
                 return
             self.down_since = time.monotonic()
             self.down_at = datetime.now(UTC)
-        log.warning("database unavailable: %s; work is kept and resumes when it answers again", reason)
+        log.warning("database unavailable: %s", reason)
 
     def succeeded(self) -> None:
         with self._lock:

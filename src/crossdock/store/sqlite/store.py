@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import sqlite3
 import string
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from crossdock.errors import CrossdockError, StoreUnavailable
 from crossdock.store.base import (
     ActionResult,
     AuditEntry,
@@ -197,10 +199,13 @@ BALLAST_BYTES = 1024 * 1024
 
 
 def _reserve(path: Path | None) -> None:
-    """Hold :data:`BALLAST_BYTES` of real disk blocks at ``path`` (not a sparse file), if there is room."""
+    """Hold :data:`BALLAST_BYTES` of real disk blocks at ``path`` (not a sparse file), when the disk has room for
+    it twice over; on a disk that is nearly full already, go without (the reserve must not be what fills it)."""
     if path is None or path.exists():
         return
     try:
+        if shutil.disk_usage(path.parent).free < 2 * BALLAST_BYTES:
+            return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError:
         return
@@ -208,8 +213,9 @@ def _reserve(path: Path | None) -> None:
         try:
             os.posix_fallocate(fd, 0, BALLAST_BYTES)
         except OSError:
-            os.write(fd, bytes(BALLAST_BYTES))
-    except OSError:  # no room even for the reserve: go on without one
+            if os.write(fd, bytes(BALLAST_BYTES)) != BALLAST_BYTES:
+                raise OSError("short write") from None
+    except OSError:
         os.close(fd)
         with contextlib.suppress(OSError):
             path.unlink()
@@ -232,6 +238,15 @@ class SQLiteStore(Store):
         _reserve(self._ballast)
         #: per route: whether the last import batch was mostly unchanged, so the next tries touch_unchanged first
         self._touch_first: dict[str, bool] = {}
+        try:
+            self._open(create)
+        except sqlite3.Error as exc:
+            reason = self._unavailable_reason(exc) if isinstance(exc, Exception) else None
+            if reason is not None:
+                raise StoreUnavailable(reason) from exc
+            raise CrossdockError(f"cannot open the SQLite database {self.path}: {exc}") from exc
+
+    def _open(self, create: bool) -> None:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA busy_timeout = 30000")
         # a new database only (the page size of an existing one stays): 16 KiB pages hold 40 task rows, so a B-tree
