@@ -93,6 +93,11 @@ class OutgoingConfig(Strict):
     concurrency: int = Field(default=16, ge=1, le=1024)
     #: how long a worker owns a claimed task before others may take it back
     lease: Duration = 300.0
+    #: ``immediate``: a delivery's result is committed before its concurrency slot takes the next task, so a
+    #: process killed at any moment re-sends at most ``concurrency`` tasks; ``batched``: the slot moves on at
+    #: once and results are committed in groups behind it (faster against targets that answer in about a
+    #: millisecond; after a crash up to a claim batch may be sent again)
+    settle: Literal["immediate", "batched"] = "immediate"
 
 
 class RouteConfig(Strict):

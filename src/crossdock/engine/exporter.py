@@ -39,6 +39,10 @@ from crossdock.tasks import Action, Status, Task
 log = logging.getLogger("crossdock.exporter")
 
 
+#: seconds results wait to be committed together with ``outgoing.settle: batched``
+BATCH_LINGER = 0.05
+
+
 def worker_id() -> str:
     """This process as leases name it (``host:pid``), the same as run owners."""
     return process_id()
@@ -288,7 +292,8 @@ class Exporter:
         in_flight.update(ids)
         unstarted: list[Task] = []
         settle = _Settler(self, route).settlement
-        results = GroupCommit(self.store)
+        # settle: batched lets results gather for a moment, so a fast target's results go in fewer transactions
+        results = GroupCommit(self.store, linger=0.0 if route.config.outgoing.settle == "immediate" else BATCH_LINGER)
         try:
             if route.outgoing_pipeline:
                 ready: list[tuple[Task, Any]] = []
@@ -318,6 +323,7 @@ class Exporter:
             elif ready:
                 pending = iter(ready)
                 perf_counter = time.perf_counter
+                immediate = route.config.outgoing.settle == "immediate"
 
                 # a pool of workers pulling from one iterator, not a coroutine per task: no asyncio Task and no
                 # semaphore waiter per delivery. The semaphore still caps the route across overlapping batches.
@@ -334,10 +340,15 @@ class Exporter:
                                 outcome: Delivered | Exception = await target.deliver(task, entity)
                             except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
                                 outcome = exc
-                            await results.commit([settle(task, outcome, perf_counter() - started)])
+                            settled = [settle(task, outcome, perf_counter() - started)]
+                            if immediate:
+                                await results.commit(settled)
+                            else:
+                                results.submit(settled)
 
                 workers = min(route.config.outgoing.concurrency, len(ready))
                 await asyncio.gather(*(deliver_some() for _ in range(workers)))
+                await results.drain()
         except BaseException:
             # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
             submitted = results.submitted

@@ -6,6 +6,10 @@ tasks that can reach the target a second time are at most the requests in flight
 concurrency), not a whole claim batch. Results that arrive while a commit runs go into the next one, so a busy
 route still writes many results per transaction and a quiet one writes each at once.
 
+With ``outgoing.settle: batched`` a delivery does not wait: its result is queued and the slot moves on, so
+commits are larger and a target that answers in about a millisecond is fed faster, at the price of the bound
+above (up to a claim batch may be re-sent after a crash).
+
 When the database is unavailable the commit is tried again until it answers (see
 :func:`crossdock.store.health.wait_for_store`); the deliveries waiting on it hold their slots, so nothing more is
 sent to the target while its results could not be recorded.
@@ -24,12 +28,27 @@ from crossdock.store.health import wait_for_store
 class GroupCommit:
     """Commits the settlements of one batch of claimed tasks; one commit at a time, arrivals batched behind it."""
 
-    __slots__ = ("_committing", "_failed", "_pending", "_running", "_store", "_waiters", "committed", "submitted")
+    __slots__ = (
+        "_committing",
+        "_every",
+        "_failed",
+        "_linger",
+        "_pending",
+        "_running",
+        "_store",
+        "_waiters",
+        "committed",
+        "submitted",
+    )
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, linger: float = 0.0) -> None:
         self._store = store
+        #: seconds a commit waits for more results to join it (``settle: batched``); 0 commits at once
+        self._linger = linger
         self._pending: list[Settlement] = []
         self._waiters: list[asyncio.Future[None]] = []
+        #: every waiter handed out and not yet drained
+        self._every: list[asyncio.Future[None]] = []
         self._running: asyncio.Task[None] | None = None
         #: the settlements of the transaction being committed right now
         self._committing: list[Settlement] = []
@@ -46,19 +65,35 @@ class GroupCommit:
 
     async def commit(self, settlements: Sequence[Settlement]) -> None:
         """Return once ``settlements`` are committed; raise what the commit raised."""
+        waiter = self.submit(settlements)
+        if waiter is not None:
+            await waiter
+
+    def submit(self, settlements: Sequence[Settlement]) -> asyncio.Future[None] | None:
+        """Queue ``settlements`` for the next commit without waiting (``outgoing.settle: batched``); the returned
+        future resolves when they are committed. :meth:`drain` waits for everything queued."""
         if not settlements:
-            return
+            return None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending += settlements
         self.submitted += settlements
         self._waiters.append(waiter)
+        self._every.append(waiter)
         if self._running is None:
             self._running = asyncio.create_task(self._commit_all(), name="group commit")
-        await waiter
+        return waiter
+
+    async def drain(self) -> None:
+        """Wait until every queued settlement is committed; raise the first error a commit raised."""
+        waiters, self._every = self._every, []
+        if waiters:
+            await asyncio.gather(*waiters)
 
     async def _commit_all(self) -> None:
         try:
             while self._pending:
+                if self._linger:
+                    await asyncio.sleep(self._linger)
                 batch, waiters = self._pending, self._waiters
                 self._pending, self._waiters = [], []
                 self._committing = batch
@@ -67,7 +102,9 @@ class GroupCommit:
                     store.settle(batch, now=datetime.now(UTC))
 
                 try:
-                    await wait_for_store(write)
+                    # on this thread when the store can do it without waiting (SQLite, lock free), else in a thread
+                    if self._store.settle_now(batch, now=datetime.now(UTC)) is None:
+                        await wait_for_store(write)
                 except BaseException as exc:
                     self._failed += batch
                     for waiter in waiters:

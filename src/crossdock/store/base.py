@@ -317,6 +317,11 @@ class Store(abc.ABC):
     def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
         """Apply delivery results in one transaction; return how many tasks changed."""
 
+    def settle_now(self, settlements: Sequence[Settlement], *, now: datetime) -> int | None:
+        """:meth:`settle` on the caller's thread if that cannot block (no lock to wait for, no network round trip);
+        None when it would, and the caller settles in a thread instead. The default always says None."""
+        return None
+
     @abc.abstractmethod
     def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int: ...
 

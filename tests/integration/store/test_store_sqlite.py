@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
-from store_helpers import ROUTE, at, claim, imp, item
+from store_helpers import ROUTE, WORKER, at, claim, imp, item
 
-from crossdock.store.base import TaskFilter
+from crossdock.store.base import Settlement, TaskFilter
 from crossdock.store.sqlfiles import load_migrations
 from crossdock.store.sqlite.store import Q, SQLiteStore
-from crossdock.tasks import Status
+from crossdock.tasks import Action, Status
 
 LATEST_VERSION = max(v for v, _name, _sql in load_migrations("crossdock.store.sqlite"))
 
@@ -232,3 +233,41 @@ def test_recovery_of_one_route_is_not_starved_by_other_routes(
     assert sqlite_store.count_tasks(TaskFilter(route="mine", statuses=[Status.NEW])) == 4
     assert sqlite_store.count_tasks(TaskFilter(route="busy", statuses=[Status.PROCESSING])) == 5
     assert sqlite_store.recover_expired_leases(now=at(10), max_attempts={}) == 5
+
+
+def test_settle_now_settles_on_the_callers_thread_only_when_nothing_holds_a_lock(sqlite_store: SQLiteStore) -> None:
+    imp(sqlite_store, [item(str(i)) for i in range(3)])
+    [a, b, c] = claim(sqlite_store, 3)
+    done = Settlement(a.id, Action.DELIVERED, WORKER, message="ok")
+    assert sqlite_store.settle_now([done], now=at(1)) == 1
+    # another process holds the file's write lock: no waiting on the event loop, the caller falls back to a thread
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert sqlite_store.settle_now([Settlement(b.id, Action.DELIVERED, WORKER, message="ok")], now=at(2)) is None
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert sqlite_store.health.up, "a lock held for a moment is not an outage"
+    # this store's own lock held by another thread: None at once as well
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with sqlite_store._lock:
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+        assert sqlite_store.settle_now([Settlement(c.id, Action.DELIVERED, WORKER, message="ok")], now=at(3)) is None
+    finally:
+        release.set()
+        thread.join()
+    assert [t.status for t in sqlite_store.get_tasks([a.id, b.id, c.id])] == [
+        Status.FINISHED,
+        Status.PROCESSING,
+        Status.PROCESSING,
+    ]
+    assert sqlite_store._read("PRAGMA busy_timeout")[0][0] == 30_000

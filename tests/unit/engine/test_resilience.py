@@ -119,6 +119,24 @@ def test_group_commit_batches_results_that_arrive_together_and_waits_out_an_outa
     assert store.stats().by_status["finished"] == 40
 
 
+def test_group_commit_submit_does_not_wait_and_drain_waits_for_everything() -> None:
+    store = FlakyStore()
+    ids = _claimed(store, 30)
+
+    async def deliver_all() -> tuple[int, GroupCommit]:
+        group = GroupCommit(store, linger=0.01)
+        for task_id in ids:
+            group.submit([Settlement(task_id, Action.DELIVERED, "w", message="ok")])
+        before = len(group.committed)
+        await group.drain()
+        return before, group
+
+    before, group = asyncio.run(deliver_all())
+    assert before == 0, "submit returns before anything is committed"
+    assert len(group.committed) == 30 and group.uncommitted == []
+    assert store.settle_calls == [30], "results that linger together are committed together"
+
+
 def _run(owner: str | None, heartbeat: datetime) -> Run:
     return Run(1, "r", "incoming", T0, None, "running", {}, None, "cli", owner, heartbeat)
 
