@@ -34,9 +34,9 @@ class GroupCommit:
         "_failed",
         "_linger",
         "_pending",
+        "_pending_done",
         "_running",
         "_store",
-        "_waiters",
         "committed",
         "submitted",
     )
@@ -46,8 +46,9 @@ class GroupCommit:
         #: seconds a commit waits for more results to join it (``settle: batched``); 0 commits at once
         self._linger = linger
         self._pending: list[Settlement] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        #: every waiter handed out and not yet drained
+        #: resolved when the settlements in ``_pending`` are committed: one future for all of them
+        self._pending_done: asyncio.Future[None] | None = None
+        #: every such future handed out and not yet drained
         self._every: list[asyncio.Future[None]] = []
         self._running: asyncio.Task[None] | None = None
         #: the settlements of the transaction being committed right now
@@ -65,37 +66,40 @@ class GroupCommit:
 
     async def commit(self, settlements: Sequence[Settlement]) -> None:
         """Return once ``settlements`` are committed; raise what the commit raised."""
-        waiter = self.submit(settlements)
-        if waiter is not None:
-            await waiter
+        done = self.submit(settlements)
+        if done is not None:
+            # not shielded: the waiters are the delivery workers of one batch, cancelled together or not at all
+            await done
 
     def submit(self, settlements: Sequence[Settlement]) -> asyncio.Future[None] | None:
         """Queue ``settlements`` for the next commit without waiting (``outgoing.settle: batched``); the returned
         future resolves when they are committed. :meth:`drain` waits for everything queued."""
         if not settlements:
             return None
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done = self._pending_done
+        if done is None:
+            done = self._pending_done = asyncio.get_running_loop().create_future()
+            self._every.append(done)
         self._pending += settlements
         self.submitted += settlements
-        self._waiters.append(waiter)
-        self._every.append(waiter)
         if self._running is None:
             self._running = asyncio.create_task(self._commit_all(), name="group commit")
-        return waiter
+        return done
 
     async def drain(self) -> None:
         """Wait until every queued settlement is committed; raise the first error a commit raised."""
-        waiters, self._every = self._every, []
-        if waiters:
-            await asyncio.gather(*waiters)
+        waiting, self._every = self._every, []
+        if waiting:
+            await asyncio.gather(*waiting)
 
     async def _commit_all(self) -> None:
         try:
             while self._pending:
                 if self._linger:
                     await asyncio.sleep(self._linger)
-                batch, waiters = self._pending, self._waiters
-                self._pending, self._waiters = [], []
+                batch, done = self._pending, self._pending_done
+                self._pending, self._pending_done = [], None
+                assert done is not None
                 self._committing = batch
 
                 def write(store: Store = self._store, batch: list[Settlement] = batch) -> None:
@@ -107,17 +111,15 @@ class GroupCommit:
                         await wait_for_store(write)
                 except BaseException as exc:
                     self._failed += batch
-                    for waiter in waiters:
-                        if not waiter.done():
-                            waiter.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
                     if not isinstance(exc, Exception):
                         raise
                     continue
                 finally:
                     self._committing = []
                 self.committed += batch
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+                if not done.done():
+                    done.set_result(None)
         finally:
             self._running = None
