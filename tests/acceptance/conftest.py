@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 import pytest
-from clirunner import Cli
 
+from clirunner import Cli
 from crossdock.mock import FailureConfig, RunningShop, start_shop
 
 CLI = [sys.executable, "-m", "crossdock.cli"]

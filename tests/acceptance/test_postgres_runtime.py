@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import orjson
 import psycopg
 import pytest
-from clirunner import SCHEDULED, Cli, free_port, wait_for, write_products
 
+from clirunner import SCHEDULED, Cli, free_port, wait_for, write_products
 from crossdock.mock import start_erp, start_shop
 from crossdock.store import TaskFilter, open_store
 from crossdock.tasks import Status

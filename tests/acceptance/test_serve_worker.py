@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from clirunner import SCHEDULED, Cli, wait_for, write_products
 
+from clirunner import SCHEDULED, Cli, wait_for, write_products
 from crossdock.mock import start_erp, start_shop
 from crossdock.store import TaskFilter
 from crossdock.store.sqlite.store import SQLiteStore
