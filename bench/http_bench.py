@@ -229,6 +229,9 @@ def best(label: str, repeat: int, run: Callable[[], tuple[int, float, dict[str, 
 
 
 def main() -> None:
+    from crossdock.engine.tuning import tune_interpreter
+
+    tune_interpreter()  # as `crossdock run` does: the engine's figures are measured with the process tuned
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2)

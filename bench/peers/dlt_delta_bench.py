@@ -194,6 +194,9 @@ def fmt(m: Measure | None) -> str:
 
 
 def main() -> int:
+    from crossdock.engine.tuning import tune_interpreter
+
+    tune_interpreter()  # as `crossdock run` does: the engine's figures are measured with the process tuned
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="crossdock's large size")
     parser.add_argument("--dlt-records", type=int, default=100_000, help="dlt's size (also crossdock's small size)")

@@ -6,22 +6,36 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from crossdock import __version__
+from crossdock.cli_base import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    DbOpt,
+    JsonOpt,
+    cli_actor,
+    emit_json,
+    err,
+    fail,
+    guarded,
+    json_error,
+    load,
+    opened_store,
+    out,
+    run_async,
+)
 from crossdock.config.models import parse_duration
-from crossdock.errors import ConfigError, ConfigErrors, CrossdockError, UsageError
-from crossdock.redact import Redactor, redacting_logs, url_secrets
-from crossdock.store import Store, TaskFilter, backend_name, open_store
+from crossdock.errors import UsageError
+from crossdock.redact import NO_SECRETS, url_secrets
+from crossdock.store import TaskFilter
 from crossdock.tasks import ALL_STATUSES, TRANSITIONS, Action, Status, allowed_actions, iso
 
 app = typer.Typer(
@@ -40,102 +54,15 @@ app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 app.add_typer(cache_app, name="cache")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-ConfigOpt = Annotated[
-    Path,
-    typer.Option("-c", "--config", envvar="CROSSDOCK_CONFIG", help="Project config file.", show_default=True),
-]
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", envvar="CROSSDOCK_DB", help="Database URL (default: the config's database:)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DEFAULT_CONFIG = Path("crossdock.yaml")
-
 T = TypeVar("T")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True) if code != 2 else err.print(message, markup=False)
-    raise typer.Exit(code)
+def own_the_process() -> None:
+    """The commands that run the engine own their process: tune the interpreter for it (see engine/tuning.py).
+    Library users who build an Importer or Exporter keep their interpreter as they set it."""
+    from crossdock.engine.tuning import tune_interpreter
 
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-@contextmanager
-def guarded() -> Iterator[None]:
-    """Turn known errors into the contract's exit codes, with messages naming file, line and key."""
-    try:
-        yield
-    except ConfigErrors as exc:
-        for e in exc.errors:
-            err.print(f"config error: {e.message}", markup=False)
-        raise typer.Exit(2) from None
-    except ConfigError as exc:
-        err.print(f"config error: {exc.message}", markup=False)
-        raise typer.Exit(2) from None
-    except UsageError as exc:
-        err.print(f"usage error: {exc.message}", markup=False)
-        raise typer.Exit(2) from None
-    except CrossdockError as exc:
-        err.print(f"error: {exc.message}", markup=False)
-        _json_error(exc.message, 1)
-        raise typer.Exit(1) from None
-
-
-def _json_error(message: str, code: int) -> None:
-    """With --json, an error is a JSON object on stdout too, so a script reading stdout sees why it failed."""
-    if "--json" in sys.argv[1:]:
-        emit_json({"status": "error", "error": message, "exit_code": code})
-
-
-def load(config: Path) -> Any:
-    from crossdock.engine.project import load_project
-
-    return load_project(config)
-
-
-def store_for(config: Path, db: str | None, *, project: Any = None, need_config: bool = False) -> Store:
-    """The store named by --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it."""
-    url = db
-    base = config.parent if config else Path.cwd()
-    if url is None:
-        if project is not None:
-            url = project.database_url()
-        elif config.exists():
-            from crossdock.config.loader import read_database_url
-
-            url = read_database_url(config)
-        elif need_config:
-            raise ConfigError(
-                "file not found; create a project with `crossdock init DIR` or pass -c PATH", file=str(config)
-            )
-    url = url or "sqlite:///crossdock.db"
-    backend_name(url)
-    hide = Redactor(url_secrets(url))  # the driver may quote the URL's password in a warning or an error
-    try:
-        with redacting_logs(hide, "psycopg", "psycopg.pool"):
-            return open_store(url, base=base)
-    except OSError as exc:
-        raise CrossdockError(hide(f"cannot open database {url}: {exc}")) from None
-
-
-@contextmanager
-def opened_store(config: Path, db: str | None, *, project: Any = None) -> Iterator[Store]:
-    """The store of :func:`store_for`, closed when the block ends."""
-    store = store_for(config, db, project=project)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
+    tune_interpreter()
 
 
 def stop_quietly_on_sigterm() -> None:
@@ -224,6 +151,7 @@ def run(
     from crossdock.service import on_stop_signals
 
     stop_quietly_on_sigterm()
+    own_the_process()
     with guarded():
         try:
             grace_s = parse_duration(grace)
@@ -489,6 +417,16 @@ def _act(
                 selection,
                 actor=os.environ.get("CROSSDOCK_ACTOR", "cli"),
                 reason=reason,
+                now=datetime.now(UTC),
+            )
+            # audited as the API and the dashboard audit theirs: one id is task.ACTION, more or a filter tasks.bulk_
+            single = ids is not None and len(set(ids)) == 1
+            store.record_audit(
+                cli_actor(),
+                f"task.{action.value}" if single else f"tasks.bulk_{action.value}",
+                {"ids": [ids[0]]} if single and ids else selection.audit_target(),
+                changed=result.changed,
+                detail=NO_SECRETS(reason) if reason else None,
                 now=datetime.now(UTC),
             )
     if json_out:
@@ -776,6 +714,7 @@ def demo(
     from crossdock.demo import run_demo
     from crossdock.logs import configure_logging
 
+    own_the_process()
     with guarded():
         if not once:
             configure_logging("text")
@@ -818,6 +757,7 @@ def _service(
     from crossdock.service import ServiceOptions, run_serve, run_worker
 
     stop_quietly_on_sigterm()
+    own_the_process()
     with guarded():
         if log_format not in ("text", "json"):
             raise UsageError(f"--log-format: {log_format!r} is neither text nor json")
@@ -908,11 +848,10 @@ def main() -> None:
         if os.environ.get(TRACEBACK_ENV) == "1":
             raise
         from crossdock.errors import describe_error
-        from crossdock.redact import NO_SECRETS
 
         message = NO_SECRETS(describe_error(exc))
         err.print(f"error: {message} (set {TRACEBACK_ENV}=1 for the traceback)", markup=False)
-        _json_error(message, 1)
+        json_error(message, 1)
         sys.exit(1)
 
 

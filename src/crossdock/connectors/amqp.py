@@ -22,12 +22,12 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 from pydantic import Field
 
 from crossdock.connectors.base import (
+    BatchTarget,
     ConnectorContext,
     Delivered,
     Malformed,
     Options,
     Source,
-    Target,
     UrlOrConnection,
     idempotency_key,
 )
@@ -100,12 +100,11 @@ def _why(exc: BaseException) -> str:
 # --- target ----------------------------------------------------------------------------------------------------
 
 
-class AmqpTarget(Target):
+class AmqpTarget(BatchTarget):
     """Publishes one persistent JSON message per task, with the task's idempotency key as ``message_id``."""
 
     options_model = AmqpTargetOptions
     options: AmqpTargetOptions
-    supports_batch = True
 
     def __init__(self, options: AmqpTargetOptions, context: ConnectorContext) -> None:
         super().__init__(options, context)
@@ -118,12 +117,6 @@ class AmqpTarget(Target):
 
     def describe(self) -> str:
         return f"amqp exchange {self.options.exchange or '(default)'} key {self.options.routing_key}"
-
-    async def deliver(self, task: Task, entity: Any) -> Delivered:
-        outcome = (await self.deliver_batch([(task, entity)]))[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
         """Publish all, then wait for all confirms: one round trip for the batch, one outcome per message."""

@@ -157,6 +157,23 @@ class Target(abc.ABC):
         return self.options.type  # type: ignore[no-any-return]
 
 
+class BatchTarget(Target):
+    """A target whose natural unit is a batch (a file append, a SQL transaction, a publish with confirms): it
+    implements :meth:`deliver_batch`, and one delivery is a batch of one."""
+
+    supports_batch = True
+
+    async def deliver(self, task: Task, entity: Any) -> Delivered:
+        outcome = (await self.deliver_batch([(task, entity)]))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @abc.abstractmethod
+    async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
+        """Send many entities; one outcome per item, in order."""
+
+
 def idempotency_key(task: Task) -> str:
     """Stable per task across retries and workers, so a target can drop duplicates."""
     return f"crossdock-{task.route}-{task.id}"

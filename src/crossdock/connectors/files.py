@@ -27,7 +27,7 @@ import orjson
 import xxhash
 from pydantic import model_validator
 
-from crossdock.connectors.base import ConnectorContext, Delivered, Malformed, Options, Source, Target
+from crossdock.connectors.base import BatchTarget, ConnectorContext, Delivered, Malformed, Options, Source
 from crossdock.connectors.xmlrecords import xml_record_pages
 from crossdock.errors import PermanentError, SourceError, TransientError
 from crossdock.tasks import Task
@@ -618,7 +618,7 @@ class FileTargetOptions(WriteOptions):
     type: Literal["file"] = "file"
 
 
-class FileTarget(Target):
+class FileTarget(BatchTarget):
     """Writes each batch to a new file atomically (temp file, fsync, rename), or appends NDJSON lines.
 
     A task is finished only once its file is in place under its final name and fsynced (``fsync: true``).
@@ -626,7 +626,6 @@ class FileTarget(Target):
 
     options_model = FileTargetOptions
     options: FileTargetOptions
-    supports_batch = True
 
     def __init__(self, options: FileTargetOptions, context: ConnectorContext) -> None:
         super().__init__(options, context)
@@ -634,12 +633,6 @@ class FileTarget(Target):
 
     def describe(self) -> str:
         return f"file {self.options.path}"
-
-    async def deliver(self, task: Task, entity: Any) -> Delivered:
-        outcome = (await self.deliver_batch([(task, entity)]))[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
         rendered = render_batch(self.options, items)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import asyncssh
 from pydantic import model_validator
 
-from crossdock.connectors.base import ConnectorContext, Delivered, Options, Source, Target
+from crossdock.connectors.base import BatchTarget, ConnectorContext, Delivered, Options, Source
 from crossdock.connectors.files import (
     HandledFile,
     ImportedFiles,
@@ -255,12 +255,11 @@ class SftpTargetOptions(WriteOptions):
         return "file_per_batch"
 
 
-class SftpTarget(Target):
+class SftpTarget(BatchTarget):
     """Uploads one file per batch: a hidden temp name, then a rename; tasks finish only after the rename."""
 
     options_model = SftpTargetOptions
     options: SftpTargetOptions
-    supports_batch = True
 
     def __init__(self, options: SftpTargetOptions, context: ConnectorContext) -> None:
         super().__init__(options, context)
@@ -271,12 +270,6 @@ class SftpTarget(Target):
 
     async def close(self) -> None:
         await self._remote.close()
-
-    async def deliver(self, task: Task, entity: Any) -> Delivered:
-        outcome = (await self.deliver_batch([(task, entity)]))[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
         rendered = render_batch(self.options, items)

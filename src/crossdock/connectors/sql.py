@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, Result
 
-from crossdock.connectors.base import ConnectorContext, Delivered, Options, Source, Target, UrlOrConnection
+from crossdock.connectors.base import BatchTarget, ConnectorContext, Delivered, Options, Source, UrlOrConnection
 from crossdock.errors import ConfigError, PermanentError, SourceError, TransientError
 from crossdock.tasks import Task
 
@@ -311,12 +311,11 @@ def _safe_url(url: str) -> str:
 # --- target ----------------------------------------------------------------------------------------------------
 
 
-class SqlTarget(Target):
+class SqlTarget(BatchTarget):
     """Upserts each entity into a table by its key: a re-delivered task updates its row, never adds one."""
 
     options_model = SqlTargetOptions
     options: SqlTargetOptions
-    supports_batch = True
 
     def __init__(self, options: SqlTargetOptions, context: ConnectorContext) -> None:
         super().__init__(options, context)
@@ -327,12 +326,6 @@ class SqlTarget(Target):
 
     def describe(self) -> str:
         return f"sql table {self.options.table}"
-
-    async def deliver(self, task: Task, entity: Any) -> Delivered:
-        outcome = (await self.deliver_batch([(task, entity)]))[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
         """One transaction for the batch; if it fails for a reason of the data, each row again on its own."""

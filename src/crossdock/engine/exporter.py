@@ -22,7 +22,6 @@ from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.retry import next_delay
 from crossdock.engine.run_liveness import heartbeat, process_id
 from crossdock.engine.slots import PrioritySlots
-from crossdock.engine.tuning import tune_interpreter
 from crossdock.errors import (
     DeliveryError,
     PermanentError,
@@ -88,7 +87,6 @@ class Exporter:
         slots: PrioritySlots | None = None,
         wait_forever: bool = False,
     ) -> None:
-        tune_interpreter()
         self.project = project
         project.bind_store(store)
         self.store = store

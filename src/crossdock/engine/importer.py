@@ -20,7 +20,6 @@ import xxhash
 from crossdock.connectors.base import Malformed
 from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
 from crossdock.engine.run_liveness import heartbeat, process_id
-from crossdock.engine.tuning import tune_interpreter
 from crossdock.errors import (
     CrossdockError,
     RecordFiltered,
@@ -141,7 +140,6 @@ class Importer:
         on_realtime: Callable[[CompiledRoute, list[int]], Any] | None = None,
         clients: dict[str, Any] | None = None,
     ) -> None:
-        tune_interpreter()
         self.project = project
         project.bind_store(store)
         #: shared connection clients (one per connection); whoever passes them in closes them

@@ -1,4 +1,6 @@
-"""Interpreter settings for throughput, applied once by the importer and the exporter.
+"""Interpreter settings for throughput, applied once by the commands that own their process (``run``, ``serve``,
+``worker``, ``demo``, the benchmarks); never by the importer or exporter themselves, so a program that embeds
+crossdock keeps its interpreter as it set it.
 
 Both run their store calls in worker threads next to a busy event loop, and both allocate many short-lived
 objects per record. CPython's defaults suit neither.

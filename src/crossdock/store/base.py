@@ -106,6 +106,25 @@ class TaskFilter:
             or self.search
         )
 
+    def audit_target(self) -> dict[str, Any]:
+        """How the selection appears in the audit log, whoever acted (CLI, API, dashboard)."""
+        from crossdock.tasks import iso
+
+        if self.ids is not None:
+            return {"ids": list(self.ids)[:1000], "count": len(self.ids)}
+        target: dict[str, Any] = {}
+        if self.statuses:
+            target["status"] = [s.value for s in self.statuses]
+        for key in ("route", "identifier", "search"):
+            value = getattr(self, key)
+            if value:
+                target[key] = value
+        for key in ("created_after", "created_before"):
+            value = getattr(self, key)
+            if value:
+                target[key] = iso(value)
+        return {"filter": target}
+
 
 @dataclass(slots=True)
 class ActionResult:

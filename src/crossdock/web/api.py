@@ -268,20 +268,7 @@ def bulk_selection(body: BulkRequest) -> TaskFilter:
 
 def selection_target(selection: TaskFilter) -> dict[str, Any]:
     """How a selection appears in the audit log."""
-    if selection.ids is not None:
-        return {"ids": list(selection.ids)[:1000], "count": len(selection.ids)}
-    target: dict[str, Any] = {}
-    if selection.statuses:
-        target["status"] = [s.value for s in selection.statuses]
-    for key in ("route", "identifier", "search"):
-        value = getattr(selection, key)
-        if value:
-            target[key] = value
-    for key in ("created_after", "created_before"):
-        value = getattr(selection, key)
-        if value:
-            target[key] = iso(value)
-    return {"filter": target}
+    return selection.audit_target()
 
 
 @router.post("/tasks/bulk", tags=["tasks"])

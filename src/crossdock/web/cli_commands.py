@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from crossdock.cli_base import cli_actor, cli_user, emit_json, fail, guarded, out, store_for
 from crossdock.tasks import iso
 from crossdock.web.auth import ROLES, issue_token
 
@@ -38,15 +37,13 @@ def token_create(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create a token and print it once; only its hash is stored."""
-    from crossdock.cli import emit_json, guarded, out, store_for
-
     with guarded():
         store = store_for(config, db)
         try:
-            label = name or f"{role} token by {_user()}"
+            label = name or f"{role} token by {cli_user()}"
             token_id, token = issue_token(store, role, label)
             store.record_audit(
-                f"cli:{_user()}",
+                cli_actor(),
                 "token.create",
                 {"token_id": token_id, "role": role, "name": label},
                 now=datetime.now(UTC),
@@ -74,8 +71,6 @@ def token_list(
 ) -> None:
     """Every token: id, name, role, created, last used, revoked. Never the token itself."""
     from rich.table import Table
-
-    from crossdock.cli import emit_json, guarded, out, store_for
 
     with guarded():
         store = store_for(config, db)
@@ -121,23 +116,14 @@ def token_revoke(
     db: Annotated[str | None, typer.Option("--db", envvar="CROSSDOCK_DB", help="Database URL.")] = None,
 ) -> None:
     """Revoke a token; API calls and dashboard sessions with it stop within seconds."""
-    from crossdock.cli import fail, guarded, out, store_for
-
     with guarded():
         store = store_for(config, db)
         try:
             done = store.revoke_token(token_id)
             if done:
-                store.record_audit(f"cli:{_user()}", "token.revoke", {"token_id": token_id}, now=datetime.now(UTC))
+                store.record_audit(cli_actor(), "token.revoke", {"token_id": token_id}, now=datetime.now(UTC))
         finally:
             store.close()
     if not done:
         fail(f"no token with id {token_id}")
     out.print(f"revoked token {token_id}")
-
-
-def _user() -> str:
-    try:
-        return os.environ.get("CROSSDOCK_ACTOR") or getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "cli"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
-from conftest import Env
+import pytest
+from webenv import Env
 
 from crossdock.tasks import ALL_STATUSES
 
@@ -250,3 +252,32 @@ def test_metrics(env: Env) -> None:
     assert 'crossdock_queue_age_seconds{route="files",status="new"} 0.0' in text
     assert 'crossdock_delivery_errors_total{error_class="permanent",route="to-shop"} 1.0' in text
     assert 'crossdock_delivery_seconds_count{outcome="delivered",route="to-shop"} 2.0' in text
+
+
+def test_cli_task_actions_are_audited_like_the_apis(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`crossdock tasks retry ID` and a bulk skip by filter from the command line show in GET /api/v1/audit."""
+    from typer.testing import CliRunner
+
+    from crossdock.cli import app as cli_app
+
+    env.run("files")  # five finished tasks
+    db = f"sqlite:///{env.project.root / 'web.db'}"
+    monkeypatch.setenv("CROSSDOCK_ACTOR", "anna")
+    task_id = env.client.get("/api/v1/tasks", headers=env.auth("viewer")).json()["items"][0]["id"]
+    runner = CliRunner()
+    retried = runner.invoke(cli_app, ["tasks", "retry", str(task_id), "--db", db, "--reason", "fixed the shop"])
+    assert retried.exit_code == 0, retried.output
+    skipped = runner.invoke(cli_app, ["tasks", "skip", "--status", "new", "--route", "files", "--db", db])
+    assert skipped.exit_code == 0, skipped.output
+    audit = env.client.get("/api/v1/audit", headers=env.auth("viewer")).json()["items"]
+    bulk, single = audit[0], audit[1]
+    host = socket.gethostname()
+    assert (single["actor"], single["action"], single["target"], single["changed"], single["detail"]) == (
+        f"cli:anna@{host}",
+        "task.retry",
+        {"ids": [task_id]},
+        1,
+        "fixed the shop",
+    )
+    assert (bulk["actor"], bulk["action"], bulk["changed"]) == (f"cli:anna@{host}", "tasks.bulk_skip", 1)
+    assert bulk["target"] == {"filter": {"status": ["new"], "route": "files"}}

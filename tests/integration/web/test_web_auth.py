@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Env, csrf_of
+from webenv import Env, csrf_of
 
 from crossdock.web.app import create_app
 from crossdock.web.settings import WebSettings

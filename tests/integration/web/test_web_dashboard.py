@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import HOOK_SECRET, SHOP_TOKEN, Env
+from webenv import HOOK_SECRET, SHOP_TOKEN, Env
 
 from crossdock.store import TaskFilter
 

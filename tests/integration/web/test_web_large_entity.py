@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import SHOP_TOKEN, Env
+from webenv import SHOP_TOKEN, Env
 
 from crossdock.web.display import CUT_MARK, DISPLAY_LIMIT
 

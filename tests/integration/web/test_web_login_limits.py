@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HMAC_SECRET, Env, csrf_of
 from fastapi.testclient import TestClient
+from webenv import HMAC_SECRET, Env, csrf_of
 
 from crossdock.web.app import create_app
 from crossdock.web.login_limits import LoginLimiter

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from conftest import HMAC_SECRET, HOOK_SECRET, Env
+from webenv import HMAC_SECRET, HOOK_SECRET, Env
 
 SECRET = {"X-Crossdock-Secret": HOOK_SECRET}
 

@@ -1,0 +1,134 @@
+"""What every ``crossdock`` command shares: the consoles, JSON output, the mapping of errors to exit codes (0 ok, 1
+operational failure, 2 usage or config error), the common options, and the store a command opens.
+
+Feature modules that add commands (``web/cli_commands.py``) import these from here, not from ``cli``, so the
+command tree imports them and never the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+from crossdock.errors import ConfigError, ConfigErrors, CrossdockError, UsageError
+from crossdock.redact import Redactor, redacting_logs, url_secrets
+from crossdock.store import Store, backend_name, open_store
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("-c", "--config", envvar="CROSSDOCK_CONFIG", help="Project config file.", show_default=True),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", envvar="CROSSDOCK_DB", help="Database URL (default: the config's database:)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DEFAULT_CONFIG = Path("crossdock.yaml")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True) if code != 2 else err.print(message, markup=False)
+    raise typer.Exit(code)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Turn known errors into the contract's exit codes, with messages naming file, line and key."""
+    try:
+        yield
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            err.print(f"config error: {e.message}", markup=False)
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        err.print(f"config error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+    except UsageError as exc:
+        err.print(f"usage error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+    except CrossdockError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        json_error(exc.message, 1)
+        raise typer.Exit(1) from None
+
+
+def json_error(message: str, code: int) -> None:
+    """With --json, an error is a JSON object on stdout too, so a script reading stdout sees why it failed."""
+    if "--json" in sys.argv[1:]:
+        emit_json({"status": "error", "error": message, "exit_code": code})
+
+
+def load(config: Path) -> Any:
+    from crossdock.engine.project import load_project
+
+    return load_project(config)
+
+
+def store_for(config: Path, db: str | None, *, project: Any = None, need_config: bool = False) -> Store:
+    """The store named by --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it."""
+    url = db
+    base = config.parent if config else Path.cwd()
+    if url is None:
+        if project is not None:
+            url = project.database_url()
+        elif config.exists():
+            from crossdock.config.loader import read_database_url
+
+            url = read_database_url(config)
+        elif need_config:
+            raise ConfigError(
+                "file not found; create a project with `crossdock init DIR` or pass -c PATH", file=str(config)
+            )
+    url = url or "sqlite:///crossdock.db"
+    backend_name(url)
+    hide = Redactor(url_secrets(url))  # the driver may quote the URL's password in a warning or an error
+    try:
+        with redacting_logs(hide, "psycopg", "psycopg.pool"):
+            return open_store(url, base=base)
+    except OSError as exc:
+        raise CrossdockError(hide(f"cannot open database {url}: {exc}")) from None
+
+
+@contextmanager
+def opened_store(config: Path, db: str | None, *, project: Any = None) -> Iterator[Store]:
+    """The store of :func:`store_for`, closed when the block ends."""
+    store = store_for(config, db, project=project)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def cli_user() -> str:
+    """Who runs the command: ``CROSSDOCK_ACTOR``, else the login name."""
+    try:
+        return os.environ.get("CROSSDOCK_ACTOR") or getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "cli"
+
+
+def cli_actor() -> str:
+    """How a command's changes appear in the audit log: ``cli:USER@HOST``."""
+    return f"cli:{cli_user()}@{socket.gethostname()}"
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
