@@ -10,9 +10,11 @@ With ``outgoing.settle: batched`` a delivery does not wait: its result is queued
 commits are larger and a target that answers in about a millisecond is fed faster, at the price of the bound
 above (up to a claim batch may be re-sent after a crash).
 
-When the database is unavailable the commit is tried again until it answers (see
-:func:`crossdock.store.health.wait_for_store`); the deliveries waiting on it hold their slots, so nothing more is
-sent to the target while its results could not be recorded.
+A commit runs on the event loop's thread when the store can do it without waiting (``Store.settle_now``: SQLite
+with no other writer), else in a thread. When the database is unavailable the commit is tried again until it
+answers (see :func:`crossdock.store.health.wait_for_store`); with ``immediate`` the deliveries waiting on it hold
+their slots, so nothing more is sent to the target while its results could not be recorded (``batched`` finishes
+the claim batch in hand, then claims nothing until the database is back).
 """
 
 from __future__ import annotations
