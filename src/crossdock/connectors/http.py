@@ -108,6 +108,9 @@ class HttpClient:
         self.options = options
         self.context = context
         self._session: aiohttp.ClientSession | None = None
+        #: the URL as written (a target's or source's full ``url:`` is requested exactly so) and the base that
+        #: ``path:`` values are appended to
+        self._root = options.base_url
         self._base = options.base_url.rstrip("/") + "/"
         self._limit = asyncio.Semaphore(options.max_concurrency)
         auth = options.auth
@@ -149,6 +152,8 @@ class HttpClient:
         if path_or_url.startswith(("http://", "https://")):
             return path_or_url
         path = path_or_url.lstrip("/")
+        if not path:
+            return self._root  # no path: the URL exactly as written, without a slash added
         if "./" in path or path == "." or path == "..":
             return urljoin(self._base, path)
         return self._base + path  # what urljoin gives for a plain relative path, without its parsing (hot path)

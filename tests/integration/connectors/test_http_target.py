@@ -8,7 +8,7 @@ import pytest
 from http_helpers import Harness, file_to_shop, write_products
 
 from crossdock.mock import RunningShop
-from loopback import loopback_target
+from loopback import http_answer, loopback_target
 
 RETRY = "    retry: {max_attempts: 3, backoff: 1s}\n"
 
@@ -170,3 +170,30 @@ def test_a_connection_closed_mid_response_is_transient_without_a_made_up_status(
     # aiohttp's parser calls a short body "ContentLengthError: 400": no status came from the target
     assert "400" not in error and "200" not in error and "201" not in error
     assert "Error" not in error
+
+
+@pytest.mark.parametrize(
+    ("written", "path", "requested"),
+    [
+        ("/ingest", None, "/ingest"),
+        ("/ingest/", None, "/ingest/"),
+        ("/api", "/items/{sku}", "/api/items/SKU-00001"),
+        ("/api/", "items", "/api/items"),
+    ],
+    ids=["url-only", "url-with-slash", "url-and-path", "url-slash-and-path"],
+)
+def test_a_full_url_is_requested_as_written_and_a_path_beside_it_appended(
+    harness: Harness, written: str, path: str | None, requested: str
+) -> None:
+    write_products(harness.root / "products.ndjson", 1)
+    path_key = f', path: "{path}"' if path else ""
+    with loopback_target(lambda request: http_answer(200, b"{}")) as target:
+        harness.write(
+            "routes:\n  products:\n    incoming: {source: {type: file, path: products.ndjson}}\n"
+            "    identifier: sku\n    outgoing:\n"
+            f'      target: {{type: http, url: "{target.url}{written}", method: POST{path_key}}}\n'
+        )
+        harness.run_import("products")
+        summary = harness.run_export("products")
+    assert summary.by_status == {"finished": 1}
+    assert [r.target for r in target.requests] == [requested]
