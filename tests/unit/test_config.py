@@ -264,3 +264,25 @@ def test_durations_in_config_become_seconds(tmp_path: Path) -> None:
     assert route.retry is not None
     assert route.retry.backoff == 0.25 and route.retry.max_backoff == 7200
     assert route.outgoing.lease == 2
+
+
+def test_names_yaml_reads_as_booleans_numbers_or_null_say_so_and_how_to_quote_them(tmp_path: Path) -> None:
+    route = (
+        "    incoming: {source: {type: file, path: a.ndjson}}\n    identifier: sku\n"
+        "    outgoing: {target: {type: noop}}\n"
+    )
+    path = write(
+        tmp_path,
+        "connections:\n  yes: {type: http, base_url: http://127.0.0.1:1}\n"
+        f'routes:\n  off:\n{route}  "on":\n{route}  2024:\n{route}  ~:\n{route}  fine:\n{route}',
+    )
+    messages = [e.message.replace(str(tmp_path) + "/", "") for e in errors_of(path)]
+    assert messages == [
+        "crossdock.yaml:2: connections.yes: YAML reads the unquoted name yes as a boolean (True), not as a name; "
+        'quote it: "yes":',
+        "crossdock.yaml:4: routes.off: YAML reads the unquoted name off as a boolean (False), not as a name; "
+        'quote it: "off":',
+        "crossdock.yaml:12: routes.2024: YAML reads the unquoted name 2024 as a number (2024), not as a name; "
+        'quote it: "2024":',
+        'crossdock.yaml:16: routes.~: YAML reads the unquoted name ~ as null (None), not as a name; quote it: "~":',
+    ]

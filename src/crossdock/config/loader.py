@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from crossdock.config.models import ProjectConfig
@@ -58,6 +59,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
     errors += interpolate_env(located, environ)
     collect_secrets(located)
     located.secrets |= credential_secrets(located.data)
+    errors += _names_yaml_did_not_read_as_text(located)
     shape: list[ConfigError] = []
     left_out: set[tuple[str, str]] = set()
     try:
@@ -93,6 +95,54 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
         deferred_errors=shape + refs,
         left_out=left_out,
     )
+
+
+#: sections whose keys are names the user chose
+_NAMED_SECTIONS = ("connections", "incomings", "transformers", "storages", "routes")
+
+
+def _names_yaml_did_not_read_as_text(located: Located) -> list[ConfigError]:
+    """A route named ``off`` (or ``on``, ``yes``, ``no``, ``true``, ``null``, ``2024``) is not a name to YAML 1.1
+    but a boolean, null or number. Say so at its line and show how to quote it, and leave the entry out, instead of
+    pydantic's "Input should be a valid string"."""
+    found: list[ConfigError] = []
+    for section in _NAMED_SECTIONS:
+        entries = located.data.get(section) if isinstance(located.data, dict) else None
+        if not isinstance(entries, dict):
+            continue
+        for key in [k for k in entries if not isinstance(k, str)]:
+            written = next(
+                (
+                    p[1]
+                    for p in located.lines
+                    if len(p) == 2 and p[0] == section and isinstance(p[1], str) and _same(_yaml_reads(p[1]), key)
+                ),
+                str(key),
+            )
+            kind = "a boolean" if isinstance(key, bool) else "null" if key is None else "a number"
+            file, line = located.where((section, written))
+            found.append(
+                ConfigError(
+                    f"YAML reads the unquoted name {written} as {kind} ({key!r}), not as a name; quote it: "
+                    f'"{written}":',
+                    file=file,
+                    line=line,
+                    key=f"{section}.{written}",
+                )
+            )
+            del entries[key]
+    return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b  # False == 0 in Python; not here
+
+
+def _yaml_reads(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def credential_secrets(data: Any) -> set[str]:
