@@ -21,6 +21,7 @@ from crossdock.cli_base import (
     ConfigOpt,
     DbOpt,
     JsonOpt,
+    WideOpt,
     cli_actor,
     emit_json,
     err,
@@ -30,7 +31,9 @@ from crossdock.cli_base import (
     load,
     opened_store,
     out,
+    print_rows,
     run_async,
+    short_time,
 )
 from crossdock.config.models import parse_duration
 from crossdock.errors import UsageError
@@ -278,6 +281,7 @@ def tasks_list(
     created_before: Annotated[str | None, typer.Option("--created-before")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000)] = 50,
     cursor: Annotated[int | None, typer.Option("--cursor", help="Continue below this task id.")] = None,
+    wide: WideOpt = False,
     config: ConfigOpt = DEFAULT_CONFIG,
     db: DbOpt = None,
     json_out: JsonOpt = False,
@@ -297,22 +301,26 @@ def tasks_list(
     if json_out:
         emit_json({"items": [t.to_json() for t in items], "next_cursor": str(next_cursor) if next_cursor else None})
         return
-    table = Table(show_header=True, header_style="bold")
-    for col in ("id", "route", "identifier", "status", "attempts", "updated", "error"):
-        table.add_column(col, overflow="fold" if col == "error" else "ellipsis")
-    for t in items:
-        table.add_row(
-            str(t.id),
-            t.route,
-            t.identifier or "",
-            _badge(t.status),
-            str(t.attempts),
-            iso(t.updated_at) or "",
-            (t.error or "")[:80],
-        )
-    out.print(table)
+    print_rows(
+        ("id", "route", "identifier", "status", "attempts", "updated", "error"),
+        [
+            (
+                str(t.id),
+                t.route,
+                t.identifier or "",
+                t.status.value,
+                str(t.attempts),
+                iso(t.updated_at) or "",
+                t.error or "",
+            )
+            for t in items
+        ],
+        wide=wide,
+        empty="no task matches" + (" these filters" if not selection.is_empty() else ""),
+        styles={"status": _badge_text, "updated": short_time},
+    )
     if next_cursor:
-        out.print(f"more: --cursor {next_cursor}")
+        err.print(f"more: --cursor {next_cursor}", markup=False)
 
 
 _COLOURS = {
@@ -329,6 +337,10 @@ _COLOURS = {
 
 def _badge(status: Status) -> str:
     return f"[{_COLOURS[status.value]}]{status.value}[/]"
+
+
+def _badge_text(status: str) -> str:
+    return f"[{_COLOURS[status]}]{status}[/]" if status in _COLOURS else status
 
 
 @tasks_app.command("show")
@@ -568,6 +580,7 @@ def db_upgrade(config: ConfigOpt = DEFAULT_CONFIG, db: DbOpt = None) -> None:
 def runs_list(
     route: Annotated[str | None, typer.Option("--route", "-r")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    wide: WideOpt = False,
     config: ConfigOpt = DEFAULT_CONFIG,
     db: DbOpt = None,
     json_out: JsonOpt = False,
@@ -578,21 +591,32 @@ def runs_list(
     if json_out:
         emit_json([r.to_json() for r in runs])
         return
-    table = Table(show_header=True, header_style="bold")
-    for col in ("id", "route", "part", "started", "duration", "status", "summary"):
-        table.add_column(col)
+    rows = []
     for r in runs:
         duration = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
-        table.add_row(
-            str(r.id),
-            r.route,
-            r.part,
-            iso(r.started_at) or "",
-            f"{duration:.2f} s" if duration is not None else "running",
-            r.status,
-            _run_text(r.part, r.summary) + (f" — {r.error}" if r.error else ""),
+        rows.append(
+            (
+                str(r.id),
+                r.route,
+                r.part,
+                iso(r.started_at) or "",
+                f"{duration:.2f} s" if duration is not None else "running",
+                r.status,
+                _run_text(r.part, r.summary) + (f" — {r.error}" if r.error else ""),
+            )
         )
-    out.print(table)
+    print_rows(
+        ("id", "route", "part", "started", "duration", "status", "summary"),
+        rows,
+        wide=wide,
+        empty="no run yet" + (f" of route {route}" if route else ""),
+        styles={"status": _run_status, "started": short_time},
+    )
+
+
+def _run_status(status: str) -> str:
+    colour = {"ok": "green", "failed": "red", "abandoned": "red", "stopped": "yellow", "running": "blue"}.get(status)
+    return f"[{colour}]{status}[/]" if colour else status
 
 
 def _run_text(part: str, s: dict[str, Any]) -> str:

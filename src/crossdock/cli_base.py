@@ -12,7 +12,7 @@ import getpass
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -20,6 +20,8 @@ from typing import Annotated, Any, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from crossdock.errors import ConfigError, ConfigErrors, CrossdockError, UsageError
 from crossdock.redact import Redactor, redacting_logs, url_secrets
@@ -115,6 +117,54 @@ def opened_store(config: Path, db: str | None, *, project: Any = None) -> Iterat
         yield store
     finally:
         store.close()
+
+
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="Full values, one line per row, tab-separated (what a pipe gets anyway).")
+]
+
+
+def print_rows(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    wide: bool,
+    empty: str,
+    styles: dict[str, Callable[[str], str]] | None = None,
+) -> None:
+    """A listing: a table on a terminal; with ``--wide`` or into a pipe, a header line and one line per row with
+    every value whole and tab-separated (``cut``, ``awk`` and ``grep`` work on it). No rows: ``empty`` on stderr."""
+    if not rows:
+        err.print(empty, markup=False)
+        return
+    if wide or not out.is_terminal:
+        lines = ["\t".join(columns), *("\t".join(_one_line(v) for v in row) for row in rows)]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in columns:
+        # short values (ids, statuses, times) stay whole; long text folds onto more lines, never cut off
+        table.add_column(col, overflow="fold", no_wrap=col in _WHOLE)
+    styles = styles or {}
+    for row in rows:
+        cells = (
+            styles[col](value) if col in styles else escape(value) for col, value in zip(columns, row, strict=True)
+        )
+        table.add_row(*cells)
+    out.print(table)
+
+
+def short_time(value: str) -> str:
+    """An ISO time as a table shows it on a terminal: to the second, UTC (``--wide`` and pipes get it whole)."""
+    return value[:19].replace("T", " ") if len(value) > 19 and value[10:11] == "T" else value
+
+
+#: columns whose values a table never breaks
+_WHOLE = frozenset({"id", "status", "attempts", "updated", "started", "duration", "part"})
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split()) if any(c in value for c in "\t\r\n") else value
 
 
 def cli_user() -> str:
