@@ -8,13 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 import crossdock
+
+#: ``make(config, env)``: a project folder with that config, driven through the real CLI
+MakeCli = Callable[[str, dict[str, str]], "Cli"]
 
 
 class Cli:
@@ -124,3 +128,20 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@pytest.fixture
+def cli_factory(tmp_path: Path) -> Iterator[MakeCli]:
+    """A long-running CLI (serve, worker) in a project folder; every process it starts is killed after the test.
+    Re-exported by the conftest of each folder that uses it."""
+    made: list[Cli] = []
+
+    def make(config: str, env: dict[str, str]) -> Cli:
+        (tmp_path / "crossdock.yaml").write_text(config, encoding="utf-8")
+        cli = Cli(tmp_path, env)
+        made.append(cli)
+        return cli
+
+    yield make
+    for cli in made:
+        cli.close()

@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 import pytest
 
-from clirunner import Cli
+from clirunner import cli_factory
 from crossdock.mock import FailureConfig, RunningShop, start_shop
 
 CLI = [sys.executable, "-m", "crossdock.cli"]
+
+__all__ = ["cli_factory"]  # the fixture lives with the Cli it makes
 #: generous: a CLI call that hangs is a failure, not a stuck suite
 TIMEOUT = 120
 
@@ -228,19 +230,3 @@ def shop_factory(project: Project) -> Iterator[Callable[..., RunningShop]]:
 @pytest.fixture
 def shop(shop_factory: Callable[..., RunningShop]) -> RunningShop:
     return shop_factory()
-
-
-@pytest.fixture
-def cli_factory(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Cli]]:
-    """A long-running CLI (serve, worker) in a project folder; every process is stopped after the test."""
-    made: list[Cli] = []
-
-    def make(config: str, env: dict[str, str]) -> Cli:
-        (tmp_path / "crossdock.yaml").write_text(config, encoding="utf-8")
-        cli = Cli(tmp_path, env)
-        made.append(cli)
-        return cli
-
-    yield make
-    for cli in made:
-        cli.close()

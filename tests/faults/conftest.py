@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from faultkit import MakeCli, PrivatePostgres, private_postgres
+from faultkit import PrivatePostgres, private_postgres
 
-from clirunner import Cli
+from clirunner import cli_factory
 
-
-@pytest.fixture
-def cli_factory(tmp_path: Path) -> Iterator[MakeCli]:
-    """``make(config, env)``: a project folder with that config; every process it starts is killed afterwards."""
-    made: list[Cli] = []
-
-    def make(config: str, env: dict[str, str]) -> Cli:
-        (tmp_path / "crossdock.yaml").write_text(config, encoding="utf-8")
-        cli = Cli(tmp_path, env)
-        made.append(cli)
-        return cli
-
-    yield make
-    for cli in made:
-        cli.close()
+__all__ = ["cli_factory"]  # the fixture lives with the Cli it makes
 
 
 @pytest.fixture(scope="module")

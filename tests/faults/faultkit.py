@@ -16,18 +16,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from clirunner import Cli
 from postgres_support import must_run
-
-#: ``make(config, env)``: a project folder with that config, driven through the real CLI
-MakeCli = Callable[[str, dict[str, str]], Cli]
 
 
 def unavailable(why: str) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from faultkit import MakeCli, PrivatePostgres, free_port, wait_until
+from faultkit import PrivatePostgres, free_port, wait_until
 
-from clirunner import Cli, write_products
+from clirunner import Cli, MakeCli, write_products
 from crossdock.mock import RunningShop, start_shop
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,17 @@ def fresh_database(server: PrivatePostgres) -> str:
     return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def metrics(port: int, token: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return int(answer.status), answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
 def health(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=15) as answer:
@@ -70,6 +81,7 @@ def deliver_through_an_outage(
     write_products(tmp_path / "products.ndjson", n)
     cli = make(ROUTE, {"SHOP_URL": shop.url, "CROSSDOCK_DB": url})
     cli.run("run", "to-shop", "--incoming")
+    viewer = orjson.loads(cli.run("token", "create", "--role", "viewer", "--json").stdout)["token"]
     port = free_port()
     procs = [
         cli.start("serve", "--port", str(port), "--db", url),
@@ -78,11 +90,15 @@ def deliver_through_an_outage(
     ]
     wait_until(lambda: health(port) == 200, 30, "serve to answer")
     wait_until(lambda: shop.stats()["accepted"] >= n // 6, 60, "the first deliveries")
+    assert "crossdock_database_up 1.0" in metrics(port, viewer)[1]
     server.stop(mode)
     down_at = time.monotonic()
-    seen_unhealthy = False
+    seen_unhealthy = seen_down_in_metrics = False
     while time.monotonic() - down_at < outage:
         seen_unhealthy = seen_unhealthy or health(port) == 503
+        if time.monotonic() - down_at > 10:  # past the token cache: the answer must not need the database
+            code, text = metrics(port, viewer)
+            seen_down_in_metrics = seen_down_in_metrics or (code == 200 and "crossdock_database_up 0.0" in text)
         time.sleep(min(1.0, outage / 4))
     seen_unhealthy = seen_unhealthy or health(port) == 503
     alive = [p.poll() is None for p in procs]
@@ -90,6 +106,9 @@ def deliver_through_an_outage(
     assert all(alive), [cli.output(p)[-3000:] for p in procs]
     if outage >= 5:
         assert seen_unhealthy, "serve never reported the outage on /api/v1/health"
+    if outage > 12:
+        # Prometheus keeps scraping during the outage (the token it showed before still counts) and sees it
+        assert seen_down_in_metrics, "/metrics did not answer crossdock_database_up 0 late in the outage"
     wait_until(lambda: finished(cli, url) == n, 180, f"{n} finished tasks after the outage")
     wait_until(lambda: health(port) == 200, 30, "serve to report healthy again")
     assert all(p.poll() is None for p in procs), "a process exited after the database came back"

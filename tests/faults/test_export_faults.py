@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from faultkit import MakeCli, wait_until
+from faultkit import wait_until
 
-from clirunner import Cli, write_products
+from clirunner import Cli, MakeCli, write_products
 from crossdock.mock import RunningShop, start_shop
 
 pytestmark = pytest.mark.slow

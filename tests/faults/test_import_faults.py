@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from faultkit import MakeCli, tiny_filesystem, wait_until
+from faultkit import tiny_filesystem, wait_until
 
-from clirunner import Cli, write_products
+from clirunner import Cli, MakeCli, write_products
 from crossdock.mock import start_erp
 
 pytestmark = pytest.mark.slow
@@ -165,3 +165,35 @@ routes:
         runs = cli.json("runs", "list", "--limit", "50")
         assert not [r for r in runs if r["status"] == "running"], runs
         assert any(r["status"] == "abandoned" and r["part"] == "incoming" for r in runs), runs
+
+
+def test_stats_on_a_full_disk_still_answers_then_fails_in_one_line(cli_factory: MakeCli, tmp_path: Path) -> None:
+    write_products(tmp_path / "products.ndjson", 500)
+    with tiny_filesystem(8 * 1024) as fs:
+        config = "database: sqlite:///{db}\nroutes:\n  r:\n    incoming: {{source: {{type: file, path: {src}}}}}\n"
+        config += "    identifier: sku\n    outgoing: {{target: {{type: noop}}}}\n"
+        cli = cli_factory(config.format(db=fs.path / "crossdock.db", src=tmp_path / "products.ndjson"), {})
+        cli.run("run", "r", "--incoming")
+        fill(fs.path / "filler")
+        # opening a WAL database needs room for its shared-memory file: the reserve beside it gives that room
+        first = cli.run("stats", "--json", check=False)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert orjson.loads(first.stdout)["by_status"]["new"] == 500
+        assert "released the 1024 KiB reserve" in first.stderr
+        fill(fs.path / "filler-2")  # the reserve's space is taken too: nothing left to give
+        second = cli.run("stats", check=False)
+        output = second.stdout + second.stderr
+        assert second.returncode == 1, output
+        assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+        assert f"SQLite database {fs.path / 'crossdock.db'}" in output, output
+
+
+def fill(path: Path) -> None:
+    """Write zeros to ``path`` until the filesystem has no byte left."""
+    with path.open("wb") as f:
+        try:
+            while True:
+                f.write(bytes(64 * 1024))
+                f.flush()
+        except OSError:
+            pass

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from faultkit import MakeCli, wait_until
+from faultkit import wait_until
 
+from clirunner import MakeCli
 from crossdock.store.sqlfiles import load_migrations
 
 pytestmark = pytest.mark.slow

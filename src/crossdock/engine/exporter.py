@@ -12,9 +12,10 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from crossdock.connectors.base import Delivered, Target
 from crossdock.engine.group_commit import GroupCommit
@@ -37,14 +38,11 @@ from crossdock.tasks import Action, Status, Task
 
 log = logging.getLogger("crossdock.exporter")
 
+T = TypeVar("T")
+
 
 #: seconds results wait to be committed together with ``outgoing.settle: batched``
 BATCH_LINGER = 0.05
-
-
-def worker_id() -> str:
-    """This process as leases name it (``host:pid``), the same as run owners."""
-    return process_id()
 
 
 @dataclass
@@ -90,13 +88,13 @@ class Exporter:
         self.project = project
         project.bind_store(store)
         self.store = store
-        self.worker = worker or worker_id()
+        self.worker = worker or process_id()
         #: shared connection clients (one per connection), closed by :meth:`close`
         self._clients: dict[str, Any] = clients if clients is not None else {}
         #: ids being delivered, per route: each route's lease keeper extends only its own (leases differ)
         self._in_flight: dict[str, set[int]] = {}
-        #: per route, when (monotonic) the lease keeper last extended every lease in flight
-        self._extended_at: dict[str, float] = {}
+        #: per route, the leases of the claimed batches being delivered (the lease keeper confirms them)
+        self._leases: dict[str, set[_Lease]] = {}
         #: a process-wide cap on deliveries in flight (the worker's --concurrency), shared by all routes
         self.slots = slots
         self._stopping = False
@@ -127,21 +125,17 @@ class Exporter:
         route = self.project.route(route_name)
         started = time.perf_counter()
         summary = ExportSummary(route.name)
-        wait = self.give_up_after
         run_id: int | None = None
         if record_run:
-
-            def start() -> int:
-                return self.store.start_run(route.name, "outgoing", actor=actor, now=_now(), owner=self.worker)
-
-            run_id = await wait_for_store(start, give_up_after=wait, stopping=lambda: self._stopping)
+            run_id = await self._wait_for_store(
+                lambda: self.store.start_run(route.name, "outgoing", actor=actor, now=_now(), owner=self.worker)
+            )
         try:
-            async with heartbeat(self.store, lambda: [run_id] if run_id is not None else []):
+            beating = heartbeat(self.store, lambda: [run_id]) if run_id is not None else contextlib.nullcontext()
+            async with beating:
                 max_attempts = self.project.max_attempts()
-                summary.recovered = await wait_for_store(
-                    lambda: self.store.recover_expired_leases(now=_now(), max_attempts=max_attempts),
-                    give_up_after=wait,
-                    stopping=lambda: self._stopping,
+                summary.recovered = await self._wait_for_store(
+                    lambda: self.store.recover_expired_leases(now=_now(), max_attempts=max_attempts)
                 )
                 target = self._target(route)
                 await target.open()
@@ -163,6 +157,10 @@ class Exporter:
                 await self._finish_run(run_id, summary)
         return summary
 
+    async def _wait_for_store(self, call: Callable[[], T]) -> T:
+        """A store call that waits out an outage for as long as this exporter may, and no longer than a stop."""
+        return await wait_for_store(call, give_up_after=self.give_up_after, stopping=lambda: self._stopping)
+
     async def _finish_run(self, run_id: int, summary: ExportSummary) -> None:
         def finish() -> None:
             self.store.finish_run(
@@ -181,7 +179,8 @@ class Exporter:
         await target.open()
         try:
             sem = asyncio.Semaphore(route.config.outgoing.concurrency)
-            await self._process(route, target, tasks, sem, summary, time.monotonic())
+            held = _Lease(time.monotonic(), route.config.outgoing.lease)
+            await self._process(route, target, tasks, sem, summary, held)
         finally:
             await target.close()
         return summary
@@ -222,9 +221,7 @@ class Exporter:
                     )
 
                 try:
-                    tasks = await wait_for_store(
-                        claim, give_up_after=self.give_up_after, stopping=lambda: self._stopping
-                    )
+                    tasks = await self._wait_for_store(claim)
                 except StoreUnavailable:
                     if not running:
                         raise
@@ -234,7 +231,8 @@ class Exporter:
                 summary.claimed += len(tasks)
                 if remaining is not None:
                     remaining -= len(tasks)
-                job = asyncio.create_task(self._process(route, target, tasks, sem, summary, claimed_at[0]))
+                held = _Lease(claimed_at[0], out.lease)
+                job = asyncio.create_task(self._process(route, target, tasks, sem, summary, held))
                 running.add(job)
                 job.add_done_callback(running.discard)
                 while len(running) >= 2:
@@ -266,15 +264,8 @@ class Exporter:
                 except StoreUnavailable:
                     # logged once by the store's health; keep trying, since the outage may end before the leases do
                     continue
-                self._extended_at[route] = asked_at
-
-    def _lease_lapsed(self, route: CompiledRoute, claimed_at: float) -> bool:
-        """Whether the leases of a batch claimed at ``claimed_at`` (monotonic) may have run out: neither the claim
-        nor a later extension is recent enough. Then another worker may have recovered its tasks, so starting one
-        of them could deliver it twice; it is left to whoever holds it now."""
-        lease = route.config.outgoing.lease
-        confirmed = max(claimed_at, self._extended_at.get(route.name, 0.0))
-        return time.monotonic() > confirmed + lease - min(lease * 0.2, 5.0)
+                for held in list(self._leases.get(route, ())):
+                    held.confirm(asked_at)
 
     async def _process(
         self,
@@ -283,11 +274,13 @@ class Exporter:
         tasks: list[Task],
         sem: asyncio.Semaphore,
         summary: ExportSummary,
-        claimed_at: float,
+        held: _Lease,
     ) -> None:
         ids = [t.id for t in tasks]
         in_flight = self._in_flight.setdefault(route.name, set())
         in_flight.update(ids)
+        leases = self._leases.setdefault(route.name, set())
+        leases.add(held)
         unstarted: list[Task] = []
         settle = _Settler(self, route).settlement
         # settle: batched lets results gather for a moment, so a fast target's results go in fewer transactions
@@ -308,7 +301,7 @@ class Exporter:
                 ready = [(task, task.entity) for task in tasks]
             if target.supports_batch and ready:
                 async with self._slot(route):
-                    if self._stopping or self._lease_lapsed(route, claimed_at):
+                    if self._stopping or held.lapsed():
                         unstarted += [t for t, _ in ready]
                     else:
                         outcomes = await target.deliver_batch(ready)
@@ -330,7 +323,7 @@ class Exporter:
                 async def deliver_some() -> None:
                     for task, entity in pending:
                         async with sem, self._slot(route):
-                            if self._stopping or self._lease_lapsed(route, claimed_at):
+                            if self._stopping or held.lapsed():
                                 unstarted.append(task)
                                 continue
                             started = perf_counter()
@@ -353,6 +346,7 @@ class Exporter:
             done = {s.task_id for s in submitted}
             self._finish_sync(results.uncommitted, [t for t in tasks if t.id not in done])
             in_flight.difference_update(ids)
+            leases.discard(held)
             raise
         try:
             if unstarted:
@@ -361,6 +355,7 @@ class Exporter:
                 summary.count(_STATUS_OF[action], n)
         finally:
             in_flight.difference_update(ids)
+            leases.discard(held)
 
     def _release(self, tasks: list[Task]) -> int:
         """Hand back unstarted claims, each to the status it was claimed from."""
@@ -400,6 +395,35 @@ class Exporter:
                 task.id, Action.DELIVERY_FAILED, self.worker, error=message, level="error", message=message
             )
         return (results[0] if len(results) == 1 else results), None
+
+
+class _Lease:
+    """Whether the leases of one claimed batch still hold. Once they may have run out (no claim or extension for
+    nearly a lease, as in a database outage), another worker may have recovered its tasks; starting one then could
+    deliver it twice, so the batch's unstarted tasks are left to whoever holds them now, even after later extensions
+    succeed (an extension is guarded by worker, and does not say which tasks someone else took meanwhile)."""
+
+    __slots__ = ("confirmed_at", "lost", "term")
+
+    def __init__(self, claimed_at: float, lease: float) -> None:
+        #: when (monotonic) the leases were last known to hold
+        self.confirmed_at = claimed_at
+        #: how long they are trusted after that: the lease, less a margin for clocks and the extension's own time
+        self.term = lease - min(lease * 0.2, 5.0)
+        self.lost = False
+
+    def confirm(self, at: float) -> None:
+        """The lease keeper extended the leases at ``at``."""
+        if at <= self.confirmed_at:
+            return
+        if at - self.confirmed_at > self.term:
+            self.lost = True  # they may have run out in the gap, whatever the extension says now
+        self.confirmed_at = at
+
+    def lapsed(self) -> bool:
+        if not self.lost and time.monotonic() - self.confirmed_at > self.term:
+            self.lost = True
+        return self.lost
 
 
 class _Settler:

@@ -64,11 +64,6 @@ class StoreHealth:
             self.failures = 0
         log.warning("database available again after %.1f s (%d call(s) waited or failed)", lasted, failures)
 
-    def to_json(self) -> dict[str, Any]:
-        if self.down_at is None:
-            return {"up": True}
-        return {"up": False, "since": self.down_at.isoformat(), "error": self.reason}
-
 
 def guard_store_methods(cls: type, unavailable: str = "_unavailable_reason") -> None:
     """Wrap every public method ``cls`` defines so driver errors that mean "database not usable now" become
@@ -112,7 +107,6 @@ def _guarded(fn: Callable[..., Any], unavailable: str) -> Callable[..., Any]:
                 health.succeeded()
         return result
 
-    call.__crossdock_guarded__ = True  # type: ignore[attr-defined]
     return call
 
 

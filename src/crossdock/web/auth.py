@@ -17,6 +17,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
@@ -93,7 +94,14 @@ class Authenticator:
             cached = self._by_hash.get(digest)
         if cached is not None and clock - cached[0] < self.cache_seconds:
             return cached[1]
-        record = self.store.find_token(digest)
+        try:
+            record = self.store.find_token(digest)
+        except StoreUnavailable:
+            if cached is None:
+                raise
+            # the last answer stands while the database cannot be asked (a revocation cannot be written then
+            # either), so Prometheus can still read crossdock_database_up 0 from /metrics during an outage
+            return cached[1]
         principal = None if record is None or record.revoked else Principal(record.id, record.name, record.role)
         if principal is not None and clock - self._touched.get(principal.token_id, -_TOUCH_EVERY) >= _TOUCH_EVERY:
             self.store.find_token(digest, now=datetime.now(UTC))
@@ -118,7 +126,13 @@ class Authenticator:
         with self._lock:
             at, live = self._live
         if clock - at >= self.cache_seconds:
-            live = {t.id: Principal(t.id, t.name, t.role) for t in self.store.list_tokens() if not t.revoked}
+            try:
+                tokens = self.store.list_tokens()
+            except StoreUnavailable:
+                if not at:
+                    raise
+                return live.get(token_id)  # as for bearer tokens: the last answer stands during an outage
+            live = {t.id: Principal(t.id, t.name, t.role) for t in tokens if not t.revoked}
             with self._lock:
                 self._live = (clock, live)
         return live.get(token_id)

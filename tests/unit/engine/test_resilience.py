@@ -65,7 +65,7 @@ def test_driver_errors_that_mean_not_now_become_store_unavailable(caplog: pytest
         with pytest.raises(StoreUnavailable, match="test database: database is locked"):
             store.stats()
     assert not store.health.up
-    assert store.health.to_json()["error"] == "test database: database is locked"
+    assert store.health.reason == "test database: database is locked"
     store.stats()
     assert store.health.up
     messages = [r.getMessage() for r in caplog.records]

@@ -84,6 +84,9 @@ _THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed":
 LogRow = tuple[int, datetime, str, str, str | None, str | None, str | None, str, Jsonb | None]
 
 
+#: seconds a call waits for a pooled connection while the database is known to be down
+DOWN_WAIT = 1.0
+
 #: the name this error had before it moved to :mod:`crossdock.errors`
 DatabaseUnavailable = StoreUnavailable
 
@@ -143,6 +146,7 @@ class PostgresStore(Store):
         self, url: str, *, create: bool = True, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
     ) -> None:
         self.url = conninfo(url)
+        self._timeout = timeout
         self._pool = ConnectionPool(
             self.url,
             min_size=min_size,
@@ -181,6 +185,12 @@ class PostgresStore(Store):
             return f"PostgreSQL at {_redacted(self.url)}: {first}"
         return None
 
+    def _connection_wait(self) -> float:
+        """How long a call waits for a pooled connection: the pool's timeout normally; while the database is known
+        to be down, a second, so API answers, health and metrics say so at once instead of each waiting it out
+        (the engine's own calls back off and try again anyway)."""
+        return self._timeout if self.health.down_since is None else DOWN_WAIT
+
     def ping(self, timeout: float = 2.0) -> None:
         with self._pool.connection(timeout=timeout) as conn:
             conn.execute(Q["ping"])
@@ -188,11 +198,11 @@ class PostgresStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on one pooled connection: committed on success, rolled back on error."""
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=self._connection_wait()) as conn:
             yield conn
 
     def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=self._connection_wait()) as conn:
             return conn.execute(sql, params).fetchall()
 
     def close(self) -> None:

@@ -241,13 +241,21 @@ class SQLiteStore(Store):
         _reserve(self._ballast)
         #: per route: whether the last import batch was mostly unchanged, so the next tries touch_unchanged first
         self._touch_first: dict[str, bool] = {}
-        try:
-            self._open(create)
-        except sqlite3.Error as exc:
-            reason = self._unavailable_reason(exc) if isinstance(exc, Exception) else None
-            if reason is not None:
-                raise StoreUnavailable(reason) from exc
-            raise CrossdockError(f"cannot open the SQLite database {self.path}: {exc}") from exc
+        while True:
+            try:
+                self._open(create)
+                return
+            except sqlite3.Error as exc:
+                if getattr(self, "_conn", None) is not None:
+                    self._conn.close()
+                # a full disk cannot even hold the shared-memory file an open needs: the reserve makes room for it,
+                # so `stats`, `tasks` and the failed run's record still work until space is freed
+                if str(exc).startswith(("database or disk is full", "disk I/O error")) and self._release_ballast():
+                    continue
+                reason = self._unavailable_reason(exc)
+                if reason is not None:
+                    raise StoreUnavailable(reason) from exc
+                raise CrossdockError(f"cannot open the SQLite database {self.path}: {exc}") from exc
 
     def _open(self, create: bool) -> None:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -278,18 +286,21 @@ class SQLiteStore(Store):
             return f"SQLite database {self.path}: {exc}"
         return None
 
-    def _release_ballast(self) -> None:
-        """Free the reserve, so the run that hit the full disk can still be recorded as failed (once per open)."""
+    def _release_ballast(self) -> bool:
+        """Free the reserve, so the run that hit the full disk can still be recorded as failed (once per open).
+        True if there was a reserve to free."""
         ballast, self._ballast = self._ballast, None
-        if ballast is not None and ballast.exists():
-            with contextlib.suppress(OSError):
-                ballast.unlink()
-                log.warning(
-                    "the disk of %s is full: released the %d KiB reserve beside it so this failure can be recorded; "
-                    "free some space (crossdock prune, a bigger disk), then run again",
-                    self.path,
-                    BALLAST_BYTES // 1024,
-                )
+        if ballast is None or not ballast.exists():
+            return False
+        with contextlib.suppress(OSError):
+            ballast.unlink()
+            log.warning(
+                "the disk of %s is full: released the %d KiB reserve beside it, so this process can still read and "
+                "record; free some space (crossdock prune, a bigger disk), then run again",
+                self.path,
+                BALLAST_BYTES // 1024,
+            )
+        return True
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
