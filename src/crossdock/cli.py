@@ -430,16 +430,8 @@ def _act(
                 actor=os.environ.get("CROSSDOCK_ACTOR", "cli"),
                 reason=reason,
                 now=datetime.now(UTC),
-            )
-            # audited as the API and the dashboard audit theirs: one id is task.ACTION, more or a filter tasks.bulk_
-            single = ids is not None and len(set(ids)) == 1
-            store.record_audit(
-                cli_actor(),
-                f"task.{action.value}" if single else f"tasks.bulk_{action.value}",
-                {"ids": [ids[0]]} if single and ids else selection.audit_target(),
-                changed=result.changed,
-                detail=NO_SECRETS(reason) if reason else None,
-                now=datetime.now(UTC),
+                # the store audits it as it audits the API's and the dashboard's actions
+                audit_actor=cli_actor(),
             )
     if json_out:
         emit_json(result.to_json())
@@ -561,7 +553,8 @@ def prune(
             raise UsageError(f"--older-than: {exc}") from None
         statuses = status or [Status.FINISHED, Status.SKIPPED, Status.FAILED, Status.REJECTED]
         with opened_store(config, db) as store:
-            deleted = store.prune(older_than=datetime.now(UTC) - timedelta(seconds=age), statuses=statuses, route=route)
+            cutoff = datetime.now(UTC) - timedelta(seconds=age)
+            deleted = store.prune(older_than=cutoff, statuses=statuses, route=route, actor=cli_actor())
     if json_out:
         emit_json({"deleted": deleted})
     else:

@@ -104,9 +104,12 @@ def store_for(config: Path, db: str | None, *, project: Any = None, need_config:
     hide = Redactor(url_secrets(url))  # the driver may quote the URL's password in a warning or an error
     try:
         with redacting_logs(hide, "psycopg", "psycopg.pool"):
-            return open_store(url, base=base)
+            store = open_store(url, base=base)
     except OSError as exc:
         raise CrossdockError(hide(f"cannot open database {url}: {exc}")) from None
+    if project is not None:
+        store.redact = project.redact  # what the audit log keeps of a reason
+    return store
 
 
 @contextmanager

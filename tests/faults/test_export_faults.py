@@ -144,6 +144,8 @@ def test_a_target_that_errors_throttles_drops_and_hangs_loses_nothing(cli_factor
     with start_shop(failures={"slow_ms": 20}, record_bodies=False) as shop:
         cli = project(cli_factory, tmp_path, shop, n, concurrency=8, lease="3s", timeout="500ms", retry=retry)
         worker = cli.start("worker")
+        # the phases are timed from the first delivery, not from the start of a process that may be slow to load
+        wait_until(lambda: bool(shop.stats()["by_status"]), 30, "the worker's first delivery")
         for phase in PHASES:
             shop.set_failures(**phase)
             time.sleep(1.5)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from crossdock.redact import NO_SECRETS
 from crossdock.store.health import StoreHealth, guard_store_methods
 from crossdock.tasks import ALL_STATUSES, Action, LogLine, Status, Task
+
+if TYPE_CHECKING:
+    from crossdock.store.events import Events
 
 
 @dataclass(slots=True)
@@ -280,6 +284,8 @@ class Store(abc.ABC):
 
     #: "sqlite", "postgresql" or "memory"
     backend: str
+    #: masks secrets in the reason an audit row keeps; whoever opens the store for a project sets its redactor
+    redact: Callable[[str], str] = staticmethod(NO_SECRETS)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -293,6 +299,16 @@ class Store(abc.ABC):
         if health is None:
             health = self.__dict__.setdefault("_store_health", StoreHealth())
         return health
+
+    @property
+    def events(self) -> Events:
+        """Where the ledger announces committed writes (:mod:`crossdock.store.events`)."""
+        events: Events | None = self.__dict__.get("_store_events")
+        if events is None:
+            from crossdock.store.events import Events
+
+            events = self.__dict__.setdefault("_store_events", Events())
+        return events
 
     def ping(self, timeout: float = 2.0) -> None:
         """Raise :class:`~crossdock.errors.StoreUnavailable` unless the database answers within about ``timeout``
@@ -357,9 +373,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def apply_action(
-        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
+        self,
+        action: Action,
+        selection: TaskFilter,
+        *,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        audit_actor: str | None = None,
     ) -> ActionResult:
-        """A manual action on the tasks ``selection`` matches; set-based, batch by batch."""
+        """A manual action on the tasks ``selection`` matches; set-based, batch by batch. ``actor`` is who the
+        timeline names; the audit row names ``audit_actor`` (default ``actor``)."""
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -447,8 +471,10 @@ class Store(abc.ABC):
         statuses: Sequence[Status],
         route: str | None = None,
         batch_size: int = 5000,
+        actor: str = "retention",
     ) -> int:
-        """Delete tasks (with their logs and fingerprints) last updated before ``older_than``."""
+        """Delete tasks (with their logs) last updated before ``older_than``, never the latest fingerprinted task of
+        an identifier; audited as ``actor``."""
 
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 

@@ -1,13 +1,12 @@
-"""An in-memory store with the same behaviour as the SQL ones, for fast unit tests.
-
-It records which operations ran (``calls``), so tests can check the storage calls without a database.
-"""
+"""An in-memory store for fast unit tests: dict primitives under the same ledger as the SQL stores, so it cannot
+disagree with them on what a write means."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -15,52 +14,38 @@ from typing import Any
 import orjson
 
 from crossdock.store.base import (
-    ActionResult,
     AuditEntry,
     CacheEntry,
     ErrorGroup,
     IdempotencyRecord,
-    ImportCounts,
-    ImportItem,
-    ImportOptions,
     RouteState,
     Run,
     Settlement,
     Stats,
-    Store,
     TaskFilter,
     TokenRecord,
     empty_counts,
 )
-from crossdock.store.transitions import (
-    RELEASED_MESSAGE,
-    DeltaKey,
-    Latest,
-    action_fields,
-    action_message,
-    import_plan,
-    initial_attempts,
-    lease_recovery,
-    release_action,
-    settles_from_processing,
-    unkeyed_key,
-)
-from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
+from crossdock.store.import_plan import DeltaKey, Latest
+from crossdock.store.ledger import ActionMove, Changes, Ledger, NewRow, NewTasks, Recovery
+from crossdock.tasks import TRANSITIONS, LogLine, Status, Task
+
+_STATUSES: dict[str, Status] = {s.value: s for s in Status}
 
 
-class MemoryStore(Store):
+class MemoryStore(Ledger):
     backend = "memory"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.tasks: dict[int, Task] = {}
         self.logs: dict[int, list[LogLine]] = {}
-        self.fingerprints: dict[tuple[str, str], tuple[bytes, int]] = {}
+        #: (route, identifier) -> the newest task that recorded a fingerprint (delta compares with it)
+        self.latest_ids: dict[tuple[str, str], int] = {}
         self.counters: Counter[tuple[str, str]] = Counter()
         self.routes: set[str] = set()
         self.runs: dict[int, Run] = {}
         self.storage: dict[tuple[str, str], tuple[Any, float | None]] = {}
-        self.calls: list[str] = []
         self._next_id = 1
         self.route_state: dict[str, RouteState] = {}
         self.tokens: dict[int, tuple[TokenRecord, str]] = {}
@@ -69,171 +54,234 @@ class MemoryStore(Store):
         self.per_minute: Counter[tuple[int, str, str]] = Counter()
 
     def upgrade(self) -> int:
-        self.calls.append("upgrade")
         return 1
 
     def close(self) -> None:
-        self.calls.append("close")
+        pass
 
-    def _move(self, task: Task, to: Status, now: datetime) -> None:
-        self.counters[(task.route, task.status.value)] -= 1
-        self.counters[(task.route, to.value)] += 1
-        task.status = to
-        task.updated_at = now
+    # --- ledger primitives -----------------------------------------------------------------------
 
-    def _log(self, task_id: int, line: LogLine) -> None:
-        self.logs.setdefault(task_id, []).append(line)
-
-    # --- import ----------------------------------------------------------------------------------
-
-    def import_batch(
-        self,
-        route: str,
-        items: Sequence[ImportItem],
-        *,
-        run_id: int | None,
-        options: ImportOptions,
-        now: datetime,
-    ) -> ImportCounts:
-        self.calls.append("import_batch")
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
-            latest: dict[DeltaKey, Latest] = {}
-            if options.delta:
-                for it in items:
-                    if it.identifier is not None and (route, it.identifier) in self.fingerprints:
-                        fp, task_id = self.fingerprints[(route, it.identifier)]
-                        t = self.tasks.get(task_id)
-                        latest[it.identifier] = (fp, task_id, t.status if t else None)
-                    elif (key := unkeyed_key(it)) is not None and key not in latest:
-                        # as the SQL stores: the newest task without an identifier that recorded this content
-                        same = [t for t in self.tasks.values() if t.route == route and t.identifier is None]
-                        same = [t for t in same if t.fingerprint == key.hex()]
-                        if same:
-                            last = max(same, key=lambda t: t.id)
-                            latest[key] = (key, last.id, last.status)
-            plan = import_plan(route, items, latest, options)
-            for p in plan.creates:
-                p.task_id = self._next_id
-                self._next_id += 1
-            for p in plan.creates:
-                item = p.item
-                task = Task(
-                    id=p.task_id,
-                    route=route,
-                    identifier=item.identifier,
-                    status=p.status,
-                    entity=orjson.loads(item.entity) if item.entity is not None else None,
-                    attempts=initial_attempts(p.status),
-                    seen_count=p.seen_count,
-                    created_at=now,
-                    updated_at=now,
-                    next_attempt_at=now if p.status is Status.NEW else None,
-                    lease_until=options.lease_until if p.status is Status.PROCESSING else None,
-                    worker=options.worker if p.status is Status.PROCESSING else None,
-                    error=p.reason,
-                    # a task without an identifier keeps its content fingerprint only when delta recorded it
-                    fingerprint=item.fingerprint.hex()
-                    if item.fingerprint and (item.identifier is not None or p.record_fingerprint)
-                    else None,
-                    last_seen_at=now,
-                    run_id=run_id,
-                    related_task_id=p.related.task_id if p.related is not None else p.related_id,
-                    priority=options.priority,
-                    raw=item.raw,
-                )
-                self.tasks[task.id] = task
-                self.counters[(route, task.status.value)] += 1
-                if p.record_fingerprint and item.identifier is not None and item.fingerprint is not None:
-                    self.fingerprints[(route, item.identifier)] = (item.fingerprint, task.id)
-            for task_id in plan.touches:
-                t = self.tasks[task_id]
-                t.seen_count += 1
-                t.last_seen_at = now
-            superseded = 0
-            for old_id, newer in plan.supersedes:
-                old = self.tasks.get(old_id)
-                if old is None or old.status not in TRANSITIONS[Action.SUPERSEDE].sources:
-                    continue
-                reason = f"superseded by task {newer.task_id}"
-                before = old.status
-                self._move(old, Status.SKIPPED, now)
-                old.error = reason
-                old.related_task_id = newer.task_id
-                old.next_attempt_at = None
-                self._log(old_id, LogLine(now, "info", "import", reason, "import", before, Status.SKIPPED))
-                superseded += 1
-            imported = sum(1 for p in plan.creates if p.status in (Status.NEW, Status.PROCESSING))
-            if imported:
-                self.per_minute[(int(now.timestamp() // 60), route, "imported")] += imported
-        counts = plan.counts
-        counts.superseded += superseded
-        counts.processing_ids = [p.task_id for p in plan.creates if p.status is Status.PROCESSING]
-        counts.created_ids = [p.task_id for p in plan.creates]
-        return counts
+            yield None
 
-    # --- export ----------------------------------------------------------------------------------
+    def _latest(self, tx: None, route: str, identifiers: list[str], unkeyed: list[bytes]) -> dict[DeltaKey, Latest]:
+        latest: dict[DeltaKey, Latest] = {}
+        for ident in identifiers:
+            task = self._latest_task(route, ident)
+            if task is not None and task.fingerprint:
+                latest[ident] = (bytes.fromhex(task.fingerprint), task.id, task.status)
+        for key in unkeyed:
+            # the newest task without an identifier that recorded this content
+            hexed = key.hex()
+            same = [
+                t.id
+                for t in self.tasks.values()
+                if t.route == route and t.identifier is None and t.fingerprint == hexed
+            ]
+            if same:
+                last = self.tasks[max(same)]
+                latest[key] = (key, last.id, last.status)
+        return latest
 
-    def claim_due_tasks(
-        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    def _latest_task(self, route: str, identifier: str) -> Task | None:
+        task_id = self.latest_ids.get((route, identifier))
+        return self.tasks.get(task_id) if task_id is not None else None
+
+    def _reserve_ids(self, tx: None, n: int) -> list[int]:
+        first = self._next_id
+        self._next_id += n
+        return list(range(first, first + n))
+
+    def _insert_tasks(self, tx: None, batch: NewTasks, rows: list[NewRow]) -> None:
+        for task_id, identifier, fingerprint, seen, entity, error, related, raw in rows:
+            self.tasks[task_id] = Task(
+                id=task_id,
+                route=batch.route,
+                identifier=identifier,
+                status=batch.status,
+                entity=orjson.loads(entity) if entity is not None else None,
+                attempts=batch.attempts,
+                seen_count=seen,
+                created_at=batch.now,
+                updated_at=batch.now,
+                next_attempt_at=batch.next_attempt_at,
+                lease_until=batch.lease_until,
+                worker=batch.worker,
+                error=error,
+                fingerprint=fingerprint.hex() if fingerprint is not None else None,
+                last_seen_at=batch.now,
+                run_id=batch.run_id,
+                related_task_id=related,
+                priority=batch.priority,
+                raw=raw,
+            )
+            if fingerprint is not None and identifier is not None:
+                self.latest_ids[(batch.route, identifier)] = task_id
+
+    def _touch_tasks(self, tx: None, seen: dict[int, int], now: datetime) -> None:
+        for task_id, n in seen.items():
+            t = self.tasks[task_id]
+            t.seen_count += n
+            t.last_seen_at = now
+
+    def _supersede_tasks(
+        self, tx: None, moves: list[tuple[int, int, str, Status]], sources: Collection[Status], now: datetime
+    ) -> dict[int, str]:
+        moved = {}
+        for old_id, newer_id, reason, _seen in moves:
+            t = self.tasks.get(old_id)
+            if t is None or t.status not in sources:
+                continue
+            moved[old_id] = t.status.value
+            t.status, t.updated_at, t.error, t.related_task_id = Status.SKIPPED, now, reason, newer_id
+            t.next_attempt_at = None
+        return moved
+
+    def _claim(
+        self, tx: None, route: str, source: Status, limit: int, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
-        self.calls.append("claim_due_tasks")
-        with self._lock:
-            claimed: list[Task] = []
-            for source in (Status.RETRY, Status.NEW):
-                due = sorted(
-                    (
-                        t
-                        for t in self.tasks.values()
-                        if t.route == route
-                        and t.status is source
-                        and t.next_attempt_at is not None
-                        and t.next_attempt_at <= now
-                    ),
-                    key=(lambda t: (t.next_attempt_at, t.id)) if source is Status.RETRY else (lambda t: t.id),
-                )
-                for t in due[: limit - len(claimed)]:
-                    self._move(t, Status.PROCESSING, now)
-                    t.worker = worker
-                    t.lease_until = lease_until
-                    t.attempts += 1
-                    t.next_attempt_at = None
-                    claimed.append(replace(t, claimed_from=source))
-            return sorted(claimed, key=lambda t: t.id)
+        due = sorted(
+            (
+                t
+                for t in self.tasks.values()
+                if t.route == route
+                and t.status is source
+                and t.next_attempt_at is not None
+                and t.next_attempt_at <= now
+            ),
+            key=(lambda t: (t.next_attempt_at, t.id)) if source is Status.RETRY else (lambda t: t.id),
+        )
+        claimed = []
+        for t in due[:limit]:
+            t.status, t.updated_at, t.worker, t.lease_until = Status.PROCESSING, now, worker, lease_until
+            t.attempts += 1
+            t.next_attempt_at = None
+            claimed.append(replace(t, claimed_from=source))
+        return claimed
 
-    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
-        self.calls.append("settle")
-        changed = 0
+    def _settle_tasks(self, tx: None, settlements: list[Settlement], now: datetime) -> dict[int, str]:
+        moved = {}
+        for s in settlements:
+            t = self.tasks.get(s.task_id)
+            if t is None or t.status is not Status.PROCESSING or t.worker != s.worker:
+                continue
+            t.status, t.updated_at = TRANSITIONS[s.action].target, now
+            t.error, t.next_attempt_at, t.lease_until, t.result = s.error, s.next_attempt_at, None, s.result
+            moved[t.id] = t.route
+        return moved
+
+    def _expired_leases(
+        self, tx: None, now: datetime, route: str | None, limit: int
+    ) -> list[tuple[int, str, int, str]]:
+        expired = [
+            (t.id, t.route, t.attempts, t.worker or "")
+            for t in self.tasks.values()
+            if t.status is Status.PROCESSING
+            and t.lease_until is not None
+            and t.lease_until < now
+            and route in (None, t.route)
+        ]
+        return sorted(expired)[:limit]
+
+    def _recover_tasks(self, tx: None, recoveries: list[Recovery], now: datetime) -> set[int]:
+        done = set()
+        for r in recoveries:
+            t = self.tasks.get(r.task_id)
+            if t is None or t.status is not Status.PROCESSING or t.lease_until is None or t.lease_until >= now:
+                continue
+            t.status, t.updated_at, t.lease_until = r.target, now, None
+            t.error, t.next_attempt_at = r.message, r.next_attempt_at
+            done.add(r.task_id)
+        return done
+
+    def _release_tasks(self, tx: None, backs: list[tuple[int, Status]], worker: str, now: datetime) -> dict[int, str]:
+        moved = {}
+        for task_id, back in backs:
+            t = self.tasks.get(task_id)
+            if t is None or t.status is not Status.PROCESSING or t.worker != worker:
+                continue
+            t.status, t.updated_at, t.lease_until, t.next_attempt_at = back, now, None, now
+            t.attempts = max(t.attempts - 1, 0)
+            moved[task_id] = t.route
+        return moved
+
+    def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
         with self._lock:
-            for s in settlements:
-                t = self.tasks.get(s.task_id)
-                if t is None or t.status is not Status.PROCESSING or t.worker != s.worker:
-                    continue
-                if not settles_from_processing(s.action):
-                    continue
-                target = TRANSITIONS[s.action].target
-                self._move(t, target, now)
-                kind = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
-                if target.value in kind:
-                    self.per_minute[(int(now.timestamp() // 60), t.route, kind[target.value])] += 1
-                t.error = s.error
-                t.next_attempt_at = s.next_attempt_at
-                t.lease_until = None
-                t.result = s.result
-                self._log(
-                    t.id,
-                    LogLine(
-                        now,
-                        s.level,
-                        "export",
-                        s.message,
-                        s.worker,
-                        Status.PROCESSING,
-                        target,
-                        dict(s.details),
-                    ),
-                )
-                changed += 1
-        return changed
+            return dict(Counter(t.status for t in self.tasks.values() if _matches(t, selection)))
+
+    def _act(
+        self,
+        tx: None,
+        selection: TaskFilter,
+        move: ActionMove,
+        *,
+        after_id: int,
+        limit: int,
+    ) -> list[tuple[int, str, str]]:
+        ids = sorted(
+            i for i, t in self.tasks.items() if i > after_id and t.status in move.sources and _matches(t, selection)
+        )[:limit]
+        rows = []
+        for i in ids:
+            t = self.tasks[i]
+            rows.append((i, t.route, t.status.value))
+            t.status, t.updated_at, t.error, t.lease_until = move.target, move.now, move.error, None
+            t.next_attempt_at = move.next_attempt_at
+            if move.reset_attempts:
+                t.attempts = 0
+        return rows
+
+    def _prunable(
+        self,
+        tx: None,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None,
+        after_id: int,
+        limit: int,
+    ) -> list[int]:
+        latest = set(self.latest_ids.values())
+        ids = sorted(
+            t.id
+            for t in self.tasks.values()
+            if t.id > after_id
+            and t.status in statuses
+            and t.updated_at is not None
+            and t.updated_at < older_than
+            and route in (None, t.route)
+            and t.id not in latest
+        )
+        return ids[:limit]
+
+    def _delete_tasks(self, tx: None, ids: list[int]) -> list[tuple[str, str]]:
+        gone = []
+        for i in ids:
+            t = self.tasks.pop(i)
+            self.logs.pop(i, None)
+            gone.append((t.route, t.status.value))
+        return gone
+
+    def _write_changes(self, tx: None, changes: Changes, now: datetime) -> None:
+        self.counters.update(changes.counters)
+        statuses = _STATUSES
+        for task_id, level, phase, actor, before, after, message, details in changes.logs:
+            line = LogLine(
+                now,
+                level,
+                phase,
+                message,
+                actor,
+                statuses[before] if before else None,
+                statuses[after] if after else None,
+                dict(details) if details else {},
+            )
+            self.logs.setdefault(task_id, []).append(line)
+        minute = int(now.timestamp() // 60)
+        for (route, kind), n in changes.throughput.items():
+            self.per_minute[(minute, route, kind)] += n
 
     def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int:
         n = 0
@@ -244,70 +292,6 @@ class MemoryStore(Store):
                     t.lease_until = lease_until
                     n += 1
         return n
-
-    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
-        self.calls.append("recover_expired_leases")
-        n = 0
-        with self._lock:
-            for t in list(self.tasks.values()):
-                if t.status is not Status.PROCESSING or t.lease_until is None or t.lease_until >= now:
-                    continue
-                if route is not None and t.route != route:
-                    continue
-                action, message = lease_recovery(t.attempts, max_attempts.get(t.route, 3), t.worker)
-                target = TRANSITIONS[action].target
-                self._move(t, target, now)
-                t.lease_until = None
-                t.error = message
-                t.next_attempt_at = now if target in (Status.NEW, Status.RETRY) else None
-                self._log(t.id, LogLine(now, "warning", "system", message, "lease", Status.PROCESSING, target))
-                n += 1
-        return n
-
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
-        n = 0
-        with self._lock:
-            for i in ids:
-                t = self.tasks.get(i)
-                if t is None or t.status is not Status.PROCESSING or t.worker != worker:
-                    continue
-                back = TRANSITIONS[release_action(i, retries)].target
-                self._move(t, back, now)
-                t.lease_until = None
-                t.attempts = max(t.attempts - 1, 0)
-                t.next_attempt_at = now
-                claim = {"claimed_from": back.value}  # it goes back to where it was claimed from
-                self._log(i, LogLine(now, "info", "system", RELEASED_MESSAGE, worker, Status.PROCESSING, back, claim))
-                n += 1
-        return n
-
-    # --- actions ---------------------------------------------------------------------------------
-
-    def apply_action(
-        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
-    ) -> ActionResult:
-        self.calls.append("apply_action")
-        rule = TRANSITIONS[action]
-        fields = action_fields(action, reason, actor)
-        message = action_message(action, actor, reason)
-        with self._lock:
-            matched = [t for t in self.tasks.values() if _matches(t, selection)]
-            refused_counts = Counter(t.status for t in matched if t.status not in rule.sources)
-            changed = 0
-            for t in matched:
-                if t.status not in rule.sources:
-                    continue
-                before = t.status
-                self._move(t, rule.target, now)
-                t.error = fields.error
-                t.lease_until = None
-                t.next_attempt_at = now if rule.target is Status.NEW else None
-                if action in RESETS_ATTEMPTS:
-                    t.attempts = 0
-                self._log(t.id, LogLine(now, "info", "action", message, actor, before, rule.target))
-                changed += 1
-        refused = [f"{n} task(s): {refusal_message(action, s)}" for s, n in sorted(refused_counts.items())]
-        return ActionResult(matched=len(matched), changed=changed, refused=refused)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -391,28 +375,21 @@ class MemoryStore(Store):
     # --- delta cache and storages ----------------------------------------------------------------
 
     def cache_show(self, route: str, identifier: str) -> CacheEntry | None:
-        entry = self.fingerprints.get((route, identifier))
-        if entry is None:
+        t = self._latest_task(route, identifier)
+        if t is None or t.fingerprint is None:
             return None
-        t = self.tasks.get(entry[1])
-        return CacheEntry(
-            route,
-            identifier,
-            entry[0].hex(),
-            entry[1],
-            t.status if t else None,
-            t.last_seen_at if t else None,
-        )
+        return CacheEntry(route, identifier, t.fingerprint, t.id, t.status, t.last_seen_at or t.created_at)
 
     def cache_clear(self, route: str, identifier: str | None = None) -> int:
-        keys = [k for k in self.fingerprints if k[0] == route and identifier in (None, k[1])]
-        for k in keys:
-            del self.fingerprints[k]
-        if identifier is None:
+        """Forget fingerprints by taking them off the tasks, as the SQL stores do."""
+        with self._lock:
+            keys = [k for k in self.latest_ids if k[0] == route and identifier in (None, k[1])]
+            for k in keys:
+                del self.latest_ids[k]
             for t in self.tasks.values():
-                if t.route == route and t.identifier is None:
+                if t.route == route and (identifier is None or t.identifier == identifier):
                     t.fingerprint = None
-        return len(keys)
+            return len(keys)
 
     def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None:
         entry = self.storage.get((storage, key))
@@ -422,32 +399,6 @@ class MemoryStore(Store):
 
     def storage_put(self, storage: str, key: str, value: Any, *, now: datetime, ttl: float | None = None) -> None:
         self.storage[(storage, key)] = (value, now.timestamp() + ttl if ttl else None)
-
-    # --- housekeeping ----------------------------------------------------------------------------
-
-    def prune(
-        self,
-        *,
-        older_than: datetime,
-        statuses: Sequence[Status],
-        route: str | None = None,
-        batch_size: int = 5000,
-    ) -> int:
-        latest_ids = {task_id for _fp, task_id in self.fingerprints.values()}
-        victims = [
-            t
-            for t in self.tasks.values()
-            if t.status in statuses
-            and t.updated_at is not None
-            and t.updated_at < older_than
-            and route in (None, t.route)
-            and t.id not in latest_ids
-        ]
-        for t in victims:
-            del self.tasks[t.id]
-            self.logs.pop(t.id, None)
-            self.counters[(t.route, t.status.value)] -= 1
-        return len(victims)
 
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 

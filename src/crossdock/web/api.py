@@ -230,8 +230,8 @@ def act_on_task(ctx: WebContext, who: Principal, task_id: int, action: Action, r
     task = get_task_or_404(ctx, task_id)
     if not is_allowed(action, task.status):
         raise HTTPException(409, refusal_message(action, task.status))
+    # the store audits the action itself, as it does for the CLI and the dashboard
     result = ctx.store.apply_action(action, TaskFilter(ids=[task_id]), actor=who.actor, reason=reason, now=ctx.now())
-    ctx.audit(who, f"task.{action.value}", {"ids": [task_id]}, changed=result.changed, detail=reason)
     if result.changed == 0:
         current = get_task_or_404(ctx, task_id)
         raise HTTPException(409, refusal_message(action, current.status))
@@ -266,24 +266,12 @@ def bulk_selection(body: BulkRequest) -> TaskFilter:
     return selection
 
 
-def selection_target(selection: TaskFilter) -> dict[str, Any]:
-    """How a selection appears in the audit log."""
-    return selection.audit_target()
-
-
 @router.post("/tasks/bulk", tags=["tasks"])
 def bulk(ctx: Ctx, who: Operator, body: BulkRequest) -> dict[str, Any]:
     """One action on many tasks, by ids or by filter; tasks in other statuses are counted but not changed."""
     selection = bulk_selection(body)
     action = Action(body.action)
     result = ctx.store.apply_action(action, selection, actor=who.actor, reason=body.reason, now=ctx.now())
-    ctx.audit(
-        who,
-        f"tasks.bulk_{action.value}",
-        selection_target(selection),
-        changed=result.changed,
-        detail=body.reason,
-    )
     return result.to_json()
 
 

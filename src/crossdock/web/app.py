@@ -61,7 +61,8 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
     )
     store.ensure_routes(project.routes)
     registry.register(StoreCollector(store, lambda: sorted(project.routes)))
-    observer.attach(store, lambda ids: {t.id: t.route for t in store.get_tasks(ids)})
+    store.redact = project.redact
+    observer.attach(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

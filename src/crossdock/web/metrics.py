@@ -2,14 +2,13 @@
 
 Task counts, import/delivery totals and queue age come from the store (so every worker's work is counted,
 whatever process did it). Delivery latency and errors by class are observed in this process by
-:class:`DeliveryObserver`, which wraps the store's ``settle`` (the one call every delivery result passes
-through), so the engine needs no metrics code. Deliveries made by other processes (``crossdock worker``)
+:class:`DeliveryObserver`, which hears the ledger's ``TasksSettled`` events (every delivery result this process
+commits), so the engine needs no metrics code. Deliveries made by other processes (``crossdock worker``)
 only show there if they attach an observer too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from crossdock.errors import StoreUnavailable
 from crossdock.store import Settlement, Store
+from crossdock.store.events import LedgerEvent, TasksSettled
 from crossdock.tasks import Action
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -109,23 +109,18 @@ class DeliveryObserver:
         self._routes: dict[int, str] = {}
         self._lock = threading.Lock()
 
-    def attach(self, store: Store, route_of: Callable[[Sequence[int]], dict[int, str]]) -> None:
-        """Wrap ``store.settle`` on this instance: observe each settlement, then settle as before."""
-        original = store.settle
-        if getattr(original, "_crossdock_observed", False):
+    def attach(self, store: Store) -> None:
+        """Hear the delivery results ``store`` commits (once per observer and store)."""
+        if self.on_event in store.events.subscribers:
             return
+        store.events.subscribe(self.on_event)
 
-        def settle(settlements: Sequence[Settlement], *, now: datetime) -> int:
-            with contextlib.suppress(Exception):  # metrics must never take a delivery down
-                self.observe(settlements, route_of([s.task_id for s in settlements]))
-            return original(settlements, now=now)
+    def on_event(self, event: LedgerEvent) -> None:
+        if isinstance(event, TasksSettled):
+            self.observe(event.settled)
 
-        settle._crossdock_observed = True  # type: ignore[attr-defined]
-        store.settle = settle  # type: ignore[method-assign]
-
-    def observe(self, settlements: Sequence[Settlement], routes: dict[int, str]) -> None:
-        for s in settlements:
-            route = routes.get(s.task_id, "")
+    def observe(self, settled: Sequence[tuple[Settlement, str]]) -> None:
+        for s, route in settled:
             details: dict[str, Any] = s.details or {}
             outcome = _OUTCOME.get(s.action)
             if outcome is None:

@@ -27,7 +27,6 @@ from crossdock.web.api import (
     audit_entries,
     csv_response,
     run_parts,
-    selection_target,
     set_active,
     start_run,
 )
@@ -375,13 +374,6 @@ async def tasks_bulk(request: Request) -> Response:
             back=f"/tasks?{query_string(values)}",
         )
     result = ctx.store.apply_action(action, selection, actor=principal.actor, reason=reason, now=ctx.now())
-    ctx.audit(
-        principal,
-        f"tasks.bulk_{action.value}",
-        selection_target(selection),
-        changed=result.changed,
-        detail=reason,
-    )
     skipped = result.matched - result.changed
     note = f" ({skipped} not in a status {action.value} applies to)" if skipped else ""
     return redirect(

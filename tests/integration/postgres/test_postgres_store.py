@@ -92,7 +92,7 @@ def test_import_copies_a_large_batch_with_contiguous_ids_and_fingerprints(
     monkeypatch.setattr(psycopg.Cursor, "copy", spy)
     n = 20_000
     counts = imp(store, [item(f"sku-{i}", {"name": "Ünïcode ✓", "i": i}) for i in range(n)])
-    assert copies == ["COPY tasks", "COPY fingerprints"], "rows and fresh fingerprints by COPY, not one by one"
+    assert copies == ["COPY tasks"], "rows (fingerprints on them) by one COPY, not one by one"
     assert counts.created == {"new": n}
     assert counts.created_ids == list(range(1, n + 1))
     t = store.get_task(n)
@@ -114,14 +114,14 @@ def test_import_copies_a_large_batch_with_contiguous_ids_and_fingerprints(
     assert_counters_exact(store)
 
 
-def test_fingerprints_copied_as_new_fall_back_to_upsert_when_another_importer_won(
+def test_the_newest_fingerprinted_task_is_latest_when_another_importer_won(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from crossdock.store.postgres import store as module
 
     imp(store, [item("a", 1), item("b", 1)])
     # another importer wrote "a" and "b" after this batch looked them up: the lookup sees nothing
-    blind = dict(module.Q, latest_for_identifiers=module.Q["latest_for_identifiers"] + " AND false")
+    blind = dict(module.Q, latest_for_identifiers=module.Q["latest_for_identifiers"] + " WHERE false")
     monkeypatch.setattr(module, "Q", blind)
     counts = imp(store, [item("a", 2), item("b", 2), item("c", 2)])
     assert counts.created_ids == [3, 4, 5]
@@ -452,6 +452,7 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (3, "unkeyed_delta"),
         (4, "run_owner"),
         (5, "idempotency_keys"),
+        (6, "fingerprint_on_task"),
     ]
 
 
@@ -479,6 +480,61 @@ def test_upgrade_to_4_keeps_runs_and_a_run_without_owner_can_be_abandoned(postgr
         assert (running.status, running.owner, running.heartbeat_at) == ("running", None, None)
         assert store.abandon_run(running.id, error="abandoned", now=started + timedelta(hours=1))
         assert store.running_runs() == []
+    finally:
+        store.close()
+
+
+def database_at(url: str, version: int) -> psycopg.Connection[Any]:
+    """A database migrated to ``version`` only, as an earlier crossdock left it; the caller closes it."""
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for number, name, text in load_migrations("crossdock.store.postgres"):
+        if number <= version:
+            conn.execute(text.encode(), prepare=False)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (number, name))
+    return conn
+
+
+def test_upgrade_to_6_keeps_what_the_fingerprint_table_said(postgres_url: str) -> None:
+    """Version 5 kept the latest fingerprint per identifier in its own table, and wrote a fingerprint on every task
+    with an identifier; 0006 keeps only the recorded latest ones, on the tasks, and drops the table."""
+    with database_at(postgres_url, 5) as conn:
+        row = (
+            "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        )
+        fa, fb, fc = item("a", 1).fingerprint, item("b", 1).fingerprint, item("c", 1).fingerprint
+        # a: task 1 is the recorded latest; task 2 came later from a delta: false run (fingerprint not recorded)
+        conn.execute(row, (1, ROUTE, "a", "finished", T0, T0, fa))
+        conn.execute(row, (2, ROUTE, "a", "new", T0, T0, fa))
+        # b: its cache was cleared (no row in the fingerprint table)
+        conn.execute(row, (3, ROUTE, "b", "finished", T0, T0, fb))
+        # c: an older version and the recorded latest
+        conn.execute(row, (4, ROUTE, "c", "finished", T0, T0, item("c", 0).fingerprint))
+        conn.execute(row, (5, ROUTE, "c", "finished", T0, T0, fc))
+        conn.execute("SELECT setval('tasks_id_seq', 5)")
+        conn.execute(
+            "INSERT INTO counters (route, status, shard, n) VALUES (%s, 'finished', 0, 4), (%s, 'new', 0, 1)",
+            (ROUTE, ROUTE),
+        )
+        conn.execute(
+            "INSERT INTO fingerprints (route, identifier, fingerprint, task_id) VALUES (%s, 'a', %s, 1), "
+            "(%s, 'c', %s, 5)",
+            (ROUTE, fa, ROUTE, fc),
+        )
+    store = PostgresStore(postgres_url)
+    try:
+        assert sql(postgres_url, "SELECT to_regclass('fingerprints')") == [(None,)]
+        assert store.cache_show(ROUTE, "a").task_id == 1  # type: ignore[union-attr]
+        assert store.cache_show(ROUTE, "b") is None
+        assert store.cache_show(ROUTE, "c").task_id == 5  # type: ignore[union-attr]
+        # delta compares exactly as before the upgrade: a and c unchanged (touched), b new again
+        counts = imp(store, [item("a", 1), item("b", 1), item("c", 1)])
+        assert (counts.created, counts.unchanged, counts.unchanged_created) == ({"skipped": 2, "new": 1}, 0, 2)
+        assert_counters_exact(store)
     finally:
         store.close()
 

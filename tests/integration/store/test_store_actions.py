@@ -213,3 +213,54 @@ def test_processing_tasks_refuse_every_manual_action(store: Store) -> None:
         assert "Allowed from processing: none" in r.refused[0]
     assert status_of(store, 1) is Status.PROCESSING
     assert settle(store, 1, Action.DELIVERED, now=at(2)) == 1
+
+
+def test_every_manual_action_is_audited_by_the_store_with_its_actor(store: Store) -> None:
+    """The ledger writes the audit row, so no caller (CLI, API, dashboard) can forget it."""
+    ids = imp(store, [item("a"), item("b"), item("c")]).created_ids
+    one = store.apply_action(
+        Action.SKIP,
+        TaskFilter(ids=[ids[0]]),
+        actor="anna",
+        reason="shop echoed Authorization: Basic dXNlcjpzM2NyM3Q=",
+        now=T0,
+        audit_actor="cli:anna@h",
+    )
+    bulk = store.apply_action(
+        Action.SKIP, TaskFilter(statuses=[Status.NEW], route=ROUTE), actor="ops", reason=None, now=T0
+    )
+    assert (one.changed, bulk.changed) == (1, 2)
+    newest, first = store.list_audit(limit=2)
+    assert (first.actor, first.action, first.target, first.changed) == ("cli:anna@h", "task.skip", {"ids": [ids[0]]}, 1)
+    assert first.detail is not None and "dXNlcjpzM2NyM3Q=" not in first.detail  # reasons pass the store's redactor
+    assert (newest.actor, newest.action, newest.changed) == ("ops", "tasks.bulk_skip", 2)
+    assert newest.target == {"filter": {"status": ["new"], "route": ROUTE}}
+    # the timeline names the actor the caller gave
+    assert task(store, ids[0]).error == "shop echoed Authorization: Basic dXNlcjpzM2NyM3Q="
+
+
+def test_prune_is_audited_as_retention_or_the_caller(store: Store) -> None:
+    ids = imp(store, [item("a"), item("b")]).created_ids
+    store.apply_action(Action.SKIP, TaskFilter(ids=ids), actor="ops", reason=None, now=T0)
+    store.cache_clear(ROUTE)  # else each task is its identifier's latest, which prune keeps
+    assert store.prune(older_than=at(60), statuses=[Status.SKIPPED]) == 2
+    entry = store.list_audit(limit=1)[0]
+    assert (entry.actor, entry.action, entry.changed) == ("retention", "tasks.prune", 2)
+    assert entry.target["status"] == ["skipped"]
+    assert_counters_exact(store)
+
+
+def test_the_ledger_announces_committed_writes(store: Store) -> None:
+    from crossdock.store.events import ActionTaken, LedgerEvent, TasksImported, TasksSettled
+
+    heard: list[LedgerEvent] = []
+    store.events.subscribe(heard.append)
+    store.events.subscribe(lambda _event: 1 / 0)  # a broken subscriber is logged, never the writer's problem
+    [task_id] = imp(store, [item("a")]).created_ids
+    [claimed] = claim(store)
+    assert settle(store, claimed.id, Action.DELIVERED) == 1
+    store.apply_action(Action.RETRY, TaskFilter(ids=[task_id]), actor="ops", reason=None, now=T0)
+    imported, settled, acted = heard
+    assert isinstance(imported, TasksImported) and imported.created == {"new": 1}
+    assert isinstance(settled, TasksSettled) and [(s.task_id, r) for s, r in settled.settled] == [(task_id, ROUTE)]
+    assert isinstance(acted, ActionTaken) and (acted.actor, acted.result.changed) == ("ops", 1)

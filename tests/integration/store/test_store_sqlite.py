@@ -222,7 +222,7 @@ def test_a_failed_batch_leaves_nothing_behind(sqlite_store: SQLiteStore) -> None
 def test_recovery_of_one_route_is_not_starved_by_other_routes(
     sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import crossdock.store.sqlite.store as module
+    import crossdock.store.ledger as module
 
     monkeypatch.setattr(module, "ACTION_BATCH", 3)
     imp(sqlite_store, [item(str(i)) for i in range(5)], route="busy")

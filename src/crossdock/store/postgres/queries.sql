@@ -18,9 +18,16 @@ SELECT version FROM schema_migrations ORDER BY version
 INSERT INTO schema_migrations (version, name) VALUES (%s, %s)
 
 -- name: latest_for_identifiers
-SELECT f.identifier, f.fingerprint, f.task_id, t.status
-FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
-WHERE f.route = %s AND f.identifier = ANY(%s::text[])
+-- the newest fingerprinted task of each identifier (migration 0006): one backward step in tasks_route_identifier
+-- per identifier, past the rare newer tasks written without a fingerprint (delta: false)
+SELECT k.identifier, l.fingerprint, l.id, l.status
+FROM unnest(%s::text[]) AS k(identifier)
+CROSS JOIN LATERAL (
+    SELECT t.fingerprint, t.id, t.status FROM tasks t
+    WHERE t.route = %s AND t.identifier = k.identifier AND t.fingerprint IS NOT NULL
+    ORDER BY t.id DESC
+    LIMIT 1
+) AS l
 
 -- name: latest_unkeyed
 -- the newest task without an identifier of each content fingerprint (migration 0003's partial index)
@@ -36,15 +43,6 @@ COPY tasks (id, route, identifier, status, attempts, created_at, updated_at, nex
             error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw)
 FROM STDIN (FORMAT BINARY)
 
--- name: copy_fingerprints
-COPY fingerprints (route, identifier, fingerprint, task_id) FROM STDIN (FORMAT BINARY)
-
--- name: upsert_fingerprints
-INSERT INTO fingerprints (route, identifier, fingerprint, task_id)
-SELECT %s, v.identifier, v.fingerprint, v.task_id
-FROM unnest(%s::text[], %s::bytea[], %s::bigint[]) AS v(identifier, fingerprint, task_id)
-ON CONFLICT (route, identifier) DO UPDATE SET fingerprint = excluded.fingerprint, task_id = excluded.task_id
-
 -- name: touch_tasks
 UPDATE tasks t SET seen_count = t.seen_count + v.n, last_seen_at = %s
 FROM unnest(%s::bigint[], %s::integer[]) AS v(id, n)
@@ -55,7 +53,7 @@ WITH v AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(newer)s::bigint[], %(reasons)s::text[]) AS v(id, newer, reason)
 ), old AS (
     SELECT t.id, t.status FROM tasks t JOIN v ON v.id = t.id
-    WHERE t.status IN ('new', 'retry')
+    WHERE t.status = ANY(%(sources)s::text[])
     ORDER BY t.id
     FOR UPDATE OF t
 )
@@ -155,12 +153,11 @@ WHERE t.id = v.id AND t.status = 'processing' AND t.lease_until < %s
 RETURNING t.id
 
 -- name: release_tasks
--- back to where each was claimed from: %(to_retry)s for the ids in %(retries)s, else %(to_new)s (tasks.TRANSITIONS)
-UPDATE tasks SET status = CASE WHEN id = ANY(%(retries)s::bigint[]) THEN %(to_retry)s ELSE %(to_new)s END,
-                 updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
-                 attempts = GREATEST(attempts - 1, 0)
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'processing' AND worker = %(worker)s
-RETURNING id, route, status
+UPDATE tasks t SET status = v.status, updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
+                   attempts = GREATEST(t.attempts - 1, 0)
+FROM unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS v(id, status)
+WHERE t.id = v.id AND t.status = 'processing' AND t.worker = %(worker)s
+RETURNING t.id, t.route
 
 -- name: action_matched
 SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status
@@ -242,18 +239,18 @@ SELECT id, route, part, started_at, finished_at, status, summary, error, actor, 
 WHERE route = %s AND part = %s AND status = 'ok' ORDER BY id DESC LIMIT 1
 
 -- name: cache_show
-SELECT f.route, f.identifier, f.fingerprint, f.task_id, t.status, COALESCE(t.last_seen_at, t.created_at)
-FROM fingerprints f LEFT JOIN tasks t ON t.id = f.task_id
-WHERE f.route = %s AND f.identifier = %s
+SELECT route, identifier, fingerprint, id, status, COALESCE(last_seen_at, created_at) FROM tasks
+WHERE route = %s AND identifier = %s AND fingerprint IS NOT NULL
+ORDER BY id DESC LIMIT 1
+
+-- name: cache_count_route
+SELECT COUNT(DISTINCT identifier) FROM tasks WHERE route = %s AND identifier IS NOT NULL AND fingerprint IS NOT NULL
 
 -- name: cache_clear_route
-DELETE FROM fingerprints WHERE route = %s
-
--- name: cache_clear_unkeyed
-UPDATE tasks SET fingerprint = NULL WHERE route = %s AND identifier IS NULL AND fingerprint IS NOT NULL
+UPDATE tasks SET fingerprint = NULL WHERE route = %s AND fingerprint IS NOT NULL
 
 -- name: cache_clear_identifier
-DELETE FROM fingerprints WHERE route = %s AND identifier = %s
+UPDATE tasks SET fingerprint = NULL WHERE route = %s AND identifier = %s AND fingerprint IS NOT NULL
 
 -- name: storage_get
 SELECT value FROM storage WHERE name = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)
@@ -266,8 +263,10 @@ ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, expires_at = exclu
 SELECT t.id FROM tasks t
 WHERE t.status = ANY(%(statuses)s::text[]) AND t.updated_at < %(older_than)s
   AND (%(route)s::text IS NULL OR t.route = %(route)s)
-  AND NOT EXISTS (SELECT 1 FROM fingerprints f
-                  WHERE f.route = t.route AND f.identifier = t.identifier AND f.task_id = t.id)
+  -- never the latest fingerprinted task of an identifier: delta compares with it
+  AND NOT (t.fingerprint IS NOT NULL AND t.identifier IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM tasks l WHERE l.route = t.route AND l.identifier = t.identifier
+                                                   AND l.id > t.id AND l.fingerprint IS NOT NULL))
   AND t.id > %(after)s
 ORDER BY t.id
 LIMIT %(limit)s

@@ -1,8 +1,7 @@
 """The PostgreSQL store: many workers on many machines share one database.
 
-Same rules, logs, counters and messages as the SQLite store (both plan with
-:mod:`crossdock.store.transitions`);
-what differs is how the work is shared:
+Every write is decided by :mod:`crossdock.store.ledger`, as on SQLite; this module holds its storage primitives
+and the reads. What differs is how the work is shared:
 
 - a ``psycopg_pool.ConnectionPool`` makes the synchronous API thread-safe (the engine calls it via
   ``asyncio.to_thread``); each method is one transaction on one pooled connection;
@@ -18,9 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,41 +29,26 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crossdock.errors import StoreUnavailable
 from crossdock.store.base import (
-    ActionResult,
     AuditEntry,
     CacheEntry,
     ErrorGroup,
     IdempotencyRecord,
-    ImportCounts,
-    ImportItem,
-    ImportOptions,
     RouteState,
     Run,
     Settlement,
     Stats,
-    Store,
     TaskFilter,
     TokenRecord,
     empty_counts,
 )
 from crossdock.store.filters import where_clause
+from crossdock.store.import_plan import DeltaKey, Latest
+from crossdock.store.ledger import SETTLE_TARGET, ActionMove, Changes, Ledger, NewRow, NewTasks, Recovery
 from crossdock.store.sqlfiles import load_migrations, load_queries
-from crossdock.store.transitions import (
-    RELEASED_MESSAGE,
-    DeltaKey,
-    Latest,
-    action_fields,
-    action_message,
-    delta_keys,
-    import_plan,
-    initial_attempts,
-    lease_recovery,
-    settles_from_processing,
-)
-from crossdock.tasks import RESETS_ATTEMPTS, TRANSITIONS, Action, LogLine, Status, Task, refusal_message
+from crossdock.tasks import LogLine, Status, Task
 
 Q = load_queries("crossdock.store.postgres")
-ACTION_BATCH = 5000
+_STATUSES: dict[str, Status] = {s.value: s for s in Status}
 #: first key of every advisory lock crossdock takes ("cros"), so they never collide with other applications
 LOCK_NAMESPACE = 0x63726F73
 #: second key of the migration lock; leader locks hash their name into the same int4 space
@@ -78,10 +61,6 @@ _TASK_COPY_TYPES = [
     "text", "text", "bytea", "integer", "timestamptz", "bigint", "bigint", "integer", "bytea", "text",
 ]  # fmt: skip
 _LOG_COPY_TYPES = ["bigint", "timestamptz", "text", "text", "text", "text", "text", "text", "jsonb"]
-_THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
-
-#: (task_id, at, level, phase, actor, from_status, to_status, message, details)
-LogRow = tuple[int, datetime, str, str, str | None, str | None, str | None, str, Jsonb | None]
 
 
 #: seconds a call waits for a pooled connection while the database is known to be down
@@ -137,7 +116,7 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True)
 
 
-class PostgresStore(Store):
+class PostgresStore(Ledger):
     """A connection pool for the work; two dedicated connections for LISTEN and leader locks."""
 
     backend = "postgresql"
@@ -233,390 +212,190 @@ class PostgresStore(Store):
                 current = max(current, version)
             return current
 
-    def _add_counters(self, conn: psycopg.Connection[Any], deltas: Counter[tuple[str, str]]) -> None:
-        # sorted, so two transactions lock shared counter rows in the same order and cannot deadlock
-        rows = sorted((route, status, n) for (route, status), n in deltas.items() if n)
-        if rows:
-            conn.execute(Q["add_counters"], ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+    # --- ledger primitives -----------------------------------------------------------------------
 
-    def _add_throughput(self, conn: psycopg.Connection[Any], now: datetime, kinds: Counter[tuple[str, str]]) -> None:
-        rows = sorted((route, kind, n) for (route, kind), n in kinds.items() if n)
-        if rows:
-            conn.execute(
-                Q["add_throughput"],
-                (
-                    int(now.timestamp() // 60),
-                    [r[0] for r in rows],
-                    [r[1] for r in rows],
-                    [r[2] for r in rows],
-                ),
-            )
+    def _transaction(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._tx()
 
-    def _logs(self, conn: psycopg.Connection[Any], lines: Sequence[LogRow]) -> None:
-        if not lines:
-            return
-        with conn.cursor().copy(Q["copy_logs"]) as copy:
-            copy.set_types(_LOG_COPY_TYPES)
-            for line in lines:
-                copy.write_row(line)
+    def _latest(
+        self, tx: psycopg.Connection[Any], route: str, identifiers: list[str], unkeyed: list[bytes]
+    ) -> dict[DeltaKey, Latest]:
+        latest: dict[DeltaKey, Latest] = {}
+        if unkeyed:
+            for fp, task_id, status in tx.execute(Q["latest_unkeyed"], (route, unkeyed)):
+                latest[fp] = (fp, task_id, _STATUSES[status])
+        if identifiers:
+            cur = tx.cursor(binary=True)  # binary arrays: no per-element text escaping
+            for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (identifiers, route)):
+                latest[ident] = (fp, task_id, _STATUSES[status])
+        return latest
 
-    # --- import ----------------------------------------------------------------------------------
+    def _reserve_ids(self, tx: psycopg.Connection[Any], n: int) -> list[int]:
+        return sorted(r[0] for r in tx.execute(Q["reserve_ids"], (n,)))
 
-    def import_batch(
+    def _insert_tasks(self, tx: psycopg.Connection[Any], batch: NewTasks, rows: list[NewRow]) -> None:
+        route, status, now = batch.route, batch.status._value_, batch.now
+        attempts, next_at, lease, worker = batch.attempts, batch.next_attempt_at, batch.lease_until, batch.worker
+        run_id, priority = batch.run_id, batch.priority
+        with tx.cursor().copy(Q["copy_tasks"]) as copy:
+            copy.set_types(_TASK_COPY_TYPES)
+            write = copy.write_row
+            for task_id, identifier, fingerprint, seen, entity, error, related, raw in rows:
+                write((task_id, route, identifier, status, attempts, now, now, next_at, lease, worker, error,
+                       fingerprint, seen, now, run_id, related, priority, entity, raw))  # fmt: skip
+
+    def _touch_tasks(self, tx: psycopg.Connection[Any], seen: dict[int, int], now: datetime) -> None:
+        ids = sorted(seen)  # in id order: two transactions lock shared rows alike
+        tx.execute(Q["touch_tasks"], (now, ids, [seen[i] for i in ids]))
+
+    def _supersede_tasks(
         self,
-        route: str,
-        items: Sequence[ImportItem],
-        *,
-        run_id: int | None,
-        options: ImportOptions,
+        tx: psycopg.Connection[Any],
+        moves: list[tuple[int, int, str, Status]],
+        sources: Collection[Status],
         now: datetime,
-    ) -> ImportCounts:
-        with self._tx() as conn:
-            latest: dict[DeltaKey, Latest] = {}
-            if options.delta:
-                idents, unkeyed = delta_keys(items)
-                if unkeyed:
-                    for fp, task_id, status in conn.execute(Q["latest_unkeyed"], (route, unkeyed)):
-                        latest[fp] = (fp, task_id, Status(status))
-                if idents:
-                    cur = conn.cursor(binary=True)  # binary arrays: no per-element text escaping
-                    for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, idents)):
-                        latest[ident] = (fp, task_id, Status(status) if status else None)
-            plan = import_plan(route, items, latest, options)
-            if plan.creates:
-                ids = [r[0] for r in conn.execute(Q["reserve_ids"], (len(plan.creates),))]
-                ids.sort()
-                for create, task_id in zip(plan.creates, ids, strict=True):
-                    create.task_id = task_id
-                with conn.cursor().copy(Q["copy_tasks"]) as copy:
-                    copy.set_types(_TASK_COPY_TYPES)
-                    lease = options.lease_until
-                    for create in plan.creates:
-                        item = create.item
-                        status = create.status
-                        processing = status is Status.PROCESSING
-                        copy.write_row(
-                            (
-                                create.task_id,
-                                route,
-                                item.identifier,
-                                status.value,
-                                initial_attempts(status),
-                                now,
-                                now,
-                                now if status is Status.NEW else None,
-                                lease if processing else None,
-                                options.worker if processing else None,
-                                create.reason,
-                                # without an identifier, only a recorded fingerprint makes it comparable
-                                item.fingerprint if item.identifier is not None or create.record_fingerprint else None,
-                                create.seen_count,
-                                now,
-                                run_id,
-                                create.related.task_id if create.related is not None else create.related_id,
-                                options.priority,
-                                item.entity,
-                                item.raw,
-                            )
-                        )
-            # the last planned task of an identifier wins, as with row-by-row upserts
-            fingerprints: dict[str, tuple[bytes, int]] = {}
-            for create in plan.creates:
-                if create.record_fingerprint and create.item.identifier is not None:
-                    fingerprints[create.item.identifier] = (create.item.fingerprint or b"", create.task_id)
-            if fingerprints:
-                self._write_fingerprints(conn, route, fingerprints, latest)
-            if plan.touches:
-                touched = Counter(plan.touches)
-                touch_ids = sorted(touched)
-                conn.execute(Q["touch_tasks"], (now, touch_ids, [touched[i] for i in touch_ids]))
-            deltas: Counter[tuple[str, str]] = Counter()
-            for create in plan.creates:
-                deltas[(route, create.status.value)] += 1
-            superseded = 0
-            logs: list[LogRow] = []
-            if plan.supersedes:
-                newer = {old_id: task.task_id for old_id, task in plan.supersedes}
-                old_ids = sorted(newer)
-                reasons = {i: f"superseded by task {newer[i]}" for i in old_ids}
-                rows = conn.execute(
-                    Q["supersede_tasks"],
-                    {"ids": old_ids, "newer": [newer[i] for i in old_ids],
-                     "reasons": [reasons[i] for i in old_ids], "now": now},
-                ).fetchall()  # fmt: skip
-                old_status = dict(rows)
-                # the plan's order, as the SQLite store logs them
-                for old_id, _newer in plan.supersedes:
-                    if old_id not in old_status:
-                        continue
-                    status = old_status.pop(old_id)
-                    deltas[(route, status)] -= 1
-                    deltas[(route, Status.SKIPPED.value)] += 1
-                    superseded += 1
-                    logs.append((old_id, now, "info", "import", "import", status, "skipped", reasons[old_id], None))
-            self._add_counters(conn, deltas)
-            self._logs(conn, logs)
-            imported = sum(1 for c in plan.creates if c.status in (Status.NEW, Status.PROCESSING))
-            if imported:
-                self._add_throughput(conn, now, Counter({(route, "imported"): imported}))
-                # delivered at commit, so a woken worker always finds the rows
-                conn.execute(Q["notify_new"], (route,))
-        counts = plan.counts
-        counts.superseded += superseded
-        counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
-        counts.created_ids = [c.task_id for c in plan.creates]
-        return counts
+    ) -> dict[int, str]:
+        moves = sorted(moves)
+        params = {
+            "ids": [m[0] for m in moves],
+            "newer": [m[1] for m in moves],
+            "reasons": [m[2] for m in moves],
+            "sources": sorted(s.value for s in sources),
+            "now": now,
+        }
+        return dict(tx.execute(Q["supersede_tasks"], params).fetchall())
 
-    def _write_fingerprints(
+    def _announce_new(self, tx: psycopg.Connection[Any], route: str) -> None:
+        # delivered at commit, so a woken worker always finds the rows
+        tx.execute(Q["notify_new"], (route,))
+
+    def _begin_claim(self, tx: psycopg.Connection[Any]) -> None:
+        tx.execute(Q["claim_plan"])
+
+    def _claim(
         self,
-        conn: psycopg.Connection[Any],
+        tx: psycopg.Connection[Any],
         route: str,
-        fingerprints: dict[str, tuple[bytes, int]],
-        latest: dict[DeltaKey, Latest],
-    ) -> None:
-        """COPY the identifiers never seen before (most of a first import); upsert the others.
-
-        If another importer added one of the "new" identifiers meanwhile, the COPY fails on the primary key
-        and the whole batch is upserted instead, so the result is the same either way.
-        """
-        fresh = [(route, i, fp, task_id) for i, (fp, task_id) in fingerprints.items() if i not in latest]
-        known = sorted(i for i in fingerprints if i in latest)
-        if fresh:
-            try:
-                with conn.transaction(), conn.cursor().copy(Q["copy_fingerprints"]) as copy:
-                    copy.set_types(["text", "text", "bytea", "bigint"])
-                    for row in fresh:
-                        copy.write_row(row)
-            except psycopg.errors.UniqueViolation:
-                known = sorted(fingerprints)
-        if known:
-            conn.cursor(binary=True).execute(
-                Q["upsert_fingerprints"],
-                (route, known, [fingerprints[i][0] for i in known], [fingerprints[i][1] for i in known]),
-            )
-
-    # --- export ----------------------------------------------------------------------------------
-
-    def claim_due_tasks(
-        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+        source: Status,
+        limit: int,
+        *,
+        worker: str,
+        lease_until: datetime,
+        now: datetime,
     ) -> list[Task]:
-        claimed: list[Task] = []
-        with self._tx() as conn:
-            conn.execute(Q["claim_plan"])
-            deltas: Counter[tuple[str, str]] = Counter()
-            for source, query in ((Status.RETRY, "claim_retry"), (Status.NEW, "claim_new")):
-                want = limit - len(claimed)
-                if want <= 0:
-                    break
-                rows = conn.execute(
-                    Q[query],
-                    {"route": route, "now": now, "limit": want, "worker": worker, "lease": lease_until},
-                ).fetchall()
-                if rows:
-                    deltas[(route, source.value)] -= len(rows)
-                    deltas[(route, Status.PROCESSING.value)] += len(rows)
-                    for r in rows:
-                        task = _task(r)
-                        task.claimed_from = source
-                        claimed.append(task)
-            self._add_counters(conn, deltas)
-        claimed.sort(key=lambda t: t.id)
+        query = Q["claim_retry"] if source is Status.RETRY else Q["claim_new"]
+        params = {"route": route, "now": now, "limit": limit, "worker": worker, "lease": lease_until}
+        claimed = []
+        for r in tx.execute(query, params).fetchall():
+            task = _task(r)
+            task.claimed_from = source
+            claimed.append(task)
         return claimed
 
-    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
-        # one settlement per task, the first as applied row by row: a second one would find it settled.
-        # Only delivery results leave processing here; a claim or a manual action is never a settlement.
-        unique: dict[int, Settlement] = {}
-        for s in settlements:
-            if settles_from_processing(s.action):
-                unique.setdefault(s.task_id, s)
-        if not unique:
-            return 0
-        batch = list(unique.values())
-        targets = [TRANSITIONS[s.action].target for s in batch]
-        with self._tx() as conn:
-            rows = conn.execute(
-                Q["settle_tasks"],
-                (
-                    now,
-                    [s.task_id for s in batch],
-                    [t.value for t in targets],
-                    [s.error for s in batch],
-                    [s.next_attempt_at for s in batch],
-                    [orjson.dumps(s.result) if s.result is not None else None for s in batch],
-                    [s.worker for s in batch],
-                ),
-            ).fetchall()
-            changed_routes = dict(rows)
-            deltas: Counter[tuple[str, str]] = Counter()
-            per_minute: Counter[tuple[str, str]] = Counter()
-            logs: list[LogRow] = []
-            for s, target in zip(batch, targets, strict=True):
-                route = changed_routes.get(s.task_id)
-                if route is None:
-                    continue
-                deltas[(route, Status.PROCESSING.value)] -= 1
-                deltas[(route, target.value)] += 1
-                kind = _THROUGHPUT_STATUSES.get(target.value)
-                if kind is not None:
-                    per_minute[(route, kind)] += 1
-                logs.append(
-                    (
-                        s.task_id,
-                        now,
-                        s.level,
-                        "export",
-                        s.worker,
-                        Status.PROCESSING.value,
-                        target.value,
-                        s.message,
-                        Jsonb(s.details) if s.details else None,
-                    )
-                )
-            self._add_counters(conn, deltas)
-            self._logs(conn, logs)
-            self._add_throughput(conn, now, per_minute)
-        return len(changed_routes)
+    def _settle_tasks(
+        self, tx: psycopg.Connection[Any], settlements: list[Settlement], now: datetime
+    ) -> dict[int, str]:
+        dumps = orjson.dumps
+        params = (
+            now,
+            [s.task_id for s in settlements],
+            [SETTLE_TARGET[s.action] for s in settlements],
+            [s.error for s in settlements],
+            [s.next_attempt_at for s in settlements],
+            [dumps(s.result) if s.result is not None else None for s in settlements],
+            [s.worker for s in settlements],
+        )
+        return dict(tx.execute(Q["settle_tasks"], params).fetchall())
+
+    def _expired_leases(
+        self, tx: psycopg.Connection[Any], now: datetime, route: str | None, limit: int
+    ) -> list[tuple[int, str, int, str]]:
+        return tx.execute(Q["expired_leases"], {"now": now, "route": route, "limit": limit}).fetchall()
+
+    def _recover_tasks(self, tx: psycopg.Connection[Any], recoveries: list[Recovery], now: datetime) -> set[int]:
+        params = (
+            now,
+            [r.task_id for r in recoveries],
+            [r.target.value for r in recoveries],
+            [r.next_attempt_at for r in recoveries],
+            [r.message for r in recoveries],
+            now,
+        )
+        return {r[0] for r in tx.execute(Q["recover_tasks"], params)}
+
+    def _release_tasks(
+        self, tx: psycopg.Connection[Any], backs: list[tuple[int, Status]], worker: str, now: datetime
+    ) -> dict[int, str]:
+        params = {"now": now, "ids": [b[0] for b in backs], "statuses": [b[1].value for b in backs], "worker": worker}
+        return dict(tx.execute(Q["release_tasks"], params).fetchall())
+
+    def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
+        where, params = _where(selection)
+        return {Status(status): n for status, n in self._read(Q["action_matched"].format(where=where), params)}
+
+    def _act(
+        self,
+        tx: psycopg.Connection[Any],
+        selection: TaskFilter,
+        move: ActionMove,
+        *,
+        after_id: int,
+        limit: int,
+    ) -> list[tuple[int, str, str]]:
+        where, params = _where(selection)
+        allowed = sorted(s.value for s in move.sources)
+        sql = Q["action_batch"].format(where=where, reset=", attempts = 0" if move.reset_attempts else "")
+        values = [move.target.value, move.now, move.error, move.next_attempt_at]
+        rows = tx.execute(sql, [*params, allowed, after_id, limit, *values, allowed]).fetchall()
+        rows.sort()
+        return rows
+
+    def _prunable(
+        self,
+        tx: psycopg.Connection[Any],
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None,
+        after_id: int,
+        limit: int,
+    ) -> list[int]:
+        params = {
+            "statuses": [s.value for s in statuses],
+            "older_than": older_than,
+            "route": route,
+            "after": after_id,
+            "limit": limit,
+        }
+        return [r[0] for r in tx.execute(Q["prune_batch"], params)]
+
+    def _delete_tasks(self, tx: psycopg.Connection[Any], ids: list[int]) -> list[tuple[str, str]]:
+        tx.execute(Q["prune_logs"], (ids,))
+        return tx.execute(Q["prune_tasks"], (ids,)).fetchall()
+
+    def _write_changes(self, tx: psycopg.Connection[Any], changes: Changes, now: datetime) -> None:
+        # sorted, so two transactions lock shared counter rows in the same order and cannot deadlock
+        rows = sorted((route, status, n) for (route, status), n in changes.counters.items() if n)
+        if rows:
+            tx.execute(Q["add_counters"], ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+        if changes.logs:
+            with tx.cursor().copy(Q["copy_logs"]) as copy:
+                copy.set_types(_LOG_COPY_TYPES)
+                for task_id, level, phase, actor, before, after, message, details in changes.logs:
+                    copy.write_row((task_id, now, level, phase, actor, before, after, message,
+                                    Jsonb(details) if details else None))  # fmt: skip
+        kinds = sorted((route, kind, n) for (route, kind), n in changes.throughput.items() if n)
+        if kinds:
+            minute = int(now.timestamp() // 60)
+            tx.execute(
+                Q["add_throughput"], (minute, [k[0] for k in kinds], [k[1] for k in kinds], [k[2] for k in kinds])
+            )
 
     def extend_leases(self, ids: Sequence[int], *, worker: str, lease_until: datetime) -> int:
         if not ids:
             return 0
         with self._tx() as conn:
             return conn.execute(Q["extend_leases"], (lease_until, list(ids), worker)).rowcount
-
-    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
-        recovered = 0
-        while True:
-            with self._tx() as conn:
-                rows = conn.execute(Q["expired_leases"], {"now": now, "route": route, "limit": ACTION_BATCH}).fetchall()
-                if not rows:
-                    return recovered
-                plans = []
-                for task_id, task_route, attempts, worker in rows:
-                    action, message = lease_recovery(attempts, max_attempts.get(task_route, 3), worker)
-                    plans.append((task_id, task_route, TRANSITIONS[action].target, message))
-                done = {
-                    r[0]
-                    for r in conn.execute(
-                        Q["recover_tasks"],
-                        (
-                            now,
-                            [p[0] for p in plans],
-                            [p[2].value for p in plans],
-                            [now if p[2] in (Status.NEW, Status.RETRY) else None for p in plans],
-                            [p[3] for p in plans],
-                            now,
-                        ),
-                    )
-                }
-                deltas: Counter[tuple[str, str]] = Counter()
-                logs: list[LogRow] = []
-                for task_id, task_route, target, message in plans:
-                    if task_id not in done:
-                        continue
-                    recovered += 1
-                    deltas[(task_route, Status.PROCESSING.value)] -= 1
-                    deltas[(task_route, target.value)] += 1
-                    logs.append(
-                        (
-                            task_id,
-                            now,
-                            "warning",
-                            "system",
-                            "lease",
-                            "processing",
-                            target.value,
-                            message,
-                            None,
-                        )
-                    )
-                self._add_counters(conn, deltas)
-                self._logs(conn, logs)
-                if len(rows) < ACTION_BATCH:
-                    return recovered
-
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
-        if not ids:
-            return 0
-        with self._tx() as conn:
-            params = {
-                "now": now,
-                "ids": list(ids),
-                "worker": worker,
-                "retries": list(retries),
-                "to_retry": TRANSITIONS[Action.RELEASE_RETRY].target.value,
-                "to_new": TRANSITIONS[Action.RELEASE].target.value,
-            }
-            back = {task_id: (route, status) for task_id, route, status in conn.execute(Q["release_tasks"], params)}
-            deltas: Counter[tuple[str, str]] = Counter()
-            logs: list[LogRow] = []
-            for task_id in dict.fromkeys(ids):
-                if task_id not in back:
-                    continue
-                route, status = back[task_id]
-                deltas[(route, "processing")] -= 1
-                deltas[(route, status)] += 1
-                claim = Jsonb({"claimed_from": status})  # it goes back to where it was claimed from
-                logs.append((task_id, now, "info", "system", worker, "processing", status, RELEASED_MESSAGE, claim))
-            self._add_counters(conn, deltas)
-            self._logs(conn, logs)
-        return len(back)
-
-    # --- actions ---------------------------------------------------------------------------------
-
-    def apply_action(
-        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
-    ) -> ActionResult:
-        rule = TRANSITIONS[action]
-        target = rule.target
-        where, params = _where(selection)
-        matched_by_status = {
-            Status(status): n for status, n in self._read(Q["action_matched"].format(where=where), params)
-        }
-        matched = sum(matched_by_status.values())
-        refused = [
-            f"{n} task(s): {refusal_message(action, status)}"
-            for status, n in sorted(matched_by_status.items())
-            if status not in rule.sources
-        ]
-        sources = sorted(s.value for s in rule.sources)
-        fields = action_fields(action, reason, actor)
-        message = action_message(action, actor, reason)
-        sql = Q["action_batch"].format(where=where, reset=", attempts = 0" if action in RESETS_ATTEMPTS else "")
-        next_at = now if target is Status.NEW else None
-        changed = 0
-        last_id = 0
-        while True:
-            with self._tx() as conn:
-                rows = conn.execute(
-                    sql,
-                    [
-                        *params,
-                        sources,
-                        last_id,
-                        ACTION_BATCH,
-                        target.value,
-                        now,
-                        fields.error,
-                        next_at,
-                        sources,
-                    ],
-                ).fetchall()
-                if not rows:
-                    break
-                rows.sort()
-                last_id = rows[-1][0]
-                deltas: Counter[tuple[str, str]] = Counter()
-                for _id, route, status in rows:
-                    deltas[(route, status)] -= 1
-                    deltas[(route, target.value)] += 1
-                self._add_counters(conn, deltas)
-                self._logs(
-                    conn,
-                    [(r[0], now, "info", "action", actor, r[2], target.value, message, None) for r in rows],
-                )
-                changed += len(rows)
-        return ActionResult(matched=matched, changed=changed, refused=refused)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -719,11 +498,13 @@ class PostgresStore(Store):
         return CacheEntry(r[0], r[1], r[2].hex(), r[3], Status(r[4]) if r[4] else None, r[5])
 
     def cache_clear(self, route: str, identifier: str | None = None) -> int:
+        """Forget fingerprints by taking them off the tasks: the next import compares with nothing."""
         with self._tx() as conn:
             if identifier is None:
-                conn.execute(Q["cache_clear_unkeyed"], (route,))
-                return conn.execute(Q["cache_clear_route"], (route,)).rowcount
-            return conn.execute(Q["cache_clear_identifier"], (route, identifier)).rowcount
+                cleared = int(conn.execute(Q["cache_count_route"], (route,)).fetchone()[0])  # type: ignore[index]
+                conn.execute(Q["cache_clear_route"], (route,))
+                return cleared
+            return min(conn.execute(Q["cache_clear_identifier"], (route, identifier)).rowcount, 1)
 
     def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None:
         rows = self._read(Q["storage_get"], (storage, key, now))
@@ -733,41 +514,6 @@ class PostgresStore(Store):
         expires = datetime.fromtimestamp(now.timestamp() + ttl, UTC) if ttl else None
         with self._tx() as conn:
             conn.execute(Q["storage_put"], (storage, key, orjson.dumps(value).decode(), expires))
-
-    # --- housekeeping ----------------------------------------------------------------------------
-
-    def prune(
-        self,
-        *,
-        older_than: datetime,
-        statuses: Sequence[Status],
-        route: str | None = None,
-        batch_size: int = 5000,
-    ) -> int:
-        if not statuses:
-            return 0
-        params: dict[str, Any] = {
-            "statuses": [s.value for s in statuses],
-            "older_than": older_than,
-            "route": route,
-            "limit": batch_size,
-        }
-        deleted = 0
-        last_id = 0
-        while True:
-            with self._tx() as conn:
-                ids = [r[0] for r in conn.execute(Q["prune_batch"], {**params, "after": last_id})]
-                if not ids:
-                    break
-                last_id = ids[-1]
-                conn.execute(Q["prune_logs"], (ids,))
-                gone = conn.execute(Q["prune_tasks"], (ids,)).fetchall()
-                deltas: Counter[tuple[str, str]] = Counter()
-                for r, s in gone:
-                    deltas[(r, s)] -= 1
-                self._add_counters(conn, deltas)
-                deleted += len(gone)
-        return deleted
 
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 

@@ -55,8 +55,8 @@ WHERE t.id IS NULL
            AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped'))
 
 -- name: insert_task
--- the column list; store.py builds multi-row statements on it (_insert_sql), with what follows from the status
--- computed by SQLite (the single-row VALUES here documents the order)
+-- the column list; store.py builds multi-row statements on it (_insert_sql), binding what the rows of one batch
+-- share once per statement (the single-row VALUES here documents the order)
 INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
                    worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -69,7 +69,7 @@ ON CONFLICT (task_id) DO UPDATE SET seen = seen + excluded.seen, last_seen_at = 
 
 -- name: supersede_task
 UPDATE tasks SET status = 'skipped', updated_at = ?, error = ?, related_task_id = ?, next_attempt_at = NULL
-WHERE id = ? AND status IN ('new', 'retry')
+WHERE id = ? AND status IN (SELECT value FROM json_each(?))
 RETURNING status
 
 -- name: add_counter
@@ -118,10 +118,10 @@ UPDATE tasks SET status = ?, updated_at = ?, error = NULL, next_attempt_at = NUL
 WHERE id IN (SELECT value FROM json_each(?)) AND status = 'processing' AND worker = ?
 RETURNING id, route
 
--- name: insert_export_logs
--- one export log line for each task id of a JSON list, all alike: one statement instead of a row per line
+-- name: insert_logs_alike
+-- one log line for each task id of a JSON list, all alike: one statement instead of a row per line
 INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message, details)
-SELECT value, ?, ?, 'export', ?, 'processing', ?, ?, ? FROM json_each(?)
+SELECT value, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?)
 
 -- name: settle_task
 UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL, result = ?

@@ -10,7 +10,6 @@ import shutil
 import sqlite3
 import string
 import threading
-from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import chain
@@ -21,48 +20,24 @@ import orjson
 
 from crossdock.errors import CrossdockError, StoreUnavailable
 from crossdock.store.base import (
-    ActionResult,
     AuditEntry,
     CacheEntry,
     ErrorGroup,
     IdempotencyRecord,
-    ImportCounts,
     ImportItem,
-    ImportOptions,
     RouteState,
     Run,
     Settlement,
     Stats,
-    Store,
     TaskFilter,
     TokenRecord,
     empty_counts,
 )
 from crossdock.store.filters import where_clause
+from crossdock.store.import_plan import DeltaKey, Latest, unkeyed_keys
+from crossdock.store.ledger import SETTLE_TARGET, ActionMove, Changes, Ledger, LogRow, NewRow, NewTasks, Recovery
 from crossdock.store.sqlfiles import load_migrations, load_queries
-from crossdock.store.transitions import (
-    RELEASED_MESSAGE,
-    DeltaKey,
-    Latest,
-    action_fields,
-    action_message,
-    delta_keys,
-    import_plan,
-    lease_recovery,
-    release_action,
-    settles_from_processing,
-    unkeyed_keys,
-)
-from crossdock.tasks import (
-    POLLED,
-    RESETS_ATTEMPTS,
-    TRANSITIONS,
-    Action,
-    LogLine,
-    Status,
-    Task,
-    refusal_message,
-)
+from crossdock.tasks import POLLED, LogLine, Status, Task
 
 log = logging.getLogger("crossdock.store")
 
@@ -75,7 +50,6 @@ _TASK_COLUMNS = (
     "COALESCE((SELECT s.last_seen_at FROM task_seen s WHERE s.task_id = tasks.id), last_seen_at), "
     "run_id, related_task_id, priority, entity, raw, result"
 )
-ACTION_BATCH = 5000
 
 
 def ts(value: datetime | None) -> float | None:
@@ -226,7 +200,7 @@ def _reserve(path: Path | None) -> None:
     os.close(fd)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(Ledger):
     """One connection guarded by a lock; writers take ``BEGIN IMMEDIATE`` so batches never interleave."""
 
     backend = "sqlite"
@@ -339,208 +313,244 @@ class SQLiteStore(Store):
                 current = version
             return int(current)
 
-    def _add_counters(self, conn: sqlite3.Connection, deltas: Counter[tuple[str, str]]) -> None:
-        rows = [(route, status, n) for (route, status), n in deltas.items() if n]
-        if rows:
-            conn.executemany(Q["add_counter"], rows)
+    # --- ledger primitives -----------------------------------------------------------------------
 
-    def _logs(self, conn: sqlite3.Connection, lines: list[tuple[Any, ...]]) -> None:
-        if lines:
-            conn.executemany(Q["insert_log"], lines)
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._tx()
 
-    # --- import ----------------------------------------------------------------------------------
+    def _latest(
+        self, tx: sqlite3.Connection, route: str, identifiers: list[str], unkeyed: list[bytes]
+    ) -> dict[DeltaKey, Latest]:
+        latest = _latest(tx, route, identifiers) if identifiers else {}
+        if unkeyed:
+            latest.update(_latest_unkeyed(tx, route, unkeyed))
+        return latest
 
-    def import_batch(
-        self,
-        route: str,
-        items: Sequence[ImportItem],
-        *,
-        run_id: int | None,
-        options: ImportOptions,
-        now: datetime,
-    ) -> ImportCounts:
+    def _touch_unchanged(
+        self, tx: sqlite3.Connection, route: str, items: Sequence[ImportItem], now: datetime
+    ) -> tuple[int, Sequence[ImportItem], dict[DeltaKey, Latest]] | None:
+        """Touch unchanged records in SQL, when the route's last batch was mostly unchanged (a catalogue poll)."""
+        if not self._touch_first.get(route, True) or (poll := _pollable(items)) is None:
+            return None
+        touched, rest, latest = _touch_unchanged(tx, route, *poll, items, now.timestamp())
+        unkeyed = unkeyed_keys(rest)
+        if unkeyed:
+            latest.update(_latest_unkeyed(tx, route, unkeyed))
+        return touched, rest, latest
+
+    def _import_shape(self, route: str, unchanged: int, records: int) -> None:
+        # the next batch of a catalogue poll likely looks like this one
+        self._touch_first[route] = 2 * unchanged >= records
+
+    def _reserve_ids(self, tx: sqlite3.Connection, n: int) -> list[int]:
+        last = tx.execute(Q["reserve_ids"], (n,)).fetchone()[0]
+        return list(range(last - n, last))
+
+    def _insert_tasks(self, tx: sqlite3.Connection, batch: NewTasks, rows: list[NewRow]) -> None:
+        shared = (
+            batch.route,
+            batch.now.timestamp(),
+            batch.run_id,
+            batch.priority,
+            ts(batch.lease_until),
+            batch.worker,
+            batch.status._value_,
+            batch.attempts,
+            ts(batch.next_attempt_at),
+        )
+        plain: list[tuple[Any, ...]] = []
+        noted: list[tuple[Any, ...]] = []
+        for row in rows:
+            if row[5] is None and row[6] is None and row[7] is None:
+                plain.append(row[:5])
+            else:
+                noted.append(row)
+        _insert_rows(tx, shared, plain, _PLAIN_ROW)
+        _insert_rows(tx, shared, noted, _NOTED_ROW)
+
+    def _touch_tasks(self, tx: sqlite3.Connection, seen: dict[int, int], now: datetime) -> None:
+        # one set-based statement per distinct count (almost always all 1): a catalogue poll touches every row
+        by_count: dict[int, list[int]] = {}
+        for task_id, n in seen.items():
+            by_count.setdefault(n, []).append(task_id)
         now_ts = now.timestamp()
-        lease_ts = ts(options.lease_until)
-        with self._tx() as conn:
-            latest: dict[DeltaKey, Latest] = {}
-            touched = 0
-            unkeyed: list[bytes] = []
-            polled = options.delta and not options.full
-            if polled and self._touch_first.get(route, True) and (poll := _pollable(items)) is not None:
-                touched, items, latest = _touch_unchanged(conn, route, *poll, items, now_ts)
-                if not items:
-                    self._touch_first[route] = True
-                    return ImportCounts(unchanged=touched)
-                unkeyed = unkeyed_keys(items)
-            elif options.delta:
-                idents, unkeyed = delta_keys(items)
-                if idents:
-                    latest.update(_latest(conn, route, idents))
-            if unkeyed:
-                latest.update(_latest_unkeyed(conn, route, unkeyed))
-            plan = import_plan(route, items, latest, options)
-            plan.counts.unchanged += touched
-            if polled:
-                # the next batch of a catalogue poll likely looks like this one
-                self._touch_first[route] = 2 * (touched + len(plan.touches)) >= touched + len(items)
-            first_id = 0
-            if plan.creates:
-                first_id = conn.execute(Q["reserve_ids"], (len(plan.creates),)).fetchone()[0] - len(plan.creates)
-            for offset, create in enumerate(plan.creates, first_id):
-                create.task_id = offset
-            plain: list[tuple[Any, ...]] = []
-            noted: list[tuple[Any, ...]] = []
-            for create in plan.creates:
-                item = create.item
-                superseder = create.superseded_by
-                related = superseder.task_id if superseder is not None else create.related_id
-                reason = create.reason
-                row = (
-                    create.task_id,
-                    item.identifier,
-                    create.status._value_,
-                    # only a recorded fingerprint makes the task a candidate for "latest" (latest_for_identifiers)
-                    item.fingerprint if create.record_fingerprint else None,
-                    create.seen_count,
-                    item.entity,
-                )
-                if reason is None and related is None and item.raw is None:
-                    plain.append(row)
-                else:
-                    noted.append((*row, reason, related, item.raw))
-            batch = (route, now_ts, run_id, options.priority, lease_ts, options.worker)
-            _insert_rows(conn, batch, plain, _PLAIN_ROW)
-            _insert_rows(conn, batch, noted, _NOTED_ROW)
-            if plan.touches:
-                # one set-based statement per distinct count (almost always all 1): a catalogue poll touches every row
-                by_count: dict[int, list[int]] = {}
-                for task_id, n in Counter(plan.touches).items():
-                    by_count.setdefault(n, []).append(task_id)
-                for n, ids in by_count.items():
-                    conn.execute(Q["touch_tasks"], (n, now_ts, orjson.dumps(ids)))
-            deltas: Counter[tuple[str, str]] = Counter()
-            for value, n in plan.counts.created.items():
-                deltas[(route, value)] += n
-            superseded = 0
-            logs = []
-            for old_id, newer in plan.supersedes:
-                reason = f"superseded by task {newer.task_id}"
-                row = conn.execute(Q["supersede_task"], (now_ts, reason, newer.task_id, old_id)).fetchone()
-                if row is None:
-                    continue
-                # the old status is not returned by SQLite; the plan knows it
-                old_status = plan.latest_status[old_id]
-                deltas[(route, old_status.value)] -= 1
-                deltas[(route, Status.SKIPPED.value)] += 1
-                superseded += 1
-                logs.append((old_id, now_ts, "info", "import", "import", old_status.value, "skipped", reason, None))
-            self._add_counters(conn, deltas)
-            self._logs(conn, logs)
-            imported = plan.counts.created.get("new", 0) + plan.counts.created.get("processing", 0)
-            if imported:
-                conn.execute(Q["add_throughput"], (int(now_ts // 60), route, "imported", imported))
-        counts = plan.counts
-        counts.superseded += superseded
-        counts.processing_ids = [c.task_id for c in plan.creates if c.status is Status.PROCESSING]
-        counts.created_ids = [c.task_id for c in plan.creates]
-        return counts
+        for n, ids in by_count.items():
+            tx.execute(Q["touch_tasks"], (n, now_ts, orjson.dumps(ids)))
 
-    # --- export ----------------------------------------------------------------------------------
+    def _supersede_tasks(
+        self,
+        tx: sqlite3.Connection,
+        moves: list[tuple[int, int, str, Status]],
+        sources: Collection[Status],
+        now: datetime,
+    ) -> dict[int, str]:
+        allowed = orjson.dumps(sorted(s.value for s in sources))
+        moved = {}
+        now_ts = now.timestamp()
+        for old_id, newer_id, reason, seen in moves:
+            if tx.execute(Q["supersede_task"], (now_ts, reason, newer_id, old_id, allowed)).fetchone() is not None:
+                # SQLite's RETURNING gives the new values; in this write transaction the status is what the plan saw
+                moved[old_id] = seen.value
+        return moved
 
-    def claim_due_tasks(
-        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    def _claim(
+        self,
+        tx: sqlite3.Connection,
+        route: str,
+        source: Status,
+        limit: int,
+        *,
+        worker: str,
+        lease_until: datetime,
+        now: datetime,
     ) -> list[Task]:
         now_ts = now.timestamp()
         until_ts = lease_until.timestamp()
-        found: list[tuple[Status, list[Any]]] = []
-        with self._tx() as conn:
-            deltas: Counter[tuple[str, str]] = Counter()
-            want = limit
-            for source, query, params in (
-                (Status.RETRY, Q["claim_retry"], (worker, until_ts, now_ts, now_ts, route)),
-                (Status.NEW, Q["claim_new"], (worker, until_ts, now_ts, route, now_ts)),
-            ):
-                if want <= 0:
-                    break
-                rows = conn.execute(query, (*params, want)).fetchall()
-                if rows:
-                    found.append((source, rows))
-                    want -= len(rows)
-                    deltas[(route, source.value)] -= len(rows)
-                    deltas[(route, Status.PROCESSING.value)] += len(rows)
-            self._add_counters(conn, deltas)
-        # built after the commit, outside the lock: another thread's settle can run its SQL meanwhile
-        claimed: list[Task] = []
-        for source, rows in found:
-            claimed += _claimed_tasks(rows, route, source, worker, now_ts, until_ts)
-        if len(found) > 1:
-            claimed.sort(key=_task_id)
-        return claimed
+        if source is Status.RETRY:
+            rows = tx.execute(Q["claim_retry"], (worker, until_ts, now_ts, now_ts, route, limit)).fetchall()
+        else:
+            rows = tx.execute(Q["claim_new"], (worker, until_ts, now_ts, route, now_ts, limit)).fetchall()
+        return _claimed_tasks(rows, route, source, worker, now_ts, until_ts) if rows else []
 
-    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
+    def _settle_tasks(self, tx: sqlite3.Connection, settlements: list[Settlement], now: datetime) -> dict[int, str]:
         now_ts = now.timestamp()
-        changed = 0
         dumps = orjson.dumps
-        # Sorted and encoded before the transaction, so the store's lock is held for the SQL only.
-        # Plain successes (no error, result or next attempt) of one worker settle in one set-based statement;
-        # each keeps its log line key (level, worker, to, message, details): a batch's lines are mostly alike
-        plain: dict[tuple[Action, str], dict[int, _LogKey]] = {}
-        others: list[Settlement] = []
+        moved: dict[int, str] = {}
+        # plain successes (no error, result or next attempt) of one worker settle in one set-based statement
+        plain: dict[tuple[str, str], list[int]] = {}
         for s in settlements:
-            action = s.action
-            if action not in _SETTLES:
-                continue
+            to = SETTLE_TARGET[s.action]
             if s.error is None and s.next_attempt_at is None and s.result is None:
-                group = plain.get((action, s.worker))
-                if group is None:
-                    group = plain[(action, s.worker)] = {}
-                if s.task_id not in group:
-                    to = _TARGETS[action]
-                    group[s.task_id] = (s.level, s.worker, to, s.message, dumps(s.details) if s.details else None)
-            else:
-                others.append(s)
-        logs: dict[_LogKey, list[int]] = {}
-        deltas: Counter[tuple[str, str]] = Counter()
-        per_minute: Counter[tuple[str, str]] = Counter()
-        with self._tx() as conn:
-            for s in others:
-                to = _TARGETS[s.action]
-                row = conn.execute(
-                    Q["settle_task"],
-                    (
-                        to,
-                        now_ts,
-                        s.error,
-                        ts(s.next_attempt_at),
-                        dumps(s.result) if s.result is not None else None,
-                        s.task_id,
-                        s.worker,
-                    ),
-                ).fetchone()
-                if row is not None:
-                    changed += 1
-                    _count_settled(row[0], to, 1, deltas, per_minute)
-                    line = (s.level, s.worker, to, s.message, dumps(s.details) if s.details else None)
-                    logs.setdefault(line, []).append(s.task_id)
-            for (action, worker), by_id in plain.items():
-                to = _TARGETS[action]
-                rows = conn.execute(Q["settle_many"], (to, now_ts, dumps(list(by_id)), worker)).fetchall()
-                changed += len(rows)
-                for route, n in Counter(route for _id, route in rows).items():
-                    _count_settled(route, to, n, deltas, per_minute)
-                for task_id, _route in rows:
-                    line = by_id[task_id]
-                    ids = logs.get(line)
-                    if ids is None:
-                        logs[line] = [task_id]
-                    else:
-                        ids.append(task_id)
-            self._add_counters(conn, deltas)
-            _insert_export_logs(conn, now_ts, logs)
-            minute = int(now_ts // 60)
-            if per_minute:
-                conn.executemany(Q["add_throughput"], [(minute, r, k, n) for (r, k), n in per_minute.items()])
-        return changed
+                ids = plain.get((to, s.worker))
+                if ids is None:
+                    plain[(to, s.worker)] = [s.task_id]
+                else:
+                    ids.append(s.task_id)
+                continue
+            params = (
+                to,
+                now_ts,
+                s.error,
+                ts(s.next_attempt_at),
+                dumps(s.result) if s.result is not None else None,
+                s.task_id,
+                s.worker,
+            )
+            row = tx.execute(Q["settle_task"], params).fetchone()
+            if row is not None:
+                moved[s.task_id] = row[0]
+        for (to, worker), ids in plain.items():
+            moved.update(tx.execute(Q["settle_many"], (to, now_ts, dumps(ids), worker)).fetchall())
+        return moved
+
+    def _expired_leases(
+        self, tx: sqlite3.Connection, now: datetime, route: str | None, limit: int
+    ) -> list[tuple[int, str, int, str]]:
+        return tx.execute(Q["expired_leases"], (now.timestamp(), route, route, limit)).fetchall()
+
+    def _recover_tasks(self, tx: sqlite3.Connection, recoveries: list[Recovery], now: datetime) -> set[int]:
+        now_ts = now.timestamp()
+        done = set()
+        for r in recoveries:
+            params = (r.target.value, now_ts, ts(r.next_attempt_at), r.message, r.task_id, now_ts)
+            if tx.execute(Q["recover_task"], params).rowcount:
+                done.add(r.task_id)
+        return done
+
+    def _release_tasks(
+        self, tx: sqlite3.Connection, backs: list[tuple[int, Status]], worker: str, now: datetime
+    ) -> dict[int, str]:
+        now_ts = now.timestamp()
+        moved = {}
+        for task_id, back in backs:
+            row = tx.execute(Q["release_task"], (back.value, now_ts, now_ts, task_id, worker)).fetchone()
+            if row is not None:
+                moved[task_id] = row[0]
+        return moved
+
+    def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
+        where, params = _where(selection)
+        return {
+            Status(status): n
+            for status, n in self._read(f"SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status", params)
+        }
+
+    def _act(
+        self,
+        tx: sqlite3.Connection,
+        selection: TaskFilter,
+        move: ActionMove,
+        *,
+        after_id: int,
+        limit: int,
+    ) -> list[tuple[int, str, str]]:
+        where, params = _where(selection)
+        allowed = sorted(s.value for s in move.sources)
+        source_sql = ", ".join("?" * len(allowed))
+        rows: list[tuple[int, str, str]] = tx.execute(
+            f"SELECT id, route, status FROM tasks WHERE {where} AND status IN ({source_sql}) AND id > ? "
+            "ORDER BY id LIMIT ?",
+            [*params, *allowed, after_id, limit],
+        ).fetchall()
+        if rows:
+            tx.execute(
+                "UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL"
+                + (", attempts = 0" if move.reset_attempts else "")
+                + f" WHERE id IN (SELECT value FROM json_each(?)) AND status IN ({source_sql})",
+                [
+                    move.target.value,
+                    move.now.timestamp(),
+                    move.error,
+                    ts(move.next_attempt_at),
+                    orjson.dumps([r[0] for r in rows]),
+                    *allowed,
+                ],
+            )
+        return rows
+
+    def _prunable(
+        self,
+        tx: sqlite3.Connection,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None,
+        after_id: int,
+        limit: int,
+    ) -> list[int]:
+        status_sql = ", ".join("?" * len(statuses))
+        sql = (
+            f"SELECT t.id FROM tasks t WHERE t.status IN ({status_sql}) AND t.updated_at < ?"
+            + (" AND t.route = ?" if route else "")
+            # never the latest task of an identifier: the delta cache compares with it
+            + " AND NOT (t.fingerprint IS NOT NULL AND t.identifier IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks l"
+            " WHERE l.route = t.route AND l.identifier = t.identifier AND l.id > t.id AND l.fingerprint IS NOT NULL))"
+            " AND t.id > ? ORDER BY t.id LIMIT ?"
+        )
+        params = [*(s.value for s in statuses), older_than.timestamp(), *([route] if route else []), after_id, limit]
+        return [r[0] for r in tx.execute(sql, params)]
+
+    def _delete_tasks(self, tx: sqlite3.Connection, ids: list[int]) -> list[tuple[str, str]]:
+        as_json = orjson.dumps(ids)
+        tx.execute("DELETE FROM task_logs WHERE task_id IN (SELECT value FROM json_each(?))", (as_json,))
+        tx.execute("DELETE FROM task_seen WHERE task_id IN (SELECT value FROM json_each(?))", (as_json,))
+        return tx.execute(
+            "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING route, status", (as_json,)
+        ).fetchall()
+
+    def _after_prune(self) -> None:
+        with self._lock:
+            self._conn.execute("PRAGMA incremental_vacuum")
+
+    def _write_changes(self, tx: sqlite3.Connection, changes: Changes, now: datetime) -> None:
+        counters = [(route, status, n) for (route, status), n in sorted(changes.counters.items()) if n]
+        if counters:
+            tx.executemany(Q["add_counter"], counters)
+        if changes.logs:
+            _insert_logs(tx, now.timestamp(), changes.logs)
+        if changes.throughput:
+            minute = int(now.timestamp() // 60)
+            tx.executemany(Q["add_throughput"], [(minute, r, k, n) for (r, k), n in changes.throughput.items() if n])
 
     def settle_now(self, settlements: Sequence[Settlement], *, now: datetime) -> int | None:
         """Settle on the event loop's thread when neither this store's lock nor the file's write lock is held by
@@ -564,136 +574,6 @@ class SQLiteStore(Store):
         with self._tx() as conn:
             cur = conn.executemany(Q["extend_lease"], [(until, i, worker) for i in ids])
             return cur.rowcount
-
-    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
-        now_ts = now.timestamp()
-        recovered = 0
-        while True:
-            with self._tx() as conn:
-                rows = conn.execute(Q["expired_leases"], (now_ts, route, route, ACTION_BATCH)).fetchall()
-                if not rows:
-                    return recovered
-                deltas: Counter[tuple[str, str]] = Counter()
-                logs = []
-                for task_id, task_route, attempts, worker in rows:
-                    action, message = lease_recovery(attempts, max_attempts.get(task_route, 3), worker)
-                    target = TRANSITIONS[action].target
-                    cur = conn.execute(
-                        Q["recover_task"],
-                        (
-                            target.value,
-                            now_ts,
-                            now_ts if target in (Status.NEW, Status.RETRY) else None,
-                            message,
-                            task_id,
-                            now_ts,
-                        ),
-                    )
-                    if cur.rowcount:
-                        recovered += 1
-                        deltas[(task_route, Status.PROCESSING.value)] -= 1
-                        deltas[(task_route, target.value)] += 1
-                        logs.append(
-                            (
-                                task_id,
-                                now_ts,
-                                "warning",
-                                "system",
-                                "lease",
-                                "processing",
-                                target.value,
-                                message,
-                                None,
-                            )
-                        )
-                self._add_counters(conn, deltas)
-                self._logs(conn, logs)
-                if len(rows) < ACTION_BATCH:
-                    return recovered
-
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
-        now_ts = now.timestamp()
-        released = 0
-        with self._tx() as conn:
-            deltas: Counter[tuple[str, str]] = Counter()
-            logs = []
-            for task_id in ids:
-                back = TRANSITIONS[release_action(task_id, retries)].target.value
-                row = conn.execute(Q["release_task"], (back, now_ts, now_ts, task_id, worker)).fetchone()
-                if row is None:
-                    continue
-                released += 1
-                deltas[(row[0], "processing")] -= 1
-                deltas[(row[0], back)] += 1
-                # it goes back to where it was claimed from: the detail the timeline reads for the claim
-                claim = orjson.dumps({"claimed_from": back})
-                logs.append((task_id, now_ts, "info", "system", worker, "processing", back, RELEASED_MESSAGE, claim))
-            self._add_counters(conn, deltas)
-            self._logs(conn, logs)
-        return released
-
-    # --- actions ---------------------------------------------------------------------------------
-
-    def apply_action(
-        self, action: Action, selection: TaskFilter, *, actor: str, reason: str | None, now: datetime
-    ) -> ActionResult:
-        rule = TRANSITIONS[action]
-        target = rule.target
-        now_ts = now.timestamp()
-        where, params = where_clause(selection, timestamp=ts)
-        matched_by_status = {
-            Status(status): n
-            for status, n in self._read(f"SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status", params)
-        }
-        matched = sum(matched_by_status.values())
-        refused = [
-            f"{n} task(s): {refusal_message(action, status)}"
-            for status, n in sorted(matched_by_status.items())
-            if status not in rule.sources
-        ]
-        sources = sorted(s.value for s in rule.sources)
-        source_sql = ", ".join("?" * len(sources))
-        fields = action_fields(action, reason, actor)
-        message = action_message(action, actor, reason)
-        changed = 0
-        last_id = 0
-        reset = action in RESETS_ATTEMPTS
-        while True:
-            with self._tx() as conn:
-                rows = conn.execute(
-                    f"SELECT id, route, status FROM tasks WHERE {where} AND status IN ({source_sql}) AND id > ? "
-                    f"ORDER BY id LIMIT {ACTION_BATCH}",
-                    [*params, *sources, last_id],
-                ).fetchall()
-                if not rows:
-                    break
-                last_id = rows[-1][0]
-                ids = orjson.dumps([r[0] for r in rows])
-                conn.execute(
-                    "UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, "
-                    "lease_until = NULL"
-                    + (", attempts = 0" if reset else "")
-                    + f" WHERE id IN (SELECT value FROM json_each(?)) AND status IN ({source_sql})",
-                    [
-                        target.value,
-                        now_ts,
-                        fields.error,
-                        now_ts if target is Status.NEW else None,
-                        ids,
-                        *sources,
-                    ],
-                )
-                deltas: Counter[tuple[str, str]] = Counter()
-                for _id, route, status in rows:
-                    deltas[(route, status)] -= 1
-                    deltas[(route, target.value)] += 1
-                self._add_counters(conn, deltas)
-                self._logs(
-                    conn,
-                    [(r[0], now_ts, "info", "action", actor, r[2], target.value, message, None) for r in rows],
-                )
-                changed += len(rows)
-        return ActionResult(matched=matched, changed=changed, refused=refused)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -851,50 +731,6 @@ class SQLiteStore(Store):
         with self._tx() as conn:
             conn.execute(Q["storage_put"], (storage, key, orjson.dumps(value), expires))
 
-    # --- housekeeping ----------------------------------------------------------------------------
-
-    def prune(
-        self,
-        *,
-        older_than: datetime,
-        statuses: Sequence[Status],
-        route: str | None = None,
-        batch_size: int = 5000,
-    ) -> int:
-        if not statuses:
-            return 0
-        status_sql = ", ".join("?" * len(statuses))
-        sql = (
-            f"SELECT t.id, t.route, t.status FROM tasks t WHERE t.status IN ({status_sql}) AND t.updated_at < ?"
-            + (" AND t.route = ?" if route else "")
-            # never the latest task of an identifier: the delta cache compares with it
-            + " AND NOT (t.fingerprint IS NOT NULL AND t.identifier IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks l"
-            " WHERE l.route = t.route AND l.identifier = t.identifier AND l.id > t.id AND l.fingerprint IS NOT NULL))"
-            " AND t.id > ? ORDER BY t.id LIMIT ?"
-        )
-        base = [*(s.value for s in statuses), older_than.timestamp(), *([route] if route else [])]
-        deleted = 0
-        last_id = 0
-        while True:
-            with self._tx() as conn:
-                rows = conn.execute(sql, [*base, last_id, batch_size]).fetchall()
-                if not rows:
-                    break
-                last_id = rows[-1][0]
-                ids = orjson.dumps([r[0] for r in rows])
-                conn.execute("DELETE FROM task_logs WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
-                conn.execute("DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?))", (ids,))
-                conn.execute("DELETE FROM task_seen WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
-                deltas: Counter[tuple[str, str]] = Counter()
-                for _id, r, s in rows:
-                    deltas[(r, s)] -= 1
-                self._add_counters(conn, deltas)
-                deleted += len(rows)
-        if deleted:
-            with self._lock:
-                self._conn.execute("PRAGMA incremental_vacuum")
-        return deleted
-
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 
     def route_states(self) -> dict[str, RouteState]:
@@ -1016,39 +852,30 @@ class SQLiteStore(Store):
         return [str(r[3]) for r in self._read(f"EXPLAIN QUERY PLAN {sql}", params)]
 
 
-_THROUGHPUT_STATUSES = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
-#: the delivery results :meth:`SQLiteStore.settle` applies
-_SETTLES = frozenset(a for a in Action if settles_from_processing(a))
-_TARGETS = {a: TRANSITIONS[a].target.value for a in _SETTLES}
-#: an export log line but its task id: (level, worker, to status, message, details)
-_LogKey = tuple[str, str, str, str, bytes | None]
-
-
-def _insert_export_logs(conn: sqlite3.Connection, now_ts: float, logs: dict[_LogKey, list[int]]) -> None:
-    """Alike lines (the common case: one message per attempt number) go in one INSERT ... SELECT over their ids,
-    ~3x cheaper per line than a row each; lines of their own (durations, errors) go row by row."""
-    single: list[tuple[Any, ...]] = []
-    for (level, worker, to, message, details), ids in logs.items():
-        if len(ids) >= _GROUPED_LOGS:
-            conn.execute(Q["insert_export_logs"], (now_ts, level, worker, to, message, details, orjson.dumps(ids)))
+def _insert_logs(conn: sqlite3.Connection, now_ts: float, lines: list[LogRow]) -> None:
+    """Alike lines (the common case: one message per attempt number) go in one INSERT ... SELECT over their task
+    ids, ~3x cheaper per line than a row each; lines of their own (durations, errors) go row by row."""
+    dumps = orjson.dumps
+    alike: dict[tuple[Any, ...], list[int]] = {}
+    for task_id, level, phase, actor, before, after, message, details in lines:
+        key = (level, phase, actor, before, after, message, dumps(details) if details else None)
+        ids = alike.get(key)
+        if ids is None:
+            alike[key] = [task_id]
         else:
-            single += [(i, now_ts, level, "export", worker, "processing", to, message, details) for i in ids]
+            ids.append(task_id)
+    single: list[tuple[Any, ...]] = []
+    for key, ids in alike.items():
+        if len(ids) >= _GROUPED_LOGS:
+            conn.execute(Q["insert_logs_alike"], (now_ts, *key, dumps(ids)))
+        else:
+            single += [(i, now_ts, *key) for i in ids]
     if single:
         conn.executemany(Q["insert_log"], single)
 
 
 #: from this many alike lines on, one INSERT ... SELECT beats a row each
 _GROUPED_LOGS = 4
-
-
-def _count_settled(
-    route: str, to: str, n: int, deltas: Counter[tuple[str, str]], per_minute: Counter[tuple[str, str]]
-) -> None:
-    deltas[(route, Status.PROCESSING.value)] -= n
-    deltas[(route, to)] += n
-    kind = _THROUGHPUT_STATUSES.get(to)
-    if kind is not None:
-        per_minute[(route, kind)] += n
 
 
 def _token(r: Sequence[Any]) -> TokenRecord:
@@ -1061,22 +888,13 @@ _WAL_CHECKPOINT_BYTES = 40 << 20
 _INSERT_ROWS = 500
 
 
-#: One task row of a multi-row INSERT. ?1-?6 are bound once per statement: route, now, run id, priority, lease
-#: until and worker; {0}... are the row's own parameters: id, identifier, status, fingerprint, seen count, entity
-#: (and for a noted row: error, related task, raw). What follows from the status (attempts, next attempt, lease)
-#: is computed by SQLite, so a row binds 6 or 9 values instead of 19, and fewer NULLs, which the sqlite3 module
-#: binds slowly.
-_PLAIN_ROW = (
-    "({0}, ?1, {1}, {2}, {2} = 'processing', ?2, ?2, CASE {2} WHEN 'new' THEN ?2 END, "
-    "CASE {2} WHEN 'processing' THEN ?5 END, CASE {2} WHEN 'processing' THEN ?6 END, NULL, {3}, {4}, ?2, ?3, "
-    "NULL, ?4, {5}, NULL)"
-)
-_NOTED_ROW = (
-    "({0}, ?1, {1}, {2}, {2} = 'processing', ?2, ?2, CASE {2} WHEN 'new' THEN ?2 END, "
-    "CASE {2} WHEN 'processing' THEN ?5 END, CASE {2} WHEN 'processing' THEN ?6 END, {6}, {3}, {4}, ?2, ?3, "
-    "{7}, ?4, {5}, {8})"
-)
-_BATCH_PARAMS = 6
+#: One task row of a multi-row INSERT. ?1-?9 are what the rows share (ledger.NewTasks), bound once per statement:
+#: route, now, run id, priority, lease until, worker, status, attempts and next attempt time; {0}... are the row's
+#: own values: id, identifier, fingerprint, seen count, entity (and for a noted row: error, related task, raw).
+#: A row then binds 5 or 8 values instead of 19, and fewer NULLs, which the sqlite3 module binds slowly.
+_PLAIN_ROW = "({0}, ?1, {1}, ?7, ?8, ?2, ?2, ?9, ?5, ?6, NULL, {2}, {3}, ?2, ?3, NULL, ?4, {4}, NULL)"
+_NOTED_ROW = "({0}, ?1, {1}, ?7, ?8, ?2, ?2, ?9, ?5, ?6, {5}, {2}, {3}, ?2, ?3, {6}, ?4, {4}, {7})"
+_BATCH_PARAMS = 9
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,22 +1,13 @@
-"""Backend-neutral planning of status changes, so every store applies the same rules the same way."""
+"""What an import batch writes, record by record: pure, so the ledger applies it the same way on every backend."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from crossdock.store.base import ImportCounts, ImportItem, ImportOptions
-from crossdock.tasks import (
-    POLLED,
-    RELEASES,
-    TOUCH_ON_SAME,
-    TRANSITIONS,
-    Action,
-    ImportOutcome,
-    Status,
-    decide_import,
-)
+from crossdock.tasks import POLLED, TOUCH_ON_SAME, ImportOutcome, Status, decide_import
 
 
 class PlannedTask:
@@ -187,54 +178,3 @@ def _create(plan: ImportPlan, item: ImportItem, status: Status, reason: str | No
     task = PlannedTask(item, status, reason, related)
     plan.creates.append(task)
     return task
-
-
-@dataclass(frozen=True, slots=True)
-class ActionFields:
-    error: str | None
-
-
-def action_fields(action: Action, reason: str | None, actor: str) -> ActionFields:
-    """The task columns a manual action sets besides the status."""
-    if action is Action.FAIL:
-        return ActionFields(error=reason or f"marked failed by {actor}")
-    if action is Action.SKIP:
-        return ActionFields(error=reason or f"skipped by {actor}")
-    return ActionFields(error=None)
-
-
-def action_message(action: Action, actor: str, reason: str | None) -> str:
-    text = f"{action.value} by {actor}"
-    return f"{text}: {reason}" if reason else text
-
-
-def settles_from_processing(action: Action) -> bool:
-    """Whether ``action`` is a delivery result :meth:`Store.settle` may apply (from processing)."""
-    return Status.PROCESSING in TRANSITIONS[action].sources and action not in RELEASES
-
-
-#: the log message of a released claim
-RELEASED_MESSAGE = "released unstarted"
-
-
-def release_action(task_id: int, retries: Collection[int]) -> Action:
-    """How an unstarted claim goes back: to retry if it was claimed from there, else to new."""
-    return Action.RELEASE_RETRY if task_id in retries else Action.RELEASE
-
-
-def initial_attempts(status: Status) -> int:
-    """A task imported in processing (realtime) is on its first delivery attempt, as if claimed."""
-    return 1 if status is Status.PROCESSING else 0
-
-
-def lease_recovery(attempts: int, max_attempts: int, worker: str | None) -> tuple[Action, str]:
-    """Where a task goes when its worker died holding it. The attempt it was on counts."""
-    who = worker or "a worker"
-    if attempts >= max_attempts:
-        return (
-            Action.LEASE_EXPIRED_FAILED,
-            f"lease of {who} expired (worker died?) on attempt {attempts} of {max_attempts}; no attempts left",
-        )
-    if attempts > 1:
-        return Action.LEASE_EXPIRED_RETRY, f"lease of {who} expired (worker died?) on attempt {attempts}"
-    return Action.LEASE_EXPIRED_NEW, f"lease of {who} expired (worker died?) on attempt {attempts}"

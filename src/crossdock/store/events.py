@@ -1,0 +1,75 @@
+"""What the ledger tells the rest of crossdock after a write commits: metrics, the audit log and alerts listen
+here instead of wrapping store methods."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crossdock.store.base import ActionResult, Settlement, TaskFilter
+from crossdock.tasks import Action, Status
+
+log = logging.getLogger("crossdock.store")
+
+
+@dataclass(frozen=True, slots=True)
+class TasksImported:
+    route: str
+    #: created tasks per status
+    created: dict[str, int]
+    superseded: int
+
+
+@dataclass(frozen=True, slots=True)
+class TasksSettled:
+    """Delivery results that changed a task, with each task's route."""
+
+    settled: list[tuple[Settlement, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class LeasesRecovered:
+    #: (task id, route, where it went)
+    recovered: list[tuple[int, str, Status]]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTaken:
+    """A manual action (CLI, API, dashboard), written to the audit log by :class:`Ledger` itself."""
+
+    action: Action
+    actor: str
+    selection: TaskFilter
+    reason: str | None
+    result: ActionResult
+
+
+@dataclass(frozen=True, slots=True)
+class TasksPruned:
+    actor: str
+    #: deleted tasks per (route, status)
+    deleted: dict[tuple[str, str], int]
+
+
+LedgerEvent = TasksImported | TasksSettled | LeasesRecovered | ActionTaken | TasksPruned
+
+
+@dataclass
+class Events:
+    """Subscribers hear an event after its transaction committed; one that raises is logged, never the caller's
+    problem (metrics must not take a delivery down)."""
+
+    subscribers: list[Callable[[LedgerEvent], None]] = field(default_factory=list)
+
+    def subscribe(self, subscriber: Callable[[LedgerEvent], None]) -> Callable[[], None]:
+        """Add ``subscriber``; returns the call that removes it."""
+        self.subscribers.append(subscriber)
+        return lambda: self.subscribers.remove(subscriber) if subscriber in self.subscribers else None
+
+    def emit(self, event: LedgerEvent) -> None:
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("a subscriber of %s failed", type(event).__name__)

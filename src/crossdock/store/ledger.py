@@ -1,0 +1,602 @@
+"""The task ledger: what every write to the tasks means, decided once for every backend.
+
+A backend (SQLite, PostgreSQL, memory) supplies storage primitives only: a transaction, the latest fingerprints of
+some keys, inserting rows, guarded status moves, claims, and writing counters, timeline lines and throughput. The
+ledger decides what to write: which tasks change and how, the counter deltas, the timeline text, the throughput,
+the audit row of a manual action, and the events that metrics (and later alerts) subscribe to. A rule lives here
+or nowhere, so the backends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from crossdock.store.base import (
+    ActionResult,
+    ImportCounts,
+    ImportItem,
+    ImportOptions,
+    Settlement,
+    Store,
+    TaskFilter,
+)
+from crossdock.store.events import ActionTaken, LeasesRecovered, LedgerEvent, TasksImported, TasksPruned, TasksSettled
+from crossdock.store.import_plan import DeltaKey, Latest, PlannedTask, delta_keys, import_plan
+from crossdock.tasks import RELEASES, RESETS_ATTEMPTS, TRANSITIONS, Action, Status, Task, iso, refusal_message
+
+log = logging.getLogger("crossdock.store")
+
+#: tasks changed per transaction by set-based work (actions, lease recovery, prune)
+ACTION_BATCH = 5000
+#: attempts a task gets when its route is not in the ``max_attempts`` map (a route removed from the config)
+DEFAULT_MAX_ATTEMPTS = 3
+#: the log message of a released claim
+RELEASED_MESSAGE = "released unstarted"
+#: statuses a delivery result moves to, and the throughput kind each counts as
+THROUGHPUT_OF = {"finished": "finished", "waiting": "finished", "failed": "failed", "retry": "retry"}
+#: the delivery results :meth:`Ledger.settle` applies: from processing, not a release
+SETTLES = frozenset(a for a in Action if Status.PROCESSING in TRANSITIONS[a].sources and a not in RELEASES)
+SETTLE_TARGET = {a: TRANSITIONS[a].target.value for a in SETTLES}
+
+#: one timeline line: (task id, level, phase, actor, from status, to status, message, details)
+LogRow = tuple[int, str, str, str | None, str | None, str | None, str, dict[str, Any] | None]
+
+
+class Changes:
+    """The bookkeeping of one transaction besides the task rows: counters, timeline lines, throughput."""
+
+    __slots__ = ("counters", "logs", "throughput")
+
+    def __init__(self) -> None:
+        #: (route, status) -> delta
+        self.counters: Counter[tuple[str, str]] = Counter()
+        self.logs: list[LogRow] = []
+        #: (route, kind) -> n, for the minute of the transaction
+        self.throughput: Counter[tuple[str, str]] = Counter()
+
+    def move(self, route: str, before: str, after: str, n: int = 1) -> None:
+        counters = self.counters
+        counters[(route, before)] -= n
+        counters[(route, after)] += n
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.logs or self.throughput)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTasks:
+    """What the rows of one insert share: everything that follows from the status and the batch."""
+
+    route: str
+    status: Status
+    now: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_until: datetime | None
+    worker: str | None
+    run_id: int | None
+    priority: int
+
+
+#: one new task row: (id, identifier, fingerprint or None, seen count, entity, error, related task id, raw)
+NewRow = tuple[int, str | None, bytes | None, int, bytes | None, str | None, int | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionMove:
+    """What a manual action does to each task it applies to."""
+
+    sources: frozenset[Status]
+    target: Status
+    error: str | None
+    next_attempt_at: datetime | None
+    reset_attempts: bool
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """A task whose worker's lease ran out, and where it goes."""
+
+    task_id: int
+    route: str
+    target: Status
+    next_attempt_at: datetime | None
+    message: str
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+
+def action_error(action: Action, reason: str | None, actor: str) -> str | None:
+    """The error column a manual action sets besides the status."""
+    if action is Action.FAIL:
+        return reason or f"marked failed by {actor}"
+    if action is Action.SKIP:
+        return reason or f"skipped by {actor}"
+    return None
+
+
+def action_message(action: Action, actor: str, reason: str | None) -> str:
+    text = f"{action.value} by {actor}"
+    return f"{text}: {reason}" if reason else text
+
+
+def release_action(task_id: int, retries: Collection[int]) -> Action:
+    """How an unstarted claim goes back: to retry if it was claimed from there, else to new."""
+    return Action.RELEASE_RETRY if task_id in retries else Action.RELEASE
+
+
+def lease_recovery(attempts: int, max_attempts: int, worker: str | None) -> tuple[Action, str]:
+    """Where a task goes when its worker died holding it. The attempt it was on counts."""
+    who = worker or "a worker"
+    if attempts >= max_attempts:
+        return (
+            Action.LEASE_EXPIRED_FAILED,
+            f"lease of {who} expired (worker died?) on attempt {attempts} of {max_attempts}; no attempts left",
+        )
+    if attempts > 1:
+        return Action.LEASE_EXPIRED_RETRY, f"lease of {who} expired (worker died?) on attempt {attempts}"
+    return Action.LEASE_EXPIRED_NEW, f"lease of {who} expired (worker died?) on attempt {attempts}"
+
+
+def superseded_reason(newer_id: int) -> str:
+    return f"superseded by task {newer_id}"
+
+
+def audit_name(action: Action, selection: TaskFilter) -> tuple[str, dict[str, Any]]:
+    """The audit action and target of a manual action: one task is ``task.ACTION``, more or a filter
+    ``tasks.bulk_ACTION``."""
+    ids = selection.ids
+    if ids is not None and len(set(ids)) == 1 and not _narrowed(selection):
+        return f"task.{action.value}", {"ids": [ids[0]]}
+    return f"tasks.bulk_{action.value}", selection.audit_target()
+
+
+def _narrowed(selection: TaskFilter) -> bool:
+    return bool(selection.statuses or selection.route or selection.identifier or selection.search)
+
+
+def _new_tasks(route: str, status: Status, run_id: int | None, options: ImportOptions, now: datetime) -> NewTasks:
+    processing = status is Status.PROCESSING
+    return NewTasks(
+        route=route,
+        status=status,
+        now=now,
+        # a task imported in processing (realtime) is on its first delivery attempt, as if claimed
+        attempts=1 if processing else 0,
+        next_attempt_at=now if status is Status.NEW else None,
+        lease_until=options.lease_until if processing else None,
+        worker=options.worker if processing else None,
+        run_id=run_id,
+        priority=options.priority,
+    )
+
+
+def _row(create: PlannedTask) -> NewRow:
+    item = create.item
+    superseder = create.superseded_by
+    return (
+        create.task_id,
+        item.identifier,
+        # only a recorded fingerprint makes the task a candidate for "latest" of its key
+        item.fingerprint if create.record_fingerprint else None,
+        create.seen_count,
+        item.entity,
+        create.reason,
+        superseder.task_id if superseder is not None else create.related_id,
+        item.raw,
+    )
+
+
+class Ledger(Store):
+    """Every task write, over the storage primitives a backend implements (the ``_`` methods below)."""
+
+    # --- primitives: storage only ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """One write transaction; yields what the other primitives take as ``tx``."""
+
+    @abc.abstractmethod
+    def _latest(self, tx: Any, route: str, identifiers: list[str], unkeyed: list[bytes]) -> dict[DeltaKey, Latest]:
+        """The latest fingerprinted task of each key: identifiers, and content fingerprints of tasks without one."""
+
+    def _touch_unchanged(
+        self, tx: Any, route: str, items: Sequence[ImportItem], now: datetime
+    ) -> tuple[int, Sequence[ImportItem], dict[DeltaKey, Latest]] | None:
+        """Optional fast path of a catalogue poll: touch the latest task of every record whose fingerprint equals
+        it and whose status takes a touch, in storage. Returns how many, the records left for the plan, and the
+        latest tasks of their keys; None to let the plan decide every record."""
+        return None
+
+    def _import_shape(self, route: str, unchanged: int, records: int) -> None:
+        """What a polled batch was like (``unchanged`` of ``records`` touched), for a backend that picks its
+        fast path by the last batch."""
+
+    @abc.abstractmethod
+    def _reserve_ids(self, tx: Any, n: int) -> list[int]:
+        """``n`` new task ids, ascending."""
+
+    @abc.abstractmethod
+    def _insert_tasks(self, tx: Any, batch: NewTasks, rows: list[NewRow]) -> None: ...
+
+    @abc.abstractmethod
+    def _touch_tasks(self, tx: Any, seen: dict[int, int], now: datetime) -> None:
+        """Add ``seen[id]`` to each task's seen count and make ``now`` its last-seen time."""
+
+    @abc.abstractmethod
+    def _supersede_tasks(
+        self, tx: Any, moves: list[tuple[int, int, str, Status]], sources: Collection[Status], now: datetime
+    ) -> dict[int, str]:
+        """Skip each ``(old id, newer id, reason, status the plan saw)`` still in ``sources``, linked to the newer
+        task; return the old status of each task moved."""
+
+    def _announce_new(self, tx: Any, route: str) -> None:
+        """Tell waiting workers that ``route`` has due tasks, at commit (PostgreSQL: NOTIFY)."""
+
+    def _begin_claim(self, tx: Any) -> None:
+        """Prepare a transaction for claims (PostgreSQL: plan hints for a table whose statistics lag)."""
+
+    @abc.abstractmethod
+    def _claim(
+        self, tx: Any, route: str, source: Status, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        """Move up to ``limit`` due tasks of ``source`` to processing under the lease, one attempt more; oldest
+        due first (new: by id; retry: by next attempt time). Returns them with ``claimed_from`` set."""
+
+    @abc.abstractmethod
+    def _settle_tasks(self, tx: Any, settlements: list[Settlement], now: datetime) -> dict[int, str]:
+        """Move each task still in processing under the settlement's worker to its action's status, with the
+        error, next attempt time and result, the lease cleared; return the route of each task moved."""
+
+    @abc.abstractmethod
+    def _expired_leases(self, tx: Any, now: datetime, route: str | None, limit: int) -> list[tuple[int, str, int, str]]:
+        """Processing tasks whose lease ran out before ``now``: (id, route, attempts, worker)."""
+
+    @abc.abstractmethod
+    def _recover_tasks(self, tx: Any, recoveries: list[Recovery], now: datetime) -> set[int]:
+        """Move each task still in processing with an expired lease to its target (error = message, lease
+        cleared); return the ids moved."""
+
+    @abc.abstractmethod
+    def _release_tasks(self, tx: Any, backs: list[tuple[int, Status]], worker: str, now: datetime) -> dict[int, str]:
+        """Move each task still in processing under ``worker`` back to its status, due now, the claim's attempt
+        taken back; return the route of each task moved."""
+
+    @abc.abstractmethod
+    def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]: ...
+
+    @abc.abstractmethod
+    def _act(
+        self,
+        tx: Any,
+        selection: TaskFilter,
+        move: ActionMove,
+        *,
+        after_id: int,
+        limit: int,
+    ) -> list[tuple[int, str, str]]:
+        """Apply ``move`` to the first ``limit`` tasks above ``after_id`` that ``selection`` matches and whose status
+        is in ``move.sources`` (lease cleared); return (id, route, old status) of each, in id order."""
+
+    @abc.abstractmethod
+    def _prunable(
+        self,
+        tx: Any,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None,
+        after_id: int,
+        limit: int,
+    ) -> list[int]:
+        """Ids above ``after_id`` in those statuses last updated before ``older_than``, never the latest
+        fingerprinted task of an identifier (delta compares with it), in id order."""
+
+    @abc.abstractmethod
+    def _delete_tasks(self, tx: Any, ids: list[int]) -> list[tuple[str, str]]:
+        """Delete the tasks and everything kept per task; return (route, status) of each deleted."""
+
+    def _after_prune(self) -> None:
+        """Give space back after deletes (SQLite: incremental vacuum)."""
+
+    @abc.abstractmethod
+    def _write_changes(self, tx: Any, changes: Changes, now: datetime) -> None:
+        """Add the counters (in sorted order: two transactions then lock shared rows alike), insert the timeline
+        lines at ``now`` and add the throughput to ``now``'s minute."""
+
+    # --- import ------------------------------------------------------------------------------------------
+
+    def import_batch(
+        self,
+        route: str,
+        items: Sequence[ImportItem],
+        *,
+        run_id: int | None,
+        options: ImportOptions,
+        now: datetime,
+    ) -> ImportCounts:
+        records = len(items)
+        polled = options.delta and not options.full
+        with self._transaction() as tx:
+            latest: dict[DeltaKey, Latest] = {}
+            touched = 0
+            fast = self._touch_unchanged(tx, route, items, now) if polled else None
+            if fast is not None:
+                touched, items, latest = fast
+                if not items:
+                    self._import_shape(route, touched, records)
+                    return ImportCounts(unchanged=touched)
+            elif options.delta:
+                idents, unkeyed = delta_keys(items)
+                if idents or unkeyed:
+                    latest = self._latest(tx, route, idents, unkeyed)
+            plan = import_plan(route, items, latest, options)
+            counts = plan.counts
+            counts.unchanged += touched
+            if polled:
+                self._import_shape(route, touched + len(plan.touches), records)
+            creates = plan.creates
+            if creates:
+                for create, task_id in zip(creates, self._reserve_ids(tx, len(creates)), strict=True):
+                    create.task_id = task_id
+                by_status: dict[Status, list[NewRow]] = {}
+                for create in creates:
+                    rows = by_status.get(create.status)
+                    if rows is None:
+                        rows = by_status[create.status] = []
+                    rows.append(_row(create))
+                for status, rows in by_status.items():
+                    self._insert_tasks(tx, _new_tasks(route, status, run_id, options, now), rows)
+            if plan.touches:
+                self._touch_tasks(tx, Counter(plan.touches), now)
+            changes = Changes()
+            for value, n in counts.created.items():
+                changes.counters[(route, value)] += n
+            superseded = 0
+            if plan.supersedes:
+                moves = [
+                    (old_id, newer.task_id, superseded_reason(newer.task_id), plan.latest_status[old_id])
+                    for old_id, newer in plan.supersedes
+                ]
+                moved = self._supersede_tasks(tx, moves, TRANSITIONS[Action.SUPERSEDE].sources, now)
+                skipped = Status.SKIPPED.value
+                for old_id, _newer_id, reason, _seen in moves:
+                    before = moved.pop(old_id, None)
+                    if before is None:
+                        continue
+                    changes.move(route, before, skipped)
+                    changes.logs.append((old_id, "info", "import", "import", before, skipped, reason, None))
+                    superseded += 1
+            imported = counts.created.get("new", 0) + counts.created.get("processing", 0)
+            if imported:
+                changes.throughput[(route, "imported")] += imported
+            self._write_changes(tx, changes, now)
+            if imported:
+                self._announce_new(tx, route)
+        counts.superseded += superseded
+        counts.processing_ids = [c.task_id for c in creates if c.status is Status.PROCESSING]
+        counts.created_ids = [c.task_id for c in creates]
+        if creates and self.events.subscribers:
+            self.events.emit(TasksImported(route, dict(counts.created), counts.superseded))
+        return counts
+
+    # --- export ------------------------------------------------------------------------------------------
+
+    def claim_due_tasks(
+        self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        claimed: list[Task] = []
+        sources = 0
+        with self._transaction() as tx:
+            self._begin_claim(tx)
+            changes = Changes()
+            for source in (Status.RETRY, Status.NEW):
+                want = limit - len(claimed)
+                if want <= 0:
+                    break
+                tasks = self._claim(tx, route, source, want, worker=worker, lease_until=lease_until, now=now)
+                if tasks:
+                    sources += 1
+                    claimed += tasks
+                    changes.move(route, source.value, Status.PROCESSING.value, len(tasks))
+            if changes:
+                self._write_changes(tx, changes, now)
+        if sources > 1:
+            claimed.sort(key=_task_id)
+        return claimed
+
+    def settle(self, settlements: Sequence[Settlement], *, now: datetime) -> int:
+        # one settlement per task, the first: a second one would find it settled. Only delivery results leave
+        # processing here; a claim or a manual action is never a settlement
+        unique: dict[int, Settlement] = {}
+        for s in settlements:
+            if s.action in SETTLES and s.task_id not in unique:
+                unique[s.task_id] = s
+        if not unique:
+            return 0
+        with self._transaction() as tx:
+            routes = self._settle_tasks(tx, list(unique.values()), now)
+            changes = Changes()
+            counters, logs, throughput = changes.counters, changes.logs, changes.throughput
+            processing = Status.PROCESSING.value
+            for task_id, route in routes.items():
+                s = unique[task_id]
+                to = SETTLE_TARGET[s.action]
+                counters[(route, processing)] -= 1
+                counters[(route, to)] += 1
+                kind = THROUGHPUT_OF.get(to)
+                if kind is not None:
+                    throughput[(route, kind)] += 1
+                logs.append((task_id, s.level, "export", s.worker, processing, to, s.message, s.details or None))
+            self._write_changes(tx, changes, now)
+        if routes and self.events.subscribers:
+            self.events.emit(TasksSettled([(unique[i], r) for i, r in routes.items()]))
+        return len(routes)
+
+    def recover_expired_leases(self, *, now: datetime, max_attempts: dict[str, int], route: str | None = None) -> int:
+        recovered: list[tuple[int, str, Status]] = []
+        while True:
+            with self._transaction() as tx:
+                rows = self._expired_leases(tx, now, route, ACTION_BATCH)
+                if not rows:
+                    break
+                plans = []
+                for task_id, task_route, attempts, worker in rows:
+                    action, message = lease_recovery(
+                        attempts, max_attempts.get(task_route, DEFAULT_MAX_ATTEMPTS), worker
+                    )
+                    target = TRANSITIONS[action].target
+                    due = now if target in (Status.NEW, Status.RETRY) else None
+                    plans.append(Recovery(task_id, task_route, target, due, message))
+                done = self._recover_tasks(tx, plans, now)
+                changes = Changes()
+                processing = Status.PROCESSING.value
+                for p in plans:
+                    if p.task_id not in done:
+                        continue
+                    recovered.append((p.task_id, p.route, p.target))
+                    changes.move(p.route, processing, p.target.value)
+                    changes.logs.append((p.task_id, "warning", "system", "lease", processing, p.target.value,
+                                         p.message, None))  # fmt: skip
+                self._write_changes(tx, changes, now)
+            if len(rows) < ACTION_BATCH:
+                break
+        if recovered and self.events.subscribers:
+            self.events.emit(LeasesRecovered(recovered))
+        return len(recovered)
+
+    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
+        if not ids:
+            return 0
+        backs = [(task_id, TRANSITIONS[release_action(task_id, retries)].target) for task_id in dict.fromkeys(ids)]
+        with self._transaction() as tx:
+            routes = self._release_tasks(tx, backs, worker, now)
+            changes = Changes()
+            processing = Status.PROCESSING.value
+            for task_id, back in backs:
+                route = routes.get(task_id)
+                if route is None:
+                    continue
+                changes.move(route, processing, back.value)
+                # it goes back to where it was claimed from: the detail the timeline reads for the claim
+                changes.logs.append((task_id, "info", "system", worker, processing, back.value, RELEASED_MESSAGE,
+                                     {"claimed_from": back.value}))  # fmt: skip
+            self._write_changes(tx, changes, now)
+        return len(routes)
+
+    # --- actions -----------------------------------------------------------------------------------------
+
+    def apply_action(
+        self,
+        action: Action,
+        selection: TaskFilter,
+        *,
+        actor: str,
+        reason: str | None,
+        now: datetime,
+        audit_actor: str | None = None,
+    ) -> ActionResult:
+        rule = TRANSITIONS[action]
+        target = rule.target
+        matched_by_status = self._matched_by_status(selection)
+        refused = [
+            f"{n} task(s): {refusal_message(action, status)}"
+            for status, n in sorted(matched_by_status.items())
+            if status not in rule.sources
+        ]
+        message = action_message(action, actor, reason)
+        move = ActionMove(
+            sources=frozenset(rule.sources),
+            target=target,
+            error=action_error(action, reason, actor),
+            next_attempt_at=now if target is Status.NEW else None,
+            reset_attempts=action in RESETS_ATTEMPTS,
+            now=now,
+        )
+        changed = 0
+        last_id = 0
+        while True:
+            with self._transaction() as tx:
+                rows = self._act(tx, selection, move, after_id=last_id, limit=ACTION_BATCH)
+                if not rows:
+                    break
+                last_id = rows[-1][0]
+                changes = Changes()
+                for task_id, route, before in rows:
+                    changes.move(route, before, target.value)
+                    changes.logs.append((task_id, "info", "action", actor, before, target.value, message, None))
+                self._write_changes(tx, changes, now)
+                changed += len(rows)
+            if len(rows) < ACTION_BATCH:
+                break
+        result = ActionResult(matched=sum(matched_by_status.values()), changed=changed, refused=refused)
+        who = audit_actor or actor
+        name, audit_target = audit_name(action, selection)
+        self.record_audit(
+            who, name, audit_target, changed=changed, detail=self.redact(reason) if reason else None, now=now
+        )
+        self.events.emit(ActionTaken(action, who, selection, reason, result))
+        return result
+
+    # --- housekeeping ------------------------------------------------------------------------------------
+
+    def prune(
+        self,
+        *,
+        older_than: datetime,
+        statuses: Sequence[Status],
+        route: str | None = None,
+        batch_size: int = 5000,
+        actor: str = "retention",
+    ) -> int:
+        if not statuses:
+            return 0
+        deleted: Counter[tuple[str, str]] = Counter()
+        last_id = 0
+        while True:
+            with self._transaction() as tx:
+                ids = self._prunable(
+                    tx, older_than=older_than, statuses=statuses, route=route, after_id=last_id, limit=batch_size
+                )
+                if not ids:
+                    break
+                last_id = ids[-1]
+                changes = Changes()
+                for key in self._delete_tasks(tx, ids):
+                    changes.counters[key] -= 1
+                    deleted[key] += 1
+                self._write_changes(tx, changes, older_than)
+            if len(ids) < batch_size:
+                break
+        total = sum(deleted.values())
+        if total:
+            self._after_prune()
+            target: dict[str, Any] = {"status": [s.value for s in statuses], "older_than": iso(older_than)}
+            if route:
+                target["route"] = route
+            self.record_audit(actor, "tasks.prune", target, changed=total, now=datetime.now(UTC))
+            self.events.emit(TasksPruned(actor, dict(deleted)))
+        return total
+
+
+def _task_id(task: Task) -> int:
+    return task.id
+
+
+@contextlib.contextmanager
+def subscribed(ledger: Ledger, subscriber: Callable[[LedgerEvent], None]) -> Iterator[None]:
+    """``subscriber`` hears the ledger's events inside the block."""
+    remove = ledger.events.subscribe(subscriber)
+    try:
+        yield
+    finally:
+        remove()
