@@ -33,15 +33,15 @@ JOIN tasks t ON t.id = (
 
 -- name: touch_unchanged
 -- A catalogue poll decided inside SQLite: each identifier whose latest task has the same fingerprint and is one
--- tasks.TOUCH_ON_SAME keeps it (no new row), and that task's seen count and last-seen time go up (in task_seen, a
--- narrow row, rather than rewriting the task's). ?2 is the JSON array of the batch's identifiers (distinct), ?4 their
--- 16-byte fingerprints end to end in the same order. Deciding here spares the writer thread the Python work per
+-- tasks.TOUCH_ON_SAME (?5, a JSON array) keeps it (no new row), and that task's seen count and last-seen time go up
+-- (in task_seen, a narrow row, rather than rewriting the task's). ?2 is the JSON array of the batch's identifiers
+-- (distinct), ?4 their 16-byte fingerprints end to end in the same order. Deciding here spares the writer thread the Python work per
 -- record that would otherwise hold the GIL the importer parses with.
 INSERT INTO task_seen (task_id, seen, last_seen_at)
 SELECT t.id, 1, ?3 FROM json_each(?2) j
 JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
 WHERE t.fingerprint = substr(?4, j.key * 16 + 1, 16)
-  AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped')
+  AND t.status IN (SELECT value FROM json_each(?5))
 ON CONFLICT (task_id) DO UPDATE SET seen = seen + 1, last_seen_at = excluded.last_seen_at
 
 -- name: latest_untouched
@@ -52,7 +52,7 @@ FROM json_each(?2) j
 LEFT JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
 WHERE t.id IS NULL
    OR NOT (t.fingerprint IS substr(?3, j.key * 16 + 1, 16)
-           AND t.status IN ('new', 'processing', 'retry', 'waiting', 'skipped'))
+           AND t.status IN (SELECT value FROM json_each(?4)))
 
 -- name: insert_task
 -- the column list; store.py builds multi-row statements on it (_insert_sql), binding what the rows of one batch

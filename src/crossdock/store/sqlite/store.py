@@ -37,7 +37,7 @@ from crossdock.store.filters import where_clause
 from crossdock.store.import_plan import DeltaKey, Latest, unkeyed_keys
 from crossdock.store.ledger import SETTLE_TARGET, ActionMove, Changes, Ledger, LogRow, NewRow, NewTasks, Recovery
 from crossdock.store.sqlfiles import load_migrations, load_queries
-from crossdock.tasks import POLLED, LogLine, Status, Task
+from crossdock.tasks import POLLED, TOUCH_ON_SAME, LogLine, Status, Task
 
 log = logging.getLogger("crossdock.store")
 
@@ -921,6 +921,8 @@ def _insert_rows(conn: sqlite3.Connection, batch: tuple[Any, ...], rows: list[tu
 
 
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
+#: the statuses whose latest task an unchanged record touches (the rule is tasks.decide_import's), for the SQL
+_TOUCH_ON_SAME = orjson.dumps(sorted(s.value for s in TOUCH_ON_SAME)).decode()
 
 
 def _latest(
@@ -999,12 +1001,13 @@ def _touch_unchanged(
     for the import plan (in batch order), and the latest tasks of their identifiers."""
     keys_json = orjson.dumps([item.identifier for item in eligible])
     fps = b"".join([item.fingerprint for item in eligible])  # type: ignore[misc]  # _pollable checked them
-    touched: int = conn.execute(Q["touch_unchanged"], (route, keys_json, now_ts, fps)).rowcount
+    touched: int = conn.execute(Q["touch_unchanged"], (route, keys_json, now_ts, fps, _TOUCH_ON_SAME)).rowcount
     if touched == len(items):
         return touched, (), {}
     found: list[list[Any]] = []
     if touched < len(eligible):
-        found = orjson.loads(conn.execute(Q["latest_untouched"], (route, keys_json, fps)).fetchone()[0])
+        query = conn.execute(Q["latest_untouched"], (route, keys_json, fps, _TOUCH_ON_SAME))
+        found = orjson.loads(query.fetchone()[0])
     if touched + len(found) != len(eligible):
         raise RuntimeError(f"import into {route!r}: {touched} touched and {len(found)} left of {len(eligible)} records")
     rest: Sequence[ImportItem] = items
