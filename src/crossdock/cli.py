@@ -235,6 +235,10 @@ def _print_run(result: dict[str, Any]) -> None:
         out.print(f"export {exp['route']}: {exp['claimed']:,} tasks in {exp['duration_s']:.2f} s  {parts}{released}")
         if exp.get("error"):
             out.print(f"  [red]{exp['error']}[/]")
+        if exp.get("paused"):
+            out.print(f"  route {exp['route']} {exp['paused']}", markup=False)
+    if result.get("note"):
+        out.print(result["note"], markup=False)
     if result.get("stopped_by"):
         out.print(
             f"stopped by {result['stopped_by']}: deliveries on the wire were finished and recorded, "
@@ -437,6 +441,11 @@ def _act(
         emit_json(result.to_json())
     else:
         out.print(f"{action.value}: matched {result.matched}, changed {result.changed}")
+        if result.superseded:
+            out.print(
+                f"skipped {result.superseded} older task(s) of the same records as superseded: each record goes out "
+                "once, from its newest task"
+            )
         for line in result.refused:
             err.print(f"refused: {line}", markup=False)
     if ids and result.matched < len(set(ids)):
@@ -841,10 +850,12 @@ def connectors(json_out: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) ->
 
 
 def _register_plugins() -> None:
-    """Commands that live with their feature (tokens with the web app)."""
+    """Commands that live with their feature (tokens with the web app, routes in their own module)."""
+    from crossdock.cli_routes import register as register_routes
     from crossdock.web.cli_commands import register
 
     register(app)
+    register_routes(app)
 
 
 _register_plugins()

@@ -133,6 +133,16 @@ class StoreUnavailable(CrossdockError):
     backend: nothing that was not committed is lost, and whatever was committed stays.
     """
 
+    @property
+    def no_space(self) -> bool:
+        """The disk is full: a person has to free space, so a run should not wait, and every try would write into
+        the little space left (the reserve that lets the run record why it failed)."""
+        return any(text in self.message for text in _NO_SPACE)
+
+
+#: how the stores' drivers say the disk is full
+_NO_SPACE = ("database or disk is full", "No space left on device", "could not extend file")
+
 
 def describe_error(exc: BaseException) -> str:
     """One line for a person: our errors say what they are; others get their type, and their cause if it adds one."""

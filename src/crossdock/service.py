@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from crossdock.engine.exporter import Exporter
-from crossdock.engine.project import Project
+from crossdock.engine.project import Project, effective_active
 from crossdock.engine.run_liveness import abandon_dead_runs
-from crossdock.engine.scheduler import EngineJobs, Scheduler, effective_active
+from crossdock.engine.scheduler import EngineJobs, Scheduler
 from crossdock.engine.worker import Worker
 from crossdock.errors import StoreUnavailable
 from crossdock.store import Store

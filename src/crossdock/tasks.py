@@ -259,6 +259,9 @@ class ImportDecision:
 POLLED = frozenset({S.NEW, S.PROCESSING})
 #: latest-task statuses for which an identical record adds no row
 TOUCH_ON_SAME = frozenset({S.NEW, S.PROCESSING, S.RETRY, S.WAITING, S.SKIPPED})
+#: latest-task statuses an identical record is sent again after only when the route's ``resend_failed`` allows it:
+#: otherwise the target would get the same refused record once per poll, forever (a resend storm)
+RESEND_ON_SAME = frozenset({S.FAILED, S.REJECTED})
 # the decisions are immutable: one instance each instead of one per imported record
 _CREATE = ImportDecision(ImportOutcome.CREATE)
 _CREATE_SUPERSEDING = ImportDecision(ImportOutcome.CREATE, supersede_latest=True)
@@ -272,11 +275,13 @@ def decide_import(
     same_fingerprint: bool,
     *,
     supersede: bool,
+    resend: bool = False,
 ) -> ImportDecision:
     """Delta rules of DESIGN section 2 and the delta issue, for one record.
 
     ``intended`` is what validation made of the record: new (or processing on a realtime route), skipped
-    (filtered) or rejected. ``latest_status`` is None when the identifier was never seen.
+    (filtered) or rejected. ``latest_status`` is None when the identifier was never seen. ``resend`` says whether
+    an identical record whose latest task failed or was rejected gets a new task (the route's ``resend_failed``).
     """
     if latest_status is None:
         return _CREATE
@@ -286,8 +291,8 @@ def decide_import(
                 return _CREATE_UNCHANGED
             if latest_status in TOUCH_ON_SAME:
                 return _TOUCH
-            # failed or rejected: the data gets another chance
-            return _CREATE
+            # failed or rejected (RESEND_ON_SAME): another chance only when the route allows it now
+            return _CREATE if resend else _TOUCH
         if supersede and latest_status in TRANSITIONS[Action.SUPERSEDE].sources:
             return _CREATE_SUPERSEDING
         return _CREATE

@@ -128,25 +128,58 @@ def test_two_versions_in_one_file_deliver_only_the_latest(project: Any, shop: Ru
     assert old["error"].startswith("superseded by task ")
 
 
-# --- 4. failed records get another chance; finished ones are skipped ---------------------------------------------
+# --- 4. a refused record is not resent on every poll; finished ones are skipped ---------------------------------
 
 
-def test_unchanged_record_after_failed_gets_a_new_task_after_finished_is_skipped(
-    project: Any, shop_factory: Any
-) -> None:
-    shop = shop_factory(status_for_skus={"SKU-000001": 400})
+def test_an_unchanged_refused_record_is_touched_not_resent_on_every_poll(project: Any, shop_factory: Any) -> None:
+    """Polled 5 times unchanged: one failed task seen 5 times, one request at the target (no resend storm)."""
+    shop = shop_factory(status_for_skus={"SKU-000001": 422})
     project.write_ndjson("data/in.ndjson", project.products(2))
     project.write_config(project.route_yaml())
-    assert project.run("r")["by_status"] == counts(finished=1, failed=1)
-    again = project.run("r", "--incoming")
-    assert again["incoming"]["routes"]["r"]["new"] == 1
-    failed_sku = sorted(project.tasks("--identifier", "SKU-000001"), key=lambda t: t["id"])
-    assert [t["status"] for t in failed_sku] == ["failed", "new"]
+    for _poll in range(5):
+        project.run("r")
+    [failed] = project.tasks("--identifier", "SKU-000001")
+    assert (failed["status"], failed["seen_count"]) == ("failed", 5)
     finished_sku = sorted(project.tasks("--identifier", "SKU-000002"), key=lambda t: t["id"])
     assert [t["status"] for t in finished_sku] == ["finished", "skipped"]
+    assert shop.stats()["requests"] == 2, "each product reached the shop once"
+    assert shop.stats()["by_status"] == {"201": 1, "422": 1}
+
+
+def test_resend_failed_period_sends_an_unchanged_refused_record_at_most_once_per_period(
+    project: Any, shop_factory: Any
+) -> None:
+    shop = shop_factory(status_for_skus={"SKU-000001": 422})
+    project.write_ndjson("data/in.ndjson", project.products(1))
+    project.write_config(project.route_yaml(extra="    resend_failed: 1h\n"))
+    for _poll in range(3):
+        project.run("r")
+    [failed] = project.tasks("--identifier", "SKU-000001")
+    assert (failed["status"], failed["seen_count"]) == ("failed", 3)
+    assert shop.stats()["requests"] == 1, "one request within the hour"
+
+
+def test_resend_failed_true_gives_each_poll_a_new_task_and_a_retry_sends_the_record_once(
+    project: Any, shop_factory: Any
+) -> None:
+    """The old behaviour on request; a bulk retry of the copies sends the newest and supersedes the others."""
+    shop = shop_factory(status_for_skus={"SKU-000001": 422})
+    project.write_ndjson("data/in.ndjson", project.products(1))
+    project.write_config(project.route_yaml(extra="    resend_failed: true\n"))
+    for _poll in range(3):
+        project.run("r")
+    copies = sorted(project.tasks("--identifier", "SKU-000001"), key=lambda t: t["id"])
+    assert [t["status"] for t in copies] == ["failed"] * 3
+    assert shop.stats()["requests"] == 3
     shop.set_failures()
-    assert project.run("r", "--outgoing")["by_status"] == counts(finished=2, failed=1, skipped=1)
-    assert shop.by_sku["SKU-000001"]["title"] == "Product 1"
+    retried = project.cli("tasks", "retry", "--status", "failed", "--route", "r", "--json").json
+    assert (retried["changed"], retried["superseded"]) == (3, 2)
+    assert project.run("r", "--outgoing")["by_status"] == counts(finished=1, skipped=2)
+    assert shop.stats()["requests"] == 4, "the retry sent the record once"
+    after = sorted(project.tasks("--identifier", "SKU-000001"), key=lambda t: t["id"])
+    newest = after[-1]["id"]
+    assert [t["status"] for t in after] == ["skipped", "skipped", "finished"]
+    assert all(t["error"] == f"superseded by task {newest}" for t in after[:2])
 
 
 # --- 5. a killed importer ----------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_disk_full_import_is_failed_and_the_next_run_fetches_what_was_missed(cli
 
         runs = cli.json("runs", "list")
         failed = [r for r in runs if r["status"] == "failed"]
-        assert len(failed) == 1, runs
+        assert len(failed) == 1, [(r["id"], r["status"], r["error"]) for r in runs]
         assert "database or disk is full" in failed[0]["error"]
         assert [r["status"] for r in runs][:1] == ["ok"]
 

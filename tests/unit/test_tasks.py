@@ -117,9 +117,9 @@ DECISIONS = [
     (S.NEW, S.RETRY, True, True, T, False),
     (S.NEW, S.WAITING, True, True, T, False),
     (S.NEW, S.SKIPPED, True, True, T, False),
-    # unchanged after a failure or rejection: another chance
-    (S.NEW, S.FAILED, True, True, C, False),
-    (S.NEW, S.REJECTED, True, True, C, False),
+    # unchanged after a failure or rejection: the latest task is touched (resend_failed: false, the default)
+    (S.NEW, S.FAILED, True, True, T, False),
+    (S.NEW, S.REJECTED, True, True, T, False),
     # changed: a new task; unsent older ones are superseded
     (S.NEW, S.NEW, False, True, C, True),
     (S.NEW, S.RETRY, False, True, C, True),
@@ -158,3 +158,12 @@ def test_decide_import(
     decision = decide_import(intended, latest, same, supersede=supersede)
     assert decision.outcome is outcome
     assert decision.supersede_latest is supersede_latest
+
+
+@pytest.mark.parametrize("latest", [S.FAILED, S.REJECTED])
+@pytest.mark.parametrize("intended", [S.NEW, S.PROCESSING])
+def test_an_unchanged_failed_record_gets_a_new_task_only_when_resend_allows(intended: Status, latest: Status) -> None:
+    assert decide_import(intended, latest, True, supersede=True).outcome is T
+    assert decide_import(intended, latest, True, supersede=True, resend=True).outcome is C
+    # changed data always gets a new task
+    assert decide_import(intended, latest, False, supersede=True).outcome is C

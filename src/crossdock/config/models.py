@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -24,6 +24,20 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_resend(value: Any) -> bool | float:
+    """``false``, ``true`` or a period such as ``6h`` (seconds, more than zero)."""
+    if isinstance(value, bool):
+        return value
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("a resend period must be longer than zero; use false to never resend")
+    return seconds
+
+
+#: ``resend_failed``: whether an unchanged record whose latest task failed or was rejected is sent again
+Resend = Annotated[bool | float, BeforeValidator(parse_resend)]
 
 
 class Strict(BaseModel):
@@ -75,6 +89,22 @@ class ValidateConfig(Strict):
     schema_: str | None = Field(default=None, alias="schema")
 
 
+class PauseAfter(Strict):
+    """When crossdock switches a route off by itself: after ``failed`` consecutive failed tasks, and/or when at
+    least ``failed_ratio`` of the tasks settled ``within`` the last period failed (and there were ``min_tasks``)."""
+
+    failed: int | None = Field(default=None, ge=1)
+    failed_ratio: float | None = Field(default=None, gt=0, le=1)
+    within: Duration = 600.0
+    min_tasks: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> PauseAfter:
+        if self.failed is None and self.failed_ratio is None:
+            raise ValueError("give failed: N (consecutive failed tasks) or failed_ratio: 0.5 (with within, min_tasks)")
+        return self
+
+
 class RetryConfig(Strict):
     max_attempts: int = Field(default=5, ge=1, le=1000)
     backoff: Duration = 30.0
@@ -109,6 +139,11 @@ class RouteConfig(Strict):
     identifier: str | list[str]
     delta: bool = True
     supersede: bool = True
+    #: an unchanged record whose latest task failed or was rejected: false touches that task (no resend storm),
+    #: true sends it again on every import, a period sends it again at most once per period
+    resend_failed: Resend = False
+    #: switch the route off when its deliveries keep failing; activating it again clears the pause
+    pause_after: PauseAfter | None = None
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     outgoing: OutgoingConfig
     realtime: bool = False

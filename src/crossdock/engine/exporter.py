@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from crossdock.connectors.base import Delivered, Target
+from crossdock.engine.auto_pause import AutoPause
 from crossdock.engine.group_commit import GroupCommit
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.retry import next_delay
@@ -56,6 +57,8 @@ class ExportSummary:
     by_status: dict[str, int] = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None
+    #: why the run stopped early because crossdock paused the route (``pause_after``)
+    paused: str | None = None
 
     def count(self, status: str, n: int = 1) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + n
@@ -65,6 +68,7 @@ class ExportSummary:
             "route": self.route,
             "status": self.status,
             "error": self.error,
+            "paused": self.paused,
             "claimed": self.claimed,
             "recovered_leases": self.recovered,
             "released": self.released,
@@ -88,6 +92,8 @@ class Exporter:
         self.project = project
         project.bind_store(store)
         self.store = store
+        #: switches a route off when its deliveries keep failing (pause_after); its drain stops at once
+        self.auto_pause = AutoPause.attach(project, store)
         self.worker = worker or process_id()
         #: shared connection clients (one per connection), closed by :meth:`close`
         self._clients: dict[str, Any] = clients if clients is not None else {}
@@ -202,12 +208,18 @@ class Exporter:
         out = route.config.outgoing
         concurrency = out.concurrency
         batch = max(concurrency * 4, 256) if not target.supports_batch else max(out.batch_size, 1000)
+        if route.name in self.auto_pause.paused and await asyncio.to_thread(self.auto_pause.still_paused, route):
+            summary.paused = self.auto_pause.reason(route.name)
+            return
         sem = asyncio.Semaphore(concurrency)
         running: set[asyncio.Task[None]] = set()
         keeper = asyncio.create_task(self._keep_leases(route.name, out.lease))
         try:
             remaining = limit
             while (remaining is None or remaining > 0) and not self._stopping:
+                if route.name in self.auto_pause.paused:
+                    summary.paused = self.auto_pause.reason(route.name)
+                    break
                 want = batch if remaining is None else min(batch, remaining)
 
                 claimed_at = [0.0]
@@ -241,6 +253,8 @@ class Exporter:
                     done.result()
             if running:
                 await asyncio.gather(*running)
+            if route.name in self.auto_pause.paused:
+                summary.paused = self.auto_pause.reason(route.name)
         finally:
             # on cancellation, the batches still delivering settle what they did and release the rest
             for job in running:
@@ -283,6 +297,7 @@ class Exporter:
         leases.add(held)
         unstarted: list[Task] = []
         settle = _Settler(self, route).settlement
+        paused = self.auto_pause.paused
         # settle: batched lets results gather for a moment, so a fast target's results go in fewer transactions
         results = GroupCommit(self.store, linger=0.0 if route.config.outgoing.settle == "immediate" else BATCH_LINGER)
         try:
@@ -301,7 +316,7 @@ class Exporter:
                 ready = [(task, task.entity) for task in tasks]
             if target.supports_batch and ready:
                 async with self._slot(route):
-                    if self._stopping or held.lapsed():
+                    if self._stopping or held.lapsed() or route.name in paused:
                         unstarted += [t for t, _ in ready]
                     else:
                         outcomes = await target.deliver_batch(ready)
@@ -323,8 +338,8 @@ class Exporter:
                 async def deliver_some() -> None:
                     for task, entity in pending:
                         async with sem, self._slot(route):
-                            if self._stopping or held.lapsed():
-                                unstarted.append(task)
+                            if self._stopping or held.lapsed() or route.name in paused:
+                                unstarted.append(task)  # paused: back to where it was, its attempt not spent
                                 continue
                             started = perf_counter()
                             try:

@@ -188,7 +188,11 @@ class Importer:
                 continue
             rs.run_id = self.store.start_run(route.name, "incoming", actor=actor, now=now, owner=process_id())
             options = ImportOptions(
-                delta=route.config.delta, supersede=route.config.supersede, full=full, priority=route.priority
+                delta=route.config.delta,
+                supersede=route.config.supersede,
+                full=full,
+                priority=route.priority,
+                resend_failed=route.config.resend_failed,
             )
             states.append(_RouteState(route, rs, options=options))
         if not states:

@@ -124,17 +124,9 @@ class Project:
         return [r for r in self.routes.values() if r.incoming is incoming]
 
     def active_routes(self, store: Any) -> set[str]:
-        """Routes that run: the store's override (dashboard, API) wins over the config's ``active``."""
+        """Routes that run: the store's override (dashboard, API, auto-pause) wins over the config's ``active``."""
         overrides = store.route_states()
-        active = set()
-        for name, route in self.routes.items():
-            state = overrides.get(name)
-            if state is not None and state.active is not None:
-                if state.active:
-                    active.add(name)
-            elif route.config.active:
-                active.add(name)
-        return active
+        return {name for name, route in self.routes.items() if effective_active(route, overrides)}
 
     def max_attempts(self) -> dict[str, int]:
         return {name: r.max_attempts for name, r in self.routes.items()}
@@ -321,3 +313,11 @@ def _schema(project: Project, route: RouteConfig, path: KeyPath, errors: list[Co
         errors.append(project.loaded.error(key, f"{schema_file} is not a valid JSON Schema: {exc.message}"))
         return None
     return cls(schema, format_checker=FormatChecker())
+
+
+def effective_active(route: CompiledRoute, states: Mapping[str, Any]) -> bool:
+    """The database's override (a ``RouteState``) if there is one, else the config's ``active``."""
+    state = states.get(route.name)
+    if state is not None and state.active is not None:
+        return bool(state.active)
+    return route.config.active

@@ -101,7 +101,9 @@ class RoutePass:
                         result["status"] = exp.status
                 else:
                     result["outgoing"] = None
-                    result["note"] = f"route {name} is inactive: nothing exported"
+                    state = store.route_states().get(name)
+                    why = f" ({state.paused_reason})" if state is not None and state.paused_reason else ""
+                    result["note"] = f"route {name} is inactive{why}: nothing exported"
         finally:
             await self.exporter.close()
         if self.stopped_by is not None:

@@ -34,7 +34,7 @@ from croniter import croniter
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
 from crossdock.engine.leader import LeaderLock, leader_lock_for
-from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
+from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project, effective_active
 from crossdock.engine.run_liveness import abandon_dead_runs
 from crossdock.engine.slots import PrioritySlots
 from crossdock.errors import StoreUnavailable
@@ -62,14 +62,6 @@ def next_fire(schedule: str, after: datetime) -> datetime:
     """The first time strictly after ``after`` that ``schedule`` names (5 fields, or 6 with seconds last)."""
     result: datetime = croniter(schedule, after).get_next(datetime)
     return result if result.tzinfo else result.replace(tzinfo=UTC)
-
-
-def effective_active(route: CompiledRoute, states: dict[str, RouteState]) -> bool:
-    """The database's override if there is one, else the config's ``active``."""
-    state = states.get(route.name)
-    if state is not None and state.active is not None:
-        return state.active
-    return route.config.active
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crossdock.engine.exporter import Exporter, ExportSummary
-from crossdock.engine.project import CompiledRoute, Project
-from crossdock.engine.scheduler import effective_active
+from crossdock.engine.project import CompiledRoute, Project, effective_active
 from crossdock.engine.slots import PrioritySlots
 from crossdock.errors import StoreUnavailable, describe_error
 from crossdock.store import Store

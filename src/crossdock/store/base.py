@@ -40,6 +40,9 @@ class ImportOptions:
     #: ignore fingerprints this once (still record them)
     full: bool = False
     priority: int = 0
+    #: an identical record whose latest task failed or was rejected: True sends it again (a new task), False
+    #: touches that task, seconds: a new task when the latest is at least that old
+    resend_failed: bool | float = False
     #: realtime imports create processing tasks leased to this worker until ``lease_until``
     worker: str | None = None
     lease_until: datetime | None = None
@@ -136,9 +139,16 @@ class ActionResult:
     changed: int
     #: a human explanation when some matched tasks could not change
     refused: list[str] = field(default_factory=list)
+    #: older due tasks of the same records skipped, so one pass sends each record once (its newest task)
+    superseded: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"matched": self.matched, "changed": self.changed, "refused": self.refused}
+        return {
+            "matched": self.matched,
+            "changed": self.changed,
+            "refused": self.refused,
+            "superseded": self.superseded,
+        }
 
 
 @dataclass(slots=True)
@@ -263,6 +273,9 @@ class RouteState:
     active: bool | None = None
     incoming_next: datetime | None = None
     outgoing_next: datetime | None = None
+    #: why crossdock itself switched the route off (``pause_after``), until a person switches it again
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -482,8 +495,11 @@ class Store(abc.ABC):
     def route_states(self) -> dict[str, RouteState]: ...
 
     @abc.abstractmethod
-    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
-        """Override the config's ``active`` (None removes the override)."""
+    def set_route_active(
+        self, route: str, active: bool | None, *, now: datetime, paused_reason: str | None = None
+    ) -> None:
+        """Override the config's ``active`` (None removes the override). ``paused_reason`` says why crossdock
+        paused the route itself; any other switch clears it."""
 
     @abc.abstractmethod
     def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:

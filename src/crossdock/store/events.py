@@ -52,7 +52,15 @@ class TasksPruned:
     deleted: dict[tuple[str, str], int]
 
 
-LedgerEvent = TasksImported | TasksSettled | LeasesRecovered | ActionTaken | TasksPruned
+@dataclass(frozen=True, slots=True)
+class RoutePaused:
+    """crossdock switched a route off by itself (``pause_after``)."""
+
+    route: str
+    reason: str
+
+
+LedgerEvent = TasksImported | TasksSettled | LeasesRecovered | ActionTaken | TasksPruned | RoutePaused
 
 
 @dataclass

@@ -138,17 +138,20 @@ async def wait_for_store(
 ) -> T:
     """Run the blocking store ``call`` in a thread; while the database is unavailable, wait and try again.
 
-    Gives up (re-raising :class:`StoreUnavailable`) after ``give_up_after`` seconds, or at once when ``stopping()``
-    turns true, so a stop request is never held up by an outage for longer than one try.
+    Gives up (re-raising :class:`StoreUnavailable`) after ``give_up_after`` seconds, at once on a full disk when
+    there is such a limit (a run; see ``StoreUnavailable.no_space``), or at once when ``stopping()`` turns true, so
+    a stop request is never held up by an outage for longer than one try.
     """
     started = time.monotonic()
     tries = 0
     while True:
         try:
             return await asyncio.to_thread(call)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             waited = time.monotonic() - started
-            if (give_up_after is not None and waited >= give_up_after) or (stopping is not None and stopping()):
+            if (give_up_after is not None and (waited >= give_up_after or exc.no_space)) or (
+                stopping is not None and stopping()
+            ):
                 raise
             delay = BACKOFF[min(tries, len(BACKOFF) - 1)]
             if give_up_after is not None:

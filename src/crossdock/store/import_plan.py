@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from crossdock.store.base import ImportCounts, ImportItem, ImportOptions
-from crossdock.tasks import POLLED, TOUCH_ON_SAME, ImportOutcome, Status, decide_import
+from crossdock.tasks import POLLED, RESEND_ON_SAME, TOUCH_ON_SAME, ImportOutcome, Status, decide_import
 
 
 class PlannedTask:
@@ -90,11 +90,16 @@ def delta_keys(items: Sequence[ImportItem]) -> tuple[list[str], list[bytes]]:
 
 
 def import_plan(
-    route: str, items: Sequence[ImportItem], latest: dict[DeltaKey, Latest], options: ImportOptions
+    route: str,
+    items: Sequence[ImportItem],
+    latest: dict[DeltaKey, Latest],
+    options: ImportOptions,
+    resendable: Collection[int] = (),
 ) -> ImportPlan:
     """Decide, record by record, what an import batch writes. Pure: the store applies it in one transaction.
 
-    ``latest`` is keyed by identifier, or for a record without one by :func:`unkeyed_key`.
+    ``latest`` is keyed by identifier, or for a record without one by :func:`unkeyed_key`. ``resendable`` holds
+    the failed or rejected latest tasks whose ``resend_failed`` period has passed (see :func:`resend_candidates`).
     """
     plan = ImportPlan()
     counts = plan.counts
@@ -137,7 +142,8 @@ def import_plan(
         else:
             latest_status = None
             same = False
-        decision = decide_import(intended, latest_status, same, supersede=options.supersede)
+        resend = options.resend_failed is True or (known is not None and prior is None and known[1] in resendable)
+        decision = decide_import(intended, latest_status, same, supersede=options.supersede, resend=resend)
         if decision.outcome is ImportOutcome.TOUCH:
             # a filtered or rejected record seen again is counted by the importer as filtered or rejected
             if intended in POLLED:
@@ -172,6 +178,14 @@ def import_plan(
         key = task.status._value_  # the plain attribute: Enum.value is a slow descriptor on this hot path
         created[key] = created.get(key, 0) + 1
     return plan
+
+
+def resend_candidates(latest: dict[DeltaKey, Latest], options: ImportOptions) -> list[int]:
+    """The failed or rejected latest tasks whose age decides whether an identical record is sent again: only with
+    ``resend_failed`` set to a period (``True`` always resends, ``False`` never)."""
+    if isinstance(options.resend_failed, bool):
+        return []
+    return [seen[1] for seen in latest.values() if seen[2] in RESEND_ON_SAME]
 
 
 def _create(plan: ImportPlan, item: ImportItem, status: Status, reason: str | None, related: int | None) -> PlannedTask:

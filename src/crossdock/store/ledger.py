@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crossdock.store.base import (
@@ -28,7 +28,7 @@ from crossdock.store.base import (
     TaskFilter,
 )
 from crossdock.store.events import ActionTaken, LeasesRecovered, LedgerEvent, TasksImported, TasksPruned, TasksSettled
-from crossdock.store.import_plan import DeltaKey, Latest, PlannedTask, delta_keys, import_plan
+from crossdock.store.import_plan import DeltaKey, Latest, PlannedTask, delta_keys, import_plan, resend_candidates
 from crossdock.tasks import RELEASES, RESETS_ATTEMPTS, TRANSITIONS, Action, Status, Task, iso, refusal_message
 
 log = logging.getLogger("crossdock.store")
@@ -44,6 +44,10 @@ THROUGHPUT_OF = {"finished": "finished", "waiting": "finished", "failed": "faile
 #: the delivery results :meth:`Ledger.settle` applies: from processing, not a release
 SETTLES = frozenset(a for a in Action if Status.PROCESSING in TRANSITIONS[a].sources and a not in RELEASES)
 SETTLE_TARGET = {a: TRANSITIONS[a].target.value for a in SETTLES}
+
+#: statuses a task is sent from: an action into one of them makes it due again
+_DUE = frozenset({Status.NEW, Status.RETRY})
+_STATUS = {s.value: s for s in Status}
 
 #: one timeline line: (task id, level, phase, actor, from status, to status, message, details)
 LogRow = tuple[int, str, str, str | None, str | None, str | None, str, dict[str, Any] | None]
@@ -217,6 +221,10 @@ class Ledger(Store):
         latest tasks of their keys; None to let the plan decide every record."""
         return None
 
+    @abc.abstractmethod
+    def _created_at(self, tx: Any, ids: list[int]) -> dict[int, datetime]:
+        """When each of these tasks was created (those that exist)."""
+
     def _import_shape(self, route: str, unchanged: int, records: int) -> None:
         """What a polled batch was like (``unchanged`` of ``records`` touched), for a backend that picks its
         fast path by the last batch."""
@@ -248,9 +256,17 @@ class Ledger(Store):
     @abc.abstractmethod
     def _claim(
         self, tx: Any, route: str, source: Status, limit: int, *, worker: str, lease_until: datetime, now: datetime
-    ) -> list[Task]:
+    ) -> list[Any]:
         """Move up to ``limit`` due tasks of ``source`` to processing under the lease, one attempt more; oldest
-        due first (new: by id; retry: by next attempt time). Returns them with ``claimed_from`` set."""
+        due first (new: by id; retry: by next attempt time). Returns what :meth:`_claimed_tasks` turns into tasks,
+        one item per task."""
+
+    @abc.abstractmethod
+    def _claimed_tasks(
+        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        """The tasks a claim returned, with ``claimed_from`` set. Called after the commit, so building them does not
+        hold the transaction (another thread's settle can write meanwhile)."""
 
     @abc.abstractmethod
     def _settle_tasks(self, tx: Any, settlements: list[Settlement], now: datetime) -> dict[int, str]:
@@ -283,9 +299,15 @@ class Ledger(Store):
         *,
         after_id: int,
         limit: int,
-    ) -> list[tuple[int, str, str]]:
+    ) -> list[tuple[int, str, str | None, str]]:
         """Apply ``move`` to the first ``limit`` tasks above ``after_id`` that ``selection`` matches and whose status
-        is in ``move.sources`` (lease cleared); return (id, route, old status) of each, in id order."""
+        is in ``move.sources`` (lease cleared); return (id, route, identifier, old status) of each, in id order."""
+
+    @abc.abstractmethod
+    def _due_of_identifiers(
+        self, tx: Any, route: str, identifiers: list[str], statuses: Collection[Status]
+    ) -> list[tuple[int, str, str]]:
+        """(id, identifier, status) of the route's tasks of these identifiers in ``statuses``."""
 
     @abc.abstractmethod
     def _prunable(
@@ -339,7 +361,11 @@ class Ledger(Store):
                 idents, unkeyed = delta_keys(items)
                 if idents or unkeyed:
                     latest = self._latest(tx, route, idents, unkeyed)
-            plan = import_plan(route, items, latest, options)
+            resendable: set[int] = set()
+            if candidates := resend_candidates(latest, options):
+                cutoff = now - timedelta(seconds=float(options.resend_failed))
+                resendable = {i for i, at in self._created_at(tx, candidates).items() if at <= cutoff}
+            plan = import_plan(route, items, latest, options, resendable)
             counts = plan.counts
             counts.unchanged += touched
             if polled:
@@ -394,23 +420,25 @@ class Ledger(Store):
     def claim_due_tasks(
         self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
-        claimed: list[Task] = []
-        sources = 0
+        found: list[tuple[Status, list[Any]]] = []
+        want = limit
         with self._transaction() as tx:
             self._begin_claim(tx)
             changes = Changes()
             for source in (Status.RETRY, Status.NEW):
-                want = limit - len(claimed)
                 if want <= 0:
                     break
-                tasks = self._claim(tx, route, source, want, worker=worker, lease_until=lease_until, now=now)
-                if tasks:
-                    sources += 1
-                    claimed += tasks
-                    changes.move(route, source.value, Status.PROCESSING.value, len(tasks))
+                rows = self._claim(tx, route, source, want, worker=worker, lease_until=lease_until, now=now)
+                if rows:
+                    found.append((source, rows))
+                    want -= len(rows)
+                    changes.move(route, source.value, Status.PROCESSING.value, len(rows))
             if changes:
                 self._write_changes(tx, changes, now)
-        if sources > 1:
+        claimed: list[Task] = []
+        for source, rows in found:
+            claimed += self._claimed_tasks(rows, route, source, worker=worker, lease_until=lease_until, now=now)
+        if len(found) > 1:
             claimed.sort(key=_task_id)
         return claimed
 
@@ -426,17 +454,19 @@ class Ledger(Store):
         with self._transaction() as tx:
             routes = self._settle_tasks(tx, list(unique.values()), now)
             changes = Changes()
-            counters, logs, throughput = changes.counters, changes.logs, changes.throughput
             processing = Status.PROCESSING.value
+            moved: Counter[tuple[str, str]] = Counter()
+            append = changes.logs.append
             for task_id, route in routes.items():
                 s = unique[task_id]
                 to = SETTLE_TARGET[s.action]
-                counters[(route, processing)] -= 1
-                counters[(route, to)] += 1
+                moved[(route, to)] += 1
+                append((task_id, s.level, "export", s.worker, processing, to, s.message, s.details or None))
+            for (route, to), n in moved.items():
+                changes.move(route, processing, to, n)
                 kind = THROUGHPUT_OF.get(to)
                 if kind is not None:
-                    throughput[(route, kind)] += 1
-                logs.append((task_id, s.level, "export", s.worker, processing, to, s.message, s.details or None))
+                    changes.throughput[(route, kind)] += n
             self._write_changes(tx, changes, now)
         if routes and self.events.subscribers:
             self.events.emit(TasksSettled([(unique[i], r) for i, r in routes.items()]))
@@ -523,6 +553,7 @@ class Ledger(Store):
             now=now,
         )
         changed = 0
+        superseded = 0
         last_id = 0
         while True:
             with self._transaction() as tx:
@@ -531,14 +562,18 @@ class Ledger(Store):
                     break
                 last_id = rows[-1][0]
                 changes = Changes()
-                for task_id, route, before in rows:
+                for task_id, route, _identifier, before in rows:
                     changes.move(route, before, target.value)
                     changes.logs.append((task_id, "info", "action", actor, before, target.value, message, None))
+                if target in _DUE:
+                    superseded += self._send_newest_only(tx, rows, actor, now, changes)
                 self._write_changes(tx, changes, now)
                 changed += len(rows)
             if len(rows) < ACTION_BATCH:
                 break
-        result = ActionResult(matched=sum(matched_by_status.values()), changed=changed, refused=refused)
+        result = ActionResult(
+            matched=sum(matched_by_status.values()), changed=changed, refused=refused, superseded=superseded
+        )
         who = audit_actor or actor
         name, audit_target = audit_name(action, selection)
         self.record_audit(
@@ -546,6 +581,40 @@ class Ledger(Store):
         )
         self.events.emit(ActionTaken(action, who, selection, reason, result))
         return result
+
+    def _send_newest_only(
+        self, tx: Any, rows: list[tuple[int, str, str | None, str]], actor: str, now: datetime, changes: Changes
+    ) -> int:
+        """After tasks were made due again: of each (route, identifier) among them, only the newest due task stays
+        due; the older ones are skipped as superseded by it, so one pass never sends a record twice."""
+        by_route: dict[str, set[str]] = {}
+        for _id, route, identifier, _before in rows:
+            if identifier is not None:
+                by_route.setdefault(route, set()).add(identifier)
+        sources = TRANSITIONS[Action.SUPERSEDE].sources
+        skipped = Status.SKIPPED.value
+        superseded = 0
+        for route, identifiers in by_route.items():
+            due = self._due_of_identifiers(tx, route, sorted(identifiers), sources)
+            newest: dict[str, int] = {}
+            for task_id, identifier, _status in due:
+                if task_id > newest.get(identifier, 0):
+                    newest[identifier] = task_id
+            moves = [
+                (task_id, newest[identifier], superseded_reason(newest[identifier]), _STATUS[status])
+                for task_id, identifier, status in due
+                if task_id != newest[identifier]
+            ]
+            if not moves:
+                continue
+            moved = self._supersede_tasks(tx, moves, sources, now)
+            for task_id, _newer, reason, _seen in moves:
+                before = moved.get(task_id)
+                if before is not None:
+                    changes.move(route, before, skipped)
+                    changes.logs.append((task_id, "info", "action", actor, before, skipped, reason, None))
+                    superseded += 1
+        return superseded
 
     # --- housekeeping ------------------------------------------------------------------------------------
 

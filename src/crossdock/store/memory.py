@@ -89,6 +89,9 @@ class MemoryStore(Ledger):
         task_id = self.latest_ids.get((route, identifier))
         return self.tasks.get(task_id) if task_id is not None else None
 
+    def _created_at(self, tx: None, ids: list[int]) -> dict[int, datetime]:
+        return {i: t.created_at for i in ids if (t := self.tasks.get(i)) is not None and t.created_at is not None}
+
     def _reserve_ids(self, tx: None, n: int) -> list[int]:
         first = self._next_id
         self._next_id += n
@@ -141,7 +144,7 @@ class MemoryStore(Ledger):
 
     def _claim(
         self, tx: None, route: str, source: Status, limit: int, *, worker: str, lease_until: datetime, now: datetime
-    ) -> list[Task]:
+    ) -> list[Any]:
         due = sorted(
             (
                 t
@@ -160,6 +163,11 @@ class MemoryStore(Ledger):
             t.next_attempt_at = None
             claimed.append(replace(t, claimed_from=source))
         return claimed
+
+    def _claimed_tasks(
+        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        return rows  # copies made under the lock
 
     def _settle_tasks(self, tx: None, settlements: list[Settlement], now: datetime) -> dict[int, str]:
         moved = {}
@@ -219,19 +227,29 @@ class MemoryStore(Ledger):
         *,
         after_id: int,
         limit: int,
-    ) -> list[tuple[int, str, str]]:
+    ) -> list[tuple[int, str, str | None, str]]:
         ids = sorted(
             i for i, t in self.tasks.items() if i > after_id and t.status in move.sources and _matches(t, selection)
         )[:limit]
         rows = []
         for i in ids:
             t = self.tasks[i]
-            rows.append((i, t.route, t.status.value))
+            rows.append((i, t.route, t.identifier, t.status.value))
             t.status, t.updated_at, t.error, t.lease_until = move.target, move.now, move.error, None
             t.next_attempt_at = move.next_attempt_at
             if move.reset_attempts:
                 t.attempts = 0
         return rows
+
+    def _due_of_identifiers(
+        self, tx: None, route: str, identifiers: list[str], statuses: Collection[Status]
+    ) -> list[tuple[int, str, str]]:
+        wanted = set(identifiers)
+        return [
+            (t.id, t.identifier, t.status.value)
+            for t in self.tasks.values()
+            if t.route == route and t.identifier in wanted and t.status in statuses and t.identifier is not None
+        ]
 
     def _prunable(
         self,
@@ -405,8 +423,12 @@ class MemoryStore(Ledger):
     def route_states(self) -> dict[str, RouteState]:
         return {k: replace(v) for k, v in self.route_state.items()}
 
-    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
-        self.route_state.setdefault(route, RouteState(route)).active = active
+    def set_route_active(
+        self, route: str, active: bool | None, *, now: datetime, paused_reason: str | None = None
+    ) -> None:
+        state = self.route_state.setdefault(route, RouteState(route))
+        state.active, state.paused_reason = active, paused_reason
+        state.paused_at = now if paused_reason is not None else None
 
     def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
         state = self.route_state.setdefault(route, RouteState(route))

@@ -11,7 +11,7 @@ from typing import Any
 from croniter import croniter
 from fastapi import HTTPException, Request
 
-from crossdock.engine.project import CompiledRoute, Project
+from crossdock.engine.project import CompiledRoute, Project, effective_active
 from crossdock.redact import Redactor
 from crossdock.store import Store, TaskFilter
 from crossdock.store.base import empty_counts
@@ -69,10 +69,7 @@ class WebContext:
 
     def route_active(self, name: str) -> bool:
         """The database's override (activate/deactivate) wins over the config's ``active``."""
-        state = self.store.route_states().get(name)
-        if state is not None and state.active is not None:
-            return state.active
-        return self.project.routes[name].config.active
+        return effective_active(self.project.routes[name], self.store.route_states())
 
     def routes_json(self) -> list[dict[str, Any]]:
         """One row per configured route, as ``GET /api/v1/routes`` answers and the Routes page shows."""
@@ -83,7 +80,7 @@ class WebContext:
         for name, route in self.project.routes.items():
             cfg = route.config
             state = states.get(name)
-            active = state.active if state is not None and state.active is not None else cfg.active
+            active = effective_active(route, states)
             in_schedule = route.incoming.config.schedule
             out_schedule = cfg.outgoing.schedule
             rows.append(
@@ -91,6 +88,9 @@ class WebContext:
                     "name": name,
                     "active": active,
                     "active_in_config": cfg.active,
+                    # set when crossdock switched the route off itself (pause_after); activating clears it
+                    "paused_reason": state.paused_reason if state else None,
+                    "paused_at": iso(state.paused_at) if state else None,
                     "realtime": cfg.realtime,
                     "waiting": cfg.waiting,
                     "retry": cfg.retry.model_dump() if cfg.retry else None,

@@ -376,6 +376,8 @@ async def tasks_bulk(request: Request) -> Response:
     result = ctx.store.apply_action(action, selection, actor=principal.actor, reason=reason, now=ctx.now())
     skipped = result.matched - result.changed
     note = f" ({skipped} not in a status {action.value} applies to)" if skipped else ""
+    if result.superseded:
+        note += f"; {result.superseded} older task(s) of the same records skipped as superseded, so each goes out once"
     return redirect(
         f"/tasks?{query_string(values)}", f"{ACTION_LABELS[action]}: {result.changed} task(s) changed{note}."
     )

@@ -453,6 +453,7 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (4, "run_owner"),
         (5, "idempotency_keys"),
         (6, "fingerprint_on_task"),
+        (7, "route_pause"),
     ]
 
 

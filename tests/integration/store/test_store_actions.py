@@ -264,3 +264,35 @@ def test_the_ledger_announces_committed_writes(store: Store) -> None:
     assert isinstance(imported, TasksImported) and imported.created == {"new": 1}
     assert isinstance(settled, TasksSettled) and [(s.task_id, r) for s, r in settled.settled] == [(task_id, ROUTE)]
     assert isinstance(acted, ActionTaken) and (acted.actor, acted.result.changed) == ("ops", 1)
+
+
+def test_a_retry_of_several_tasks_of_one_record_leaves_only_the_newest_due(store: Store) -> None:
+    """One pass never sends a record twice: the older copies are skipped as superseded by the newest."""
+    ids = []
+    for n in range(3):
+        ids += imp(store, [item("a")], now=at(n), resend_failed=True).created_ids
+        [t] = claim(store, now=at(n))
+        assert settle(store, t.id, Action.DELIVERY_FAILED, now=at(n), error="422") == 1
+    [other] = imp(store, [item("b")], now=at(5)).created_ids
+    result = store.apply_action(
+        Action.RETRY, TaskFilter(statuses=[Status.FAILED], route=ROUTE), actor="ops", reason=None, now=at(10)
+    )
+    assert (result.changed, result.superseded) == (3, 2)
+    assert [status_of(store, i) for i in ids] == [Status.SKIPPED, Status.SKIPPED, Status.NEW]
+    assert task(store, ids[0]).error == f"superseded by task {ids[2]}"
+    assert status_of(store, other) is Status.NEW
+    assert [t.id for t in claim(store, now=at(11))] == [ids[2], other]
+    for i in ids:
+        assert_logs_obey_transitions(store, i)
+    assert_counters_exact(store)
+
+
+def test_retrying_an_older_copy_while_a_newer_one_is_due_keeps_the_newer(store: Store) -> None:
+    [old] = imp(store, [item("a", 1)]).created_ids
+    [t] = claim(store)
+    settle(store, t.id, Action.DELIVERY_FAILED, error="422")
+    [newer] = imp(store, [item("a", 2)], now=at(1)).created_ids
+    result = store.apply_action(Action.RETRY, TaskFilter(ids=[old]), actor="ops", reason=None, now=at(2))
+    assert (result.changed, result.superseded) == (1, 1)
+    assert (status_of(store, old), status_of(store, newer)) == (Status.SKIPPED, Status.NEW)
+    assert_counters_exact(store)

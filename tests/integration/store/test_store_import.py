@@ -189,9 +189,11 @@ def test_unchanged_while_not_finished_only_touches_the_latest_task(store: Store,
 
 
 @pytest.mark.parametrize("latest", [Status.FAILED, Status.REJECTED])
-def test_unchanged_after_failed_or_rejected_gets_another_chance(store: Store, latest: Status) -> None:
+def test_unchanged_after_failed_or_rejected_gets_another_chance_when_resend_allows(
+    store: Store, latest: Status
+) -> None:
     bring_to(store, "a", 1, latest)
-    counts = imp(store, [item("a", 1)], now=at(500))
+    counts = imp(store, [item("a", 1)], now=at(500), resend_failed=True)
     assert counts.created == {"new": 1}
     assert counts.unchanged == counts.unchanged_created == 0
     new = task(store, counts.created_ids[0])
@@ -375,3 +377,37 @@ def bring_to(store: Store, ident: str, data: int, status: Status) -> None:
     }[status]
     assert settle(store, t.id, action, next_attempt_at=at(30) if status is Status.RETRY else None) == 1
     assert status_of(store, 1) is status
+
+
+# --- resend_failed: no resend storm ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [Status.FAILED, Status.REJECTED])
+def test_an_unchanged_record_after_failed_or_rejected_touches_that_task(store: Store, status: Status) -> None:
+    bring_to(store, "a", 1, status)
+    for poll in range(1, 5):
+        counts = imp(store, [item("a", 1)], now=at(poll * 60))
+        assert counts.created == {} and counts.created_ids == []
+    assert store.stats().total == 1
+    assert task(store, 1).seen_count == 5
+    # changed data is a new task as always
+    assert imp(store, [item("a", 2)], now=at(600)).created == {"new": 1}
+    assert_counters_exact(store)
+
+
+def test_resend_failed_true_sends_an_unchanged_failed_record_again(store: Store) -> None:
+    bring_to(store, "a", 1, Status.FAILED)
+    assert imp(store, [item("a", 1)], now=at(60), resend_failed=True).created == {"new": 1}
+    assert_counters_exact(store)
+
+
+def test_resend_failed_period_counts_from_the_latest_task(store: Store) -> None:
+    bring_to(store, "a", 1, Status.FAILED)  # task 1, created at T0
+    hour = 3600.0
+    assert imp(store, [item("a", 1)], now=at(hour - 1), resend_failed=hour).created == {}
+    assert task(store, 1).seen_count == 2
+    second = imp(store, [item("a", 1)], now=at(hour), resend_failed=hour)
+    assert second.created == {"new": 1}
+    # the new task is the latest now: the next period starts from it
+    assert imp(store, [item("a", 1)], now=at(hour + 60), resend_failed=hour).created == {}
+    assert_counters_exact(store)

@@ -193,3 +193,18 @@ def test_task_pages_go_older_by_cursor(env: Env) -> None:
             url = found.group(1).replace("&amp;", "&") if found else None
             assert url is None or "route=files" in url  # the filter stays in the URL
         assert [int(i) for i in seen] == sorted((int(i) for i in seen), reverse=True) and len(seen) == 5
+
+
+def test_a_paused_route_shows_why_and_activation_clears_it(env: Env) -> None:
+    """pause_after stores why crossdock switched a route off; the Routes page and the API show it."""
+    from datetime import UTC, datetime
+
+    reason = "paused after 10 consecutive failed tasks at 2026-12-04 10:31:07 UTC; activate the route to resume"
+    env.store.set_route_active("files", False, now=datetime.now(UTC), paused_reason=reason)
+    csrf = env.login("operator")
+    assert f"Paused by crossdock: {reason}" in env.client.get("/routes").text
+    [row] = [r for r in env.client.get("/api/v1/routes", headers=env.auth("viewer")).json() if r["name"] == "files"]
+    assert (row["active"], row["paused_reason"]) == (False, reason) and row["paused_at"] is not None
+    env.client.post("/routes/files/active", data={"csrf_token": csrf, "active": "1"})
+    assert "Paused by crossdock" not in env.client.get("/routes").text
+    assert env.store.route_states()["files"].paused_reason is None

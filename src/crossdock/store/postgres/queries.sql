@@ -38,6 +38,9 @@ ORDER BY fingerprint, id DESC
 -- name: reserve_ids
 SELECT nextval('tasks_id_seq') FROM generate_series(1, %s)
 
+-- name: created_at
+SELECT id, created_at FROM tasks WHERE id = ANY(%s::bigint[])
+
 -- name: copy_tasks
 COPY tasks (id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until, worker,
             error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw)
@@ -135,6 +138,12 @@ FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::bytea[]
 WHERE t.id = v.id AND t.status = 'processing' AND t.worker = v.worker
 RETURNING t.id, t.route
 
+-- name: tasks_of_identifiers
+SELECT id, identifier, status FROM tasks
+WHERE route = %s AND identifier = ANY(%s::text[]) AND status = ANY(%s::text[])
+ORDER BY id
+FOR UPDATE
+
 -- name: extend_leases
 UPDATE tasks SET lease_until = %s WHERE id = ANY(%s::bigint[]) AND status = 'processing' AND worker = %s
 
@@ -165,7 +174,7 @@ SELECT status, COUNT(*) FROM tasks WHERE {where} GROUP BY status
 -- The batch locks its rows first, so the old status it returns is the one the update replaced.
 -- name: action_batch
 WITH batch AS (
-    SELECT id, route, status FROM tasks
+    SELECT id, route, identifier, status FROM tasks
     WHERE {where} AND status = ANY(%s::text[]) AND id > %s
     ORDER BY id
     LIMIT %s
@@ -173,7 +182,7 @@ WITH batch AS (
 )
 UPDATE tasks t SET status = %s, updated_at = %s, error = %s, next_attempt_at = %s, lease_until = NULL{reset}
 FROM batch WHERE t.id = batch.id AND t.status = ANY(%s::text[])
-RETURNING t.id, batch.route, batch.status
+RETURNING t.id, batch.route, batch.identifier, batch.status
 
 -- name: get_task
 SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
@@ -295,11 +304,14 @@ SELECT route, status, MIN(CASE WHEN status = 'waiting' THEN updated_at ELSE next
 WHERE status IN ('new', 'waiting', 'retry') GROUP BY route, status
 
 -- name: route_states
-SELECT route, active, incoming_next, outgoing_next FROM route_state
+SELECT route, active, incoming_next, outgoing_next, paused_reason, paused_at FROM route_state
 
 -- name: set_route_active
-INSERT INTO route_state (route, active, updated_at) VALUES (%s, %s, %s)
-ON CONFLICT (route) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at
+-- %(reason)s is why crossdock paused the route (NULL for a person's switch, which clears an earlier pause)
+INSERT INTO route_state (route, active, paused_reason, paused_at, updated_at)
+VALUES (%(route)s, %(active)s, %(reason)s, CASE WHEN %(reason)s::text IS NOT NULL THEN %(now)s END, %(now)s)
+ON CONFLICT (route) DO UPDATE SET active = excluded.active, paused_reason = excluded.paused_reason,
+                                  paused_at = excluded.paused_at, updated_at = excluded.updated_at
 
 -- name: set_incoming_next
 INSERT INTO route_state (route, incoming_next, updated_at) VALUES (%s, %s, %s)

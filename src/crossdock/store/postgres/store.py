@@ -230,6 +230,9 @@ class PostgresStore(Ledger):
                 latest[ident] = (fp, task_id, _STATUSES[status])
         return latest
 
+    def _created_at(self, tx: psycopg.Connection[Any], ids: list[int]) -> dict[int, datetime]:
+        return dict(tx.execute(Q["created_at"], (ids,)).fetchall())
+
     def _reserve_ids(self, tx: psycopg.Connection[Any], n: int) -> list[int]:
         return sorted(r[0] for r in tx.execute(Q["reserve_ids"], (n,)))
 
@@ -282,11 +285,16 @@ class PostgresStore(Ledger):
         worker: str,
         lease_until: datetime,
         now: datetime,
-    ) -> list[Task]:
+    ) -> list[Any]:
         query = Q["claim_retry"] if source is Status.RETRY else Q["claim_new"]
         params = {"route": route, "now": now, "limit": limit, "worker": worker, "lease": lease_until}
+        return tx.execute(query, params).fetchall()
+
+    def _claimed_tasks(
+        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
         claimed = []
-        for r in tx.execute(query, params).fetchall():
+        for r in rows:
             task = _task(r)
             task.claimed_from = source
             claimed.append(task)
@@ -341,7 +349,7 @@ class PostgresStore(Ledger):
         *,
         after_id: int,
         limit: int,
-    ) -> list[tuple[int, str, str]]:
+    ) -> list[tuple[int, str, str | None, str]]:
         where, params = _where(selection)
         allowed = sorted(s.value for s in move.sources)
         sql = Q["action_batch"].format(where=where, reset=", attempts = 0" if move.reset_attempts else "")
@@ -349,6 +357,12 @@ class PostgresStore(Ledger):
         rows = tx.execute(sql, [*params, allowed, after_id, limit, *values, allowed]).fetchall()
         rows.sort()
         return rows
+
+    def _due_of_identifiers(
+        self, tx: psycopg.Connection[Any], route: str, identifiers: list[str], statuses: Collection[Status]
+    ) -> list[tuple[int, str, str]]:
+        params = (route, identifiers, sorted(s.value for s in statuses))
+        return tx.execute(Q["tasks_of_identifiers"], params).fetchall()
 
     def _prunable(
         self,
@@ -518,11 +532,14 @@ class PostgresStore(Ledger):
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 
     def route_states(self) -> dict[str, RouteState]:
-        return {r: RouteState(r, a, i, o) for r, a, i, o in self._read(Q["route_states"])}
+        return {row[0]: RouteState(*row) for row in self._read(Q["route_states"])}
 
-    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
+    def set_route_active(
+        self, route: str, active: bool | None, *, now: datetime, paused_reason: str | None = None
+    ) -> None:
         with self._tx() as conn:
-            conn.execute(Q["set_route_active"], (route, active, now))
+            params = {"route": route, "active": active, "reason": paused_reason, "now": now}
+            conn.execute(Q["set_route_active"], params)
 
     def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
         query = {"incoming": "set_incoming_next", "outgoing": "set_outgoing_next"}[part]

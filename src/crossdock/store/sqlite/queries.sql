@@ -33,15 +33,16 @@ JOIN tasks t ON t.id = (
 
 -- name: touch_unchanged
 -- A catalogue poll decided inside SQLite: each identifier whose latest task has the same fingerprint and is one
--- tasks.TOUCH_ON_SAME (?5, a JSON array) keeps it (no new row), and that task's seen count and last-seen time go up
--- (in task_seen, a narrow row, rather than rewriting the task's). ?2 is the JSON array of the batch's identifiers
+-- tasks.TOUCH_ON_SAME (store.py writes that set into {touch_on_same} as literals, which SQLite compares fastest)
+-- keeps it (no new row), and that task's seen count and last-seen time go up (in task_seen, a narrow row, rather
+-- than rewriting the task's). ?2 is the JSON array of the batch's identifiers
 -- (distinct), ?4 their 16-byte fingerprints end to end in the same order. Deciding here spares the writer thread the Python work per
 -- record that would otherwise hold the GIL the importer parses with.
 INSERT INTO task_seen (task_id, seen, last_seen_at)
 SELECT t.id, 1, ?3 FROM json_each(?2) j
 JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
 WHERE t.fingerprint = substr(?4, j.key * 16 + 1, 16)
-  AND t.status IN (SELECT value FROM json_each(?5))
+  AND t.status IN ({touch_on_same})
 ON CONFLICT (task_id) DO UPDATE SET seen = seen + 1, last_seen_at = excluded.last_seen_at
 
 -- name: latest_untouched
@@ -52,7 +53,10 @@ FROM json_each(?2) j
 LEFT JOIN tasks t ON t.id = (SELECT max(l.id) FROM tasks l WHERE l.route = ?1 AND l.identifier = j.value)
 WHERE t.id IS NULL
    OR NOT (t.fingerprint IS substr(?3, j.key * 16 + 1, 16)
-           AND t.status IN (SELECT value FROM json_each(?4)))
+           AND t.status IN ({touch_on_same}))
+
+-- name: created_at
+SELECT id, created_at FROM tasks WHERE id IN (SELECT value FROM json_each(?))
 
 -- name: insert_task
 -- the column list; store.py builds multi-row statements on it (_insert_sql), binding what the rows of one batch
@@ -127,6 +131,10 @@ SELECT value, ?, ?, ?, ?, ?, ?, ?, ? FROM json_each(?)
 UPDATE tasks SET status = ?, updated_at = ?, error = ?, next_attempt_at = ?, lease_until = NULL, result = ?
 WHERE id = ? AND status = 'processing' AND worker = ?
 RETURNING route
+
+-- name: tasks_of_identifiers
+SELECT id, identifier, status FROM tasks
+WHERE route = ?1 AND identifier IN (SELECT value FROM json_each(?2)) AND status IN (SELECT value FROM json_each(?3))
 
 -- name: extend_lease
 UPDATE tasks SET lease_until = ? WHERE id = ? AND status = 'processing' AND worker = ?
@@ -235,11 +243,14 @@ WHERE route IN (SELECT DISTINCT route FROM counters) AND status IN ('new', 'wait
 GROUP BY route, status
 
 -- name: route_states
-SELECT route, active, incoming_next, outgoing_next FROM route_state
+SELECT route, active, incoming_next, outgoing_next, paused_reason, paused_at FROM route_state
 
 -- name: set_route_active
-INSERT INTO route_state (route, active, updated_at) VALUES (?, ?, ?)
-ON CONFLICT (route) DO UPDATE SET active = excluded.active, updated_at = excluded.updated_at
+-- ?3 is why crossdock paused the route (NULL for a person's switch, which clears an earlier pause)
+INSERT INTO route_state (route, active, paused_reason, paused_at, updated_at)
+VALUES (?1, ?2, ?3, CASE WHEN ?3 IS NOT NULL THEN ?4 END, ?4)
+ON CONFLICT (route) DO UPDATE SET active = excluded.active, paused_reason = excluded.paused_reason,
+                                  paused_at = excluded.paused_at, updated_at = excluded.updated_at
 
 -- name: set_incoming_next
 INSERT INTO route_state (route, incoming_next, updated_at) VALUES (?, ?, ?)

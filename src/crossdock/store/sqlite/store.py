@@ -42,6 +42,10 @@ from crossdock.tasks import POLLED, TOUCH_ON_SAME, LogLine, Status, Task
 log = logging.getLogger("crossdock.store")
 
 Q = load_queries("crossdock.store.sqlite")
+# the statuses whose latest task an unchanged record touches: the rule is tasks.decide_import's, written into the
+# poll shortcut's SQL as literals
+for _name in ("touch_unchanged", "latest_untouched"):
+    Q[_name] = Q[_name].replace("{touch_on_same}", ", ".join(f"'{s.value}'" for s in sorted(TOUCH_ON_SAME)))
 #: touches of a poll are kept in task_seen (migration 0005); a task's count is its own plus those
 _TASK_COLUMNS = (
     "id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until, worker, "
@@ -342,6 +346,10 @@ class SQLiteStore(Ledger):
         # the next batch of a catalogue poll likely looks like this one
         self._touch_first[route] = 2 * unchanged >= records
 
+    def _created_at(self, tx: sqlite3.Connection, ids: list[int]) -> dict[int, datetime]:
+        rows = tx.execute(Q["created_at"], (orjson.dumps(ids),))
+        return {task_id: datetime.fromtimestamp(at, UTC) for task_id, at in rows}
+
     def _reserve_ids(self, tx: sqlite3.Connection, n: int) -> list[int]:
         last = tx.execute(Q["reserve_ids"], (n,)).fetchone()[0]
         return list(range(last - n, last))
@@ -403,14 +411,17 @@ class SQLiteStore(Ledger):
         worker: str,
         lease_until: datetime,
         now: datetime,
-    ) -> list[Task]:
+    ) -> list[Any]:
         now_ts = now.timestamp()
         until_ts = lease_until.timestamp()
         if source is Status.RETRY:
-            rows = tx.execute(Q["claim_retry"], (worker, until_ts, now_ts, now_ts, route, limit)).fetchall()
-        else:
-            rows = tx.execute(Q["claim_new"], (worker, until_ts, now_ts, route, now_ts, limit)).fetchall()
-        return _claimed_tasks(rows, route, source, worker, now_ts, until_ts) if rows else []
+            return tx.execute(Q["claim_retry"], (worker, until_ts, now_ts, now_ts, route, limit)).fetchall()
+        return tx.execute(Q["claim_new"], (worker, until_ts, now_ts, route, now_ts, limit)).fetchall()
+
+    def _claimed_tasks(
+        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+    ) -> list[Task]:
+        return _claimed_tasks(rows, route, source, worker, now.timestamp(), lease_until.timestamp())
 
     def _settle_tasks(self, tx: sqlite3.Connection, settlements: list[Settlement], now: datetime) -> dict[int, str]:
         now_ts = now.timestamp()
@@ -483,12 +494,12 @@ class SQLiteStore(Ledger):
         *,
         after_id: int,
         limit: int,
-    ) -> list[tuple[int, str, str]]:
+    ) -> list[tuple[int, str, str | None, str]]:
         where, params = _where(selection)
         allowed = sorted(s.value for s in move.sources)
         source_sql = ", ".join("?" * len(allowed))
-        rows: list[tuple[int, str, str]] = tx.execute(
-            f"SELECT id, route, status FROM tasks WHERE {where} AND status IN ({source_sql}) AND id > ? "
+        rows: list[tuple[int, str, str | None, str]] = tx.execute(
+            f"SELECT id, route, identifier, status FROM tasks WHERE {where} AND status IN ({source_sql}) AND id > ? "
             "ORDER BY id LIMIT ?",
             [*params, *allowed, after_id, limit],
         ).fetchall()
@@ -507,6 +518,12 @@ class SQLiteStore(Ledger):
                 ],
             )
         return rows
+
+    def _due_of_identifiers(
+        self, tx: sqlite3.Connection, route: str, identifiers: list[str], statuses: Collection[Status]
+    ) -> list[tuple[int, str, str]]:
+        params = (route, orjson.dumps(identifiers), orjson.dumps(sorted(s.value for s in statuses)))
+        return tx.execute(Q["tasks_of_identifiers"], params).fetchall()
 
     def _prunable(
         self,
@@ -735,13 +752,16 @@ class SQLiteStore(Ledger):
 
     def route_states(self) -> dict[str, RouteState]:
         return {
-            r: RouteState(r, None if a is None else bool(a), dt(i), dt(o))
-            for r, a, i, o in self._read(Q["route_states"])
+            r: RouteState(r, None if a is None else bool(a), dt(i), dt(o), reason, dt(at))
+            for r, a, i, o, reason, at in self._read(Q["route_states"])
         }
 
-    def set_route_active(self, route: str, active: bool | None, *, now: datetime) -> None:
+    def set_route_active(
+        self, route: str, active: bool | None, *, now: datetime, paused_reason: str | None = None
+    ) -> None:
+        flag = None if active is None else int(active)
         with self._tx() as conn:
-            conn.execute(Q["set_route_active"], (route, None if active is None else int(active), now.timestamp()))
+            conn.execute(Q["set_route_active"], (route, flag, paused_reason, now.timestamp()))
 
     def set_next_fire(self, route: str, part: str, at: datetime | None, *, now: datetime) -> None:
         query = {"incoming": "set_incoming_next", "outgoing": "set_outgoing_next"}[part]
@@ -921,8 +941,6 @@ def _insert_rows(conn: sqlite3.Connection, batch: tuple[Any, ...], rows: list[tu
 
 
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
-#: the statuses whose latest task an unchanged record touches (the rule is tasks.decide_import's), for the SQL
-_TOUCH_ON_SAME = orjson.dumps(sorted(s.value for s in TOUCH_ON_SAME)).decode()
 
 
 def _latest(
@@ -1001,13 +1019,12 @@ def _touch_unchanged(
     for the import plan (in batch order), and the latest tasks of their identifiers."""
     keys_json = orjson.dumps([item.identifier for item in eligible])
     fps = b"".join([item.fingerprint for item in eligible])  # type: ignore[misc]  # _pollable checked them
-    touched: int = conn.execute(Q["touch_unchanged"], (route, keys_json, now_ts, fps, _TOUCH_ON_SAME)).rowcount
+    touched: int = conn.execute(Q["touch_unchanged"], (route, keys_json, now_ts, fps)).rowcount
     if touched == len(items):
         return touched, (), {}
     found: list[list[Any]] = []
     if touched < len(eligible):
-        query = conn.execute(Q["latest_untouched"], (route, keys_json, fps, _TOUCH_ON_SAME))
-        found = orjson.loads(query.fetchone()[0])
+        found = orjson.loads(conn.execute(Q["latest_untouched"], (route, keys_json, fps)).fetchone()[0])
     if touched + len(found) != len(eligible):
         raise RuntimeError(f"import into {route!r}: {touched} touched and {len(found)} left of {len(eligible)} records")
     rest: Sequence[ImportItem] = items

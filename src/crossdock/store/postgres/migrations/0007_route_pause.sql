@@ -1,0 +1,4 @@
+-- Auto-pause (route key pause_after): why and when a route was switched off by crossdock itself, shown until a
+-- person activates it again (which clears both).
+ALTER TABLE route_state ADD COLUMN paused_reason text;
+ALTER TABLE route_state ADD COLUMN paused_at timestamptz;
