@@ -16,7 +16,10 @@ from crossdock.store.events import LedgerEvent, RoutePaused
 from crossdock.store.memory import MemoryStore
 from crossdock.tasks import Action, Status
 
-NOW = datetime.now(UTC)
+
+def now() -> datetime:
+    """The real time: the ratio rule reads the throughput of the last minutes."""
+    return datetime.now(UTC)
 
 
 def project_with(tmp_path: Path, pause_after: str) -> Project:
@@ -34,11 +37,12 @@ def deliver(store: MemoryStore, outcomes: list[Action]) -> None:
         ImportItem(Status.NEW, f"k{i}-{len(store.tasks)}", orjson.dumps({"i": i}), fingerprint=bytes(16))
         for i in range(len(outcomes))
     ]
-    store.import_batch("r", items, run_id=None, options=ImportOptions(delta=False), now=NOW)
-    claimed = store.claim_due_tasks("r", len(outcomes), worker="w", lease_until=NOW + timedelta(minutes=5), now=NOW)
+    at = now()
+    store.import_batch("r", items, run_id=None, options=ImportOptions(delta=False), now=at)
+    claimed = store.claim_due_tasks("r", len(outcomes), worker="w", lease_until=at + timedelta(minutes=5), now=at)
     for task, action in zip(claimed, outcomes, strict=True):
         store.settle(
-            [Settlement(task.id, action, "w", error="422" if action is Action.DELIVERY_FAILED else None)], now=NOW
+            [Settlement(task.id, action, "w", error="422" if action is Action.DELIVERY_FAILED else None)], now=at
         )
 
 
@@ -60,7 +64,7 @@ def test_consecutive_failures_pause_the_route_once_with_the_reason(tmp_path: Pat
     [audit] = store.list_audit()
     assert (audit.actor, audit.action, audit.target) == ("auto-pause", "route.pause", {"route": "r"})
     # a person activates it: the reason is cleared and the count starts again
-    store.set_route_active("r", True, now=NOW)
+    store.set_route_active("r", True, now=now())
     assert pauser.still_paused(project.routes["r"]) is False
     assert store.route_states()["r"].paused_reason is None
     deliver(store, [Action.DELIVERY_FAILED, Action.DELIVERY_FAILED])
