@@ -25,6 +25,7 @@ from crossdock.cli_base import (
     out,
     print_rows,
 )
+from crossdock.engine.project import effective_active
 from crossdock.errors import UsageError
 from crossdock.tasks import iso
 
@@ -50,14 +51,13 @@ def routes_list(
     rows: list[dict[str, Any]] = []
     for name, route in project.routes.items():
         state = states.get(name)
-        override = state.active if state is not None else None
         counts = stats.by_route.get(name, {})
         rows.append(
             {
                 "name": name,
-                "active": override if override is not None else route.config.active,
+                "active": effective_active(route, states),
                 "active_in_config": route.config.active,
-                "overridden": override is not None,
+                "overridden": state is not None and state.active is not None,
                 "paused_reason": state.paused_reason if state is not None else None,
                 "paused_at": iso(state.paused_at) if state is not None else None,
                 "priority": route.config.priority,

@@ -43,13 +43,18 @@ class AutoPause:
 
     @classmethod
     def attach(cls, project: Project, store: Store) -> AutoPause:
-        existing: AutoPause | None = store.__dict__.get("_auto_pause")
-        if existing is not None:
-            existing.project = project
-            return existing
-        pauser = cls(project, store)
-        store.__dict__["_auto_pause"] = pauser
-        store.events.subscribe(pauser.on_event)
+        """The store's pauser for ``project``. It listens only while some route has ``pause_after``, so the
+        settle path of a project without one carries no extra work."""
+        pauser: AutoPause | None = store.__dict__.get("_auto_pause")
+        if pauser is None:
+            pauser = store.__dict__["_auto_pause"] = cls(project, store)
+        pauser.project = project
+        listening = pauser.on_event in store.events.subscribers
+        watched = any(route.config.pause_after is not None for route in project.routes.values())
+        if watched and not listening:
+            store.events.subscribe(pauser.on_event)
+        elif listening and not watched:
+            store.events.subscribers.remove(pauser.on_event)
         return pauser
 
     def reason(self, route: str) -> str | None:
@@ -71,13 +76,16 @@ class AutoPause:
     def on_event(self, event: LedgerEvent) -> None:
         if not isinstance(event, TasksSettled):
             return
+        routes = self.project.routes
         due: list[tuple[str, str]] = []
+        settled_routes: set[str] = set()
         with self._lock:
             for settlement, route_name in event.settled:
-                route = self.project.routes.get(route_name)
+                route = routes.get(route_name)
                 rule = route.config.pause_after if route is not None else None
                 if rule is None or route_name in self.paused:
                     continue
+                settled_routes.add(route_name)
                 outcome = settlement.action
                 if outcome is Action.DELIVERY_FAILED:
                     streak = self._streak[route_name] = self._streak.get(route_name, 0) + 1
@@ -86,7 +94,7 @@ class AutoPause:
                         self.paused.add(route_name)
                 elif outcome in (Action.DELIVERED, Action.DELIVERED_WAITING):
                     self._streak[route_name] = 0
-            ratio_routes = {r for _s, r in event.settled if r not in self.paused and self._wants_ratio_check(r)}
+            ratio_routes = [r for r in settled_routes if r not in self.paused and self._wants_ratio_check(r)]
         for route_name in ratio_routes:
             reason = self._ratio_reason(route_name)
             if reason is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
-from crossdock.engine.project import CompiledRoute, Project
+from crossdock.engine.project import CompiledRoute, Project, effective_active
 from crossdock.engine.run_liveness import abandon_dead_runs
 from crossdock.errors import StoreUnavailable, UsageError
 from crossdock.store import Store
@@ -94,14 +94,15 @@ class RoutePass:
                 known = ", ".join(sorted([*project.routes, *project.incomings])) or "none"
                 raise UsageError(f"no route or shared incoming named {name!r} in {project.path} (known: {known})")
             if outgoing and self.stopped_by is None:
-                if name in project.active_routes(store):
+                states = store.route_states()
+                state = states.get(name)
+                if effective_active(project.routes[name], states):
                     exp = await self.exporter.run_route(name, limit=self.limit, actor=self.actor)
                     result["outgoing"] = exp.to_json()
                     if exp.status != "ok" and result["status"] == "ok":
                         result["status"] = exp.status
                 else:
                     result["outgoing"] = None
-                    state = store.route_states().get(name)
                     why = f" ({state.paused_reason})" if state is not None and state.paused_reason else ""
                     result["note"] = f"route {name} is inactive{why}: nothing exported"
         finally:

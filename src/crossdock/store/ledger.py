@@ -629,6 +629,7 @@ class Ledger(Store):
     ) -> int:
         if not statuses:
             return 0
+        now = datetime.now(UTC)
         deleted: Counter[tuple[str, str]] = Counter()
         last_id = 0
         while True:
@@ -643,7 +644,7 @@ class Ledger(Store):
                 for key in self._delete_tasks(tx, ids):
                     changes.counters[key] -= 1
                     deleted[key] += 1
-                self._write_changes(tx, changes, older_than)
+                self._write_changes(tx, changes, now)
             if len(ids) < batch_size:
                 break
         total = sum(deleted.values())
@@ -652,7 +653,7 @@ class Ledger(Store):
             target: dict[str, Any] = {"status": [s.value for s in statuses], "older_than": iso(older_than)}
             if route:
                 target["route"] = route
-            self.record_audit(actor, "tasks.prune", target, changed=total, now=datetime.now(UTC))
+            self.record_audit(actor, "tasks.prune", target, changed=total, now=now)
             self.events.emit(TasksPruned(actor, dict(deleted)))
         return total
 

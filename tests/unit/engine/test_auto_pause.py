@@ -90,3 +90,20 @@ def test_pause_after_needs_a_rule(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigErrors, match="failed_ratio"):
         project_with(tmp_path, "{within: 10m}")
+
+
+def test_a_project_without_pause_after_adds_nothing_to_the_settle_path(tmp_path: Path) -> None:
+    watched = project_with(tmp_path, "{failed: 3}")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "in.ndjson").write_text("")
+    (tmp_path / "plain" / "crossdock.yaml").write_text(
+        "routes:\n  r:\n    incoming: {source: {type: file, path: in.ndjson}}\n    identifier: sku\n"
+        "    outgoing: {target: {type: noop}}\n"
+    )
+    plain = load_project(tmp_path / "plain" / "crossdock.yaml")
+    store = MemoryStore()
+    pauser = AutoPause.attach(plain, store)
+    assert store.events.subscribers == []
+    assert AutoPause.attach(watched, store) is pauser and store.events.subscribers == [pauser.on_event]
+    AutoPause.attach(plain, store)
+    assert store.events.subscribers == []
