@@ -332,6 +332,11 @@ class Store(abc.ABC):
         """The reason when ``exc`` (a driver error) means the database cannot be used right now, else None."""
         return None
 
+    def _busy(self, exc: Exception) -> bool:
+        """Whether the unavailable-looking ``exc`` came from this process's own contention (every pooled connection
+        in use) while the server answers: worth another try, but no outage to report."""
+        return False
+
     @abc.abstractmethod
     def upgrade(self) -> int:
         """Create or migrate the schema; return the schema version."""

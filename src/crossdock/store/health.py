@@ -96,6 +96,10 @@ def _guarded(fn: Callable[..., Any], unavailable: str) -> Callable[..., Any]:
             reason = getattr(self, unavailable)(exc)
             if reason is None:
                 raise
+            if self._busy(exc):
+                # the server answers; this process ran out of pooled connections for a moment
+                log.debug("database busy: %s", reason)
+                raise StoreUnavailable(reason) from exc
             if depth == 0:
                 self.health.failed(reason)
             raise StoreUnavailable(reason) from exc

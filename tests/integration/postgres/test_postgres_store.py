@@ -20,6 +20,7 @@ import orjson
 import psycopg
 import pytest
 
+from crossdock.errors import StoreUnavailable
 from crossdock.store import open_store
 from crossdock.store.base import ImportItem, ImportOptions, Settlement, TaskFilter, empty_counts
 from crossdock.store.postgres.store import PostgresStore
@@ -597,3 +598,18 @@ def test_database_for_gives_one_database_per_key() -> None:
     drop_databases()
     names = {r[0] for r in sql(server_url(), "SELECT datname FROM pg_database")}
     assert first.rsplit("/", 1)[1] not in names
+
+
+# --- pool contention is no outage -------------------------------------------------------------------------
+
+
+def test_a_pool_with_every_connection_busy_is_not_reported_as_an_outage(
+    open_pg: Callable[..., PostgresStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_pg(max_size=1, timeout=0.3)
+    with store._pool.connection():  # the only connection, held by someone else
+        with pytest.raises(StoreUnavailable), caplog.at_level("WARNING", logger="crossdock.store"):
+            store.route_states()
+        assert store.health.up
+        assert "database unavailable" not in caplog.text
+    assert store.route_states() == {}

@@ -164,6 +164,19 @@ class PostgresStore(Ledger):
             return f"PostgreSQL at {_redacted(self.url)}: {first}"
         return None
 
+    def _busy(self, exc: Exception) -> bool:
+        """A pool timeout while a fresh connection gets an answer is contention (every pooled connection busy, or
+        the pool still refilling after an outage), not an outage: it must not flip the health state, log "database
+        unavailable" or make every other call wait a short second."""
+        if not isinstance(exc, PoolTimeout) or self.health.down_since is not None:
+            return False
+        try:
+            with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+                conn.execute(Q["ping"])
+        except psycopg.Error:
+            return False
+        return True
+
     def _connection_wait(self) -> float:
         """How long a call waits for a pooled connection: the pool's timeout normally; while the database is known
         to be down, a second, so API answers, health and metrics say so at once instead of each waiting it out
