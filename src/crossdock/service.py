@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from crossdock.alerts.service import alerter_for
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.project import Project, effective_active
 from crossdock.engine.run_liveness import abandon_dead_runs
@@ -173,6 +174,12 @@ async def run_serve(project: Project, store: Store, url: str, options: ServiceOp
         asyncio.create_task(scheduler.run(stop, tick=_tick(), grace=options.grace), name="scheduler"),
         asyncio.create_task(worker.run(grace=options.grace), name="worker"),
     ]
+    alerter = alerter_for(
+        project, store, serve_url=f"http://{options.host}:{options.port}", is_leader=lambda: scheduler.is_leader
+    )
+    if alerter.enabled:
+        # alerts go with the scheduler's lock: one sender however many servers run
+        jobs.append(asyncio.create_task(alerter.run(stop), name="alerts"))
     if web is not None:
         jobs.append(asyncio.create_task(web[0], name="web"))
     try:

@@ -59,6 +59,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
     errors += interpolate_env(located, environ)
     collect_secrets(located)
     located.secrets |= credential_secrets(located.data)
+    located.secrets |= alert_channel_secrets(located.data)
     errors += _names_yaml_did_not_read_as_text(located)
     shape: list[ConfigError] = []
     left_out: set[tuple[str, str]] = set()
@@ -84,6 +85,13 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
                     f"no shared incoming named {route.incoming!r} under incomings: (known: {known})",
                 )
             )
+    for i, rule in enumerate(config.alerts.rules):
+        for route_name in rule.routes or ():
+            if route_name not in config.routes and ("routes", route_name) not in left_out:
+                known = ", ".join(sorted(config.routes)) or "none defined"
+                refs.append(
+                    located.error(("alerts", "rules", i, "routes"), f"no route named {route_name!r} (known: {known})")
+                )
     # include and ${ENV} problems leave the data incomplete: nothing after them would be worth reporting
     if errors or (refs and not keep_going):
         raise ConfigErrors(errors + shape + refs)
@@ -169,6 +177,19 @@ def credential_secrets(data: Any) -> set[str]:
 
     walk(data)
     return found
+
+
+def alert_channel_secrets(data: Any) -> set[str]:
+    """A chat incoming-webhook URL is a credential in itself (anyone holding it can post): keep it out of output."""
+    alerts = data.get("alerts") if isinstance(data, dict) else None
+    channels = alerts.get("channels") if isinstance(alerts, dict) else None
+    if not isinstance(channels, dict):
+        return set()
+    return {
+        c["url"]
+        for c in channels.values()
+        if isinstance(c, dict) and c.get("type") == "slack" and isinstance(c.get("url"), str) and len(c["url"]) >= 8
+    }
 
 
 def _named_entries(exc: ValidationError) -> set[tuple[str, str]]:

@@ -172,6 +172,126 @@ class NamedTransformer(Strict):
     tests: list[dict[str, Any]] = Field(default_factory=list)
 
 
+def _address_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class EmailChannel(Strict):
+    """SMTP: ``security`` ``starttls`` (port 587 by default), ``tls`` (465) or ``none`` (25, a relay you trust)."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+    from_: str = Field(alias="from", min_length=3)
+    to: Annotated[list[str], BeforeValidator(_address_list)] = Field(min_length=1)
+    timeout: Duration = 30.0
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+    def destination(self) -> str:
+        return f"{', '.join(self.to)} via {self.host}:{self.effective_port}"
+
+
+def _http_url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+class WebhookChannel(Strict):
+    """A JSON POST; with ``hmac_secret`` signed like crossdock's own inbound webhooks (``t=…,v1=…``)."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, BeforeValidator(_http_url)]
+    hmac_secret: str | None = None
+    signature_header: str = "X-Crossdock-Signature"
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+
+    def destination(self) -> str:
+        return self.url
+
+
+class SlackChannel(Strict):
+    """A Slack (or Mattermost, or Teams workflow) incoming-webhook URL: the URL itself is the secret."""
+
+    type: Literal["slack"]
+    url: Annotated[str, BeforeValidator(_http_url)]
+    timeout: Duration = 10.0
+
+    def destination(self) -> str:
+        return "incoming webhook"
+
+
+AlertChannel = Annotated[EmailChannel | WebhookChannel | SlackChannel, Field(discriminator="type")]
+
+#: what a rule can be about; ``recovered`` follows the others: the problem an alert was sent for has cleared
+ALERT_EVENTS = ("task_failed", "run_error", "route_paused", "circuit_open", "backlog", "recovered")
+AlertEvent = Literal["task_failed", "run_error", "route_paused", "circuit_open", "backlog", "recovered"]
+#: the digest window of a rule that names none: failures come in bursts, the rest is rare and urgent
+DEFAULT_DIGEST = {"task_failed": 300.0, "run_error": 300.0}
+
+
+class AlertRule(Strict):
+    """When to tell whom: one message per route and ``digest`` window, never one per task."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    event: AlertEvent
+    #: routes the rule covers; all when left out
+    routes: list[str] | None = None
+    channels: list[str] = Field(min_length=1)
+    digest: Duration | None = Field(default=None, ge=0)
+    #: ``backlog``: the age of the oldest new, retry or waiting task that raises it
+    older_than: Duration | None = Field(default=None, gt=0)
+    #: ``task_failed``: send only when a window holds at least this many failures
+    min_count: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _backlog_age(self) -> AlertRule:
+        if self.event == "backlog" and self.older_than is None:
+            raise ValueError("a backlog rule needs older_than, e.g. older_than: 30m")
+        if self.event != "backlog" and self.older_than is not None:
+            raise ValueError("older_than belongs to backlog rules only")
+        return self
+
+    @property
+    def window(self) -> float:
+        return self.digest if self.digest is not None else DEFAULT_DIGEST.get(self.event, 0.0)
+
+
+class AlertsConfig(Strict):
+    channels: dict[str, AlertChannel] = Field(default_factory=dict)
+    rules: list[AlertRule] = Field(default_factory=list)
+    #: the dashboard's address as people reach it, for the links in messages (default: serve's own address)
+    dashboard_url: Annotated[str | None, BeforeValidator(_http_url)] = None
+    #: how often the leader looks for something to tell
+    check_every: Duration = Field(default=5.0, gt=0)
+    #: tries per message before it is recorded as failed
+    max_attempts: int = Field(default=6, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> AlertsConfig:
+        for i, rule in enumerate(self.rules):
+            for channel in rule.channels:
+                if channel not in self.channels:
+                    known = ", ".join(sorted(self.channels)) or "none defined"
+                    raise ValueError(f"rules[{i}] names channel {channel!r}; known channels: {known}")
+        names = [rule.name for rule in self.rules if rule.name]
+        if len(names) != len(set(names)):
+            raise ValueError("two rules have the same name")
+        return self
+
+    def rule_key(self, index: int) -> str:
+        """A rule's stable name: its ``name``, else its event and place (``task_failed#1``)."""
+        rule = self.rules[index]
+        return rule.name or f"{rule.event}#{index + 1}"
+
+
 class ProjectConfig(Strict):
     database: str | None = None
     include: list[str] = Field(default_factory=list)
@@ -182,6 +302,7 @@ class ProjectConfig(Strict):
     storages: dict[str, StorageConfig] = Field(default_factory=dict)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @field_validator("routes", "incomings", "connections")
     @classmethod

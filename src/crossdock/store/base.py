@@ -254,6 +254,101 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """Failed tasks of one route with one error, settled in a period: what an alert counts and quotes."""
+
+    route: str
+    error: str | None
+    count: int
+    #: when the first of them failed
+    first_at: datetime
+    #: the newest task with this error, to link to
+    latest_task_id: int
+
+
+#: an alert message's states: waiting to be sent (or to be tried again), sent, given up after its attempts
+ALERT_STATUSES = ("pending", "sent", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    rule: str
+    event: str
+    route: str | None
+    channel: str
+    subject: str
+    #: the structured message each channel formats: text, counts, top errors, links
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One message to one channel, kept with its delivery state (``crossdock alerts list``)."""
+
+    id: int
+    created_at: datetime
+    rule: str
+    event: str
+    route: str | None
+    channel: str
+    subject: str
+    message: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        from crossdock.tasks import iso
+
+        return {
+            "id": self.id,
+            "created_at": iso(self.created_at),
+            "rule": self.rule,
+            "event": self.event,
+            "route": self.route,
+            "channel": self.channel,
+            "subject": self.subject,
+            "message": self.message,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at),
+            "sent_at": iso(self.sent_at),
+            "error": self.error,
+        }
+
+
+def alert_from_row(
+    row: Sequence[Any], when: Callable[[Any], datetime | None], loads: Callable[[Any], Any]
+) -> AlertRecord:
+    """An ``alerts`` row (in the column order both SQL stores select) as a record; ``when`` reads a stored time."""
+    created = when(row[1])
+    assert created is not None
+    message = row[7]
+    return AlertRecord(
+        id=row[0],
+        created_at=created,
+        rule=row[2],
+        event=row[3],
+        route=row[4],
+        channel=row[5],
+        subject=row[6],
+        message=loads(message) if isinstance(message, bytes | str) else message,
+        status=row[8],
+        attempts=row[9],
+        next_attempt_at=when(row[10]),
+        sent_at=when(row[11]),
+        error=row[12],
+    )
+
+
+def alert_outcome(error: str | None, retry_at: datetime | None) -> str:
+    """The status a try leaves a message in."""
+    return "sent" if error is None else ("pending" if retry_at is not None else "failed")
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
     """What the store remembers of an ``Idempotency-Key``, so a repeated request is answered, not redone."""
 
@@ -565,6 +660,46 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def oldest_due(self) -> dict[str, dict[str, datetime]]:
         """Per route, the oldest due time of new, retry and waiting work: {route: {status: time}}."""
+
+    @abc.abstractmethod
+    def failure_groups(self, *, since: datetime, until: datetime, route: str | None = None) -> list[FailureGroup]:
+        """Tasks that are ``failed`` and were last updated in (``since``, ``until``], grouped by route and error."""
+
+    # --- alerts ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_alerts(
+        self, alerts: Sequence[NewAlert], *, now: datetime, states: dict[str, dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Queue messages (``pending``, due now) and, in the same transaction, save the rule ``states`` that led to
+        them (so a crash between the two neither loses nor repeats a message); their ids in order."""
+
+    @abc.abstractmethod
+    def due_alerts(self, *, now: datetime, limit: int = 50) -> list[AlertRecord]:
+        """Pending messages whose next try is due, oldest first."""
+
+    @abc.abstractmethod
+    def alert_attempted(
+        self, alert_id: int, *, now: datetime, error: str | None = None, retry_at: datetime | None = None
+    ) -> None:
+        """Record a try: sent without ``error``; with one, pending again at ``retry_at``, or failed for good."""
+
+    @abc.abstractmethod
+    def list_alerts(
+        self, *, limit: int = 100, cursor: int | None = None, status: str | None = None, route: str | None = None
+    ) -> list[AlertRecord]:
+        """Messages newest first; ``cursor`` is the last id of the previous page."""
+
+    @abc.abstractmethod
+    def prune_alerts(self, *, before: datetime) -> int:
+        """Forget sent and failed messages created before ``before``."""
+
+    @abc.abstractmethod
+    def alert_state(self, key: str) -> dict[str, Any] | None:
+        """What the alert rule ``key`` remembers between checks (its cursors, the problems it reported)."""
+
+    @abc.abstractmethod
+    def set_alert_state(self, key: str, state: dict[str, Any], *, now: datetime) -> None: ...
 
     # --- coordination between processes (PostgreSQL overrides these) ---------------------------------
 

@@ -4,6 +4,7 @@ disagree with them on what a write means."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -14,16 +15,20 @@ from typing import Any
 import orjson
 
 from crossdock.store.base import (
+    AlertRecord,
     AuditEntry,
     CacheEntry,
     ErrorGroup,
+    FailureGroup,
     IdempotencyRecord,
+    NewAlert,
     RouteState,
     Run,
     Settlement,
     Stats,
     TaskFilter,
     TokenRecord,
+    alert_outcome,
     empty_counts,
 )
 from crossdock.store.import_plan import DeltaKey, Latest
@@ -50,6 +55,8 @@ class MemoryStore(Ledger):
         self.route_state: dict[str, RouteState] = {}
         self.tokens: dict[int, tuple[TokenRecord, str]] = {}
         self.audit: list[AuditEntry] = []
+        self.alerts: dict[int, AlertRecord] = {}
+        self.alert_states: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         self.per_minute: Counter[tuple[int, str, str]] = Counter()
 
@@ -517,6 +524,95 @@ class MemoryStore(Ledger):
                 groups.setdefault((t.route, t.status.value, t.error), []).append(t.id)
         ranked = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)[:limit]
         return [ErrorGroup(r, s, e, len(ids), max(ids)) for (r, s, e), ids in ranked]
+
+    def failure_groups(self, *, since: datetime, until: datetime, route: str | None = None) -> list[FailureGroup]:
+        groups: dict[tuple[str, str | None], list[Task]] = {}
+        for t in self.tasks.values():
+            if (
+                t.status is Status.FAILED
+                and route in (None, t.route)
+                and t.updated_at
+                and since < t.updated_at <= until
+            ):
+                groups.setdefault((t.route, t.error), []).append(t)
+        ranked = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)[:1000]
+        return [
+            FailureGroup(r, e, len(ts), min(t.updated_at for t in ts if t.updated_at), max(t.id for t in ts))
+            for (r, e), ts in ranked
+        ]
+
+    def add_alerts(
+        self, alerts: Sequence[NewAlert], *, now: datetime, states: dict[str, dict[str, Any]] | None = None
+    ) -> list[int]:
+        ids = []
+        with self._lock:
+            for key, state in (states or {}).items():
+                self.alert_states[key] = copy.deepcopy(state)
+            for a in alerts:
+                alert_id = max(self.alerts, default=0) + 1
+                self.alerts[alert_id] = AlertRecord(
+                    alert_id,
+                    now,
+                    a.rule,
+                    a.event,
+                    a.route,
+                    a.channel,
+                    a.subject,
+                    a.message,
+                    "pending",
+                    0,
+                    now,
+                    None,
+                    None,
+                )
+                ids.append(alert_id)
+        return ids
+
+    def due_alerts(self, *, now: datetime, limit: int = 50) -> list[AlertRecord]:
+        due = [
+            a for a in self.alerts.values() if a.status == "pending" and a.next_attempt_at and a.next_attempt_at <= now
+        ]
+        return sorted(due, key=lambda a: (a.next_attempt_at or now, a.id))[:limit]
+
+    def alert_attempted(
+        self, alert_id: int, *, now: datetime, error: str | None = None, retry_at: datetime | None = None
+    ) -> None:
+        status = alert_outcome(error, retry_at)
+        with self._lock:
+            old = self.alerts.get(alert_id)
+            if old is not None:
+                self.alerts[alert_id] = replace(
+                    old,
+                    status=status,
+                    attempts=old.attempts + 1,
+                    error=error,
+                    next_attempt_at=retry_at if status == "pending" else None,
+                    sent_at=now if status == "sent" else None,
+                )
+
+    def list_alerts(
+        self, *, limit: int = 100, cursor: int | None = None, status: str | None = None, route: str | None = None
+    ) -> list[AlertRecord]:
+        found = [
+            a
+            for _id, a in sorted(self.alerts.items(), reverse=True)
+            if (cursor is None or a.id < cursor) and status in (None, a.status) and route in (None, a.route)
+        ]
+        return found[:limit]
+
+    def prune_alerts(self, *, before: datetime) -> int:
+        with self._lock:
+            gone = [i for i, a in self.alerts.items() if a.created_at < before and a.status != "pending"]
+            for i in gone:
+                del self.alerts[i]
+        return len(gone)
+
+    def alert_state(self, key: str) -> dict[str, Any] | None:
+        found = self.alert_states.get(key)
+        return copy.deepcopy(found) if found is not None else None
+
+    def set_alert_state(self, key: str, state: dict[str, Any], *, now: datetime) -> None:
+        self.alert_states[key] = copy.deepcopy(state)
 
     def oldest_due(self) -> dict[str, dict[str, datetime]]:
         out: dict[str, dict[str, datetime]] = {}

@@ -367,3 +367,37 @@ WHERE scope = %s AND key = %s AND response IS NULL
 
 -- name: forget_idempotency_key
 DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND response IS NULL
+
+-- name: failure_groups
+-- what an alert counts: failed tasks last updated in (since, until]
+SELECT route, error, COUNT(*)::bigint, MIN(updated_at), MAX(id) FROM tasks
+WHERE status = 'failed' AND updated_at > %(since)s AND updated_at <= %(until)s
+  AND (%(route)s::text IS NULL OR route = %(route)s)
+GROUP BY route, error ORDER BY COUNT(*) DESC LIMIT 1000
+
+-- name: add_alert
+INSERT INTO alerts (created_at, rule, event, route, channel, subject, message, next_attempt_at)
+VALUES (%(now)s, %(rule)s, %(event)s, %(route)s, %(channel)s, %(subject)s, %(message)s, %(now)s) RETURNING id
+
+-- name: due_alerts
+SELECT id, created_at, rule, event, route, channel, subject, message, status, attempts, next_attempt_at, sent_at, error
+FROM alerts WHERE status = 'pending' AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s
+
+-- name: alert_attempted
+UPDATE alerts SET attempts = attempts + 1, status = %(status)s, error = %(error)s, next_attempt_at = %(next)s,
+  sent_at = %(sent)s WHERE id = %(id)s
+
+-- name: list_alerts
+SELECT id, created_at, rule, event, route, channel, subject, message, status, attempts, next_attempt_at, sent_at, error
+FROM alerts WHERE id < %(cursor)s AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(route)s::text IS NULL OR route = %(route)s) ORDER BY id DESC LIMIT %(limit)s
+
+-- name: prune_alerts
+DELETE FROM alerts WHERE created_at < %s AND status != 'pending'
+
+-- name: alert_state
+SELECT state FROM alert_state WHERE key = %s
+
+-- name: set_alert_state
+INSERT INTO alert_state (key, state, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at

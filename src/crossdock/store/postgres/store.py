@@ -29,16 +29,21 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from crossdock.errors import StoreUnavailable
 from crossdock.store.base import (
+    AlertRecord,
     AuditEntry,
     CacheEntry,
     ErrorGroup,
+    FailureGroup,
     IdempotencyRecord,
+    NewAlert,
     RouteState,
     Run,
     Settlement,
     Stats,
     TaskFilter,
     TokenRecord,
+    alert_from_row,
+    alert_outcome,
     empty_counts,
 )
 from crossdock.store.filters import where_clause
@@ -109,6 +114,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     set_json_dumps(orjson.dumps, conn)
     conn.execute("SET TIME ZONE 'UTC'")
     conn.commit()
+
+
+def _same(at: datetime | None) -> datetime | None:
+    return at
 
 
 def lock_key(name: str) -> int:
@@ -641,6 +650,73 @@ class PostgresStore(Ledger):
             if at is not None:
                 out.setdefault(route, {})[status] = at
         return out
+
+    def failure_groups(self, *, since: datetime, until: datetime, route: str | None = None) -> list[FailureGroup]:
+        rows = self._read(Q["failure_groups"], {"since": since, "until": until, "route": route})
+        return [FailureGroup(*r) for r in rows]
+
+    # --- alerts ----------------------------------------------------------------------------------
+
+    def add_alerts(
+        self, alerts: Sequence[NewAlert], *, now: datetime, states: dict[str, dict[str, Any]] | None = None
+    ) -> list[int]:
+        with self._tx() as conn:
+            for key, state in (states or {}).items():
+                conn.execute(Q["set_alert_state"], (key, Jsonb(state), now))
+            ids: list[int] = []
+            for a in alerts:
+                row = conn.execute(
+                    Q["add_alert"],
+                    {
+                        "now": now,
+                        "rule": a.rule,
+                        "event": a.event,
+                        "route": a.route,
+                        "channel": a.channel,
+                        "subject": a.subject,
+                        "message": Jsonb(a.message),
+                    },
+                ).fetchone()
+                assert row is not None
+                ids.append(row[0])
+            return ids
+
+    def due_alerts(self, *, now: datetime, limit: int = 50) -> list[AlertRecord]:
+        return [alert_from_row(r, _same, orjson.loads) for r in self._read(Q["due_alerts"], (now, limit))]
+
+    def alert_attempted(
+        self, alert_id: int, *, now: datetime, error: str | None = None, retry_at: datetime | None = None
+    ) -> None:
+        status = alert_outcome(error, retry_at)
+        with self._tx() as conn:
+            conn.execute(
+                Q["alert_attempted"],
+                {
+                    "id": alert_id,
+                    "status": status,
+                    "error": error,
+                    "next": retry_at if status == "pending" else None,
+                    "sent": now if status == "sent" else None,
+                },
+            )
+
+    def list_alerts(
+        self, *, limit: int = 100, cursor: int | None = None, status: str | None = None, route: str | None = None
+    ) -> list[AlertRecord]:
+        params = {"cursor": cursor if cursor is not None else 2**62, "status": status, "route": route, "limit": limit}
+        return [alert_from_row(r, _same, orjson.loads) for r in self._read(Q["list_alerts"], params)]
+
+    def prune_alerts(self, *, before: datetime) -> int:
+        with self._tx() as conn:
+            return conn.execute(Q["prune_alerts"], (before,)).rowcount
+
+    def alert_state(self, key: str) -> dict[str, Any] | None:
+        rows = self._read(Q["alert_state"], (key,))
+        return dict(rows[0][0]) if rows else None
+
+    def set_alert_state(self, key: str, state: dict[str, Any], *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["set_alert_state"], (key, Jsonb(state), now))
 
     # --- wake-ups and leadership (dedicated connections) ------------------------------------------
 

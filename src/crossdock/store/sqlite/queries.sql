@@ -297,3 +297,39 @@ WHERE scope = ? AND key = ? AND response IS NULL
 
 -- name: forget_idempotency_key
 DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND response IS NULL
+
+-- name: failure_groups
+-- what an alert counts: failed tasks last updated in (?1, ?2] (index tasks_failed_updated)
+SELECT route, error, COUNT(*), MIN(updated_at), MAX(id) FROM tasks
+WHERE status = 'failed' AND updated_at > ?1 AND updated_at <= ?2
+GROUP BY route, error ORDER BY COUNT(*) DESC LIMIT 1000
+
+-- name: failure_groups_route
+SELECT route, error, COUNT(*), MIN(updated_at), MAX(id) FROM tasks
+WHERE route = ?3 AND status = 'failed' AND updated_at > ?1 AND updated_at <= ?2
+GROUP BY route, error ORDER BY COUNT(*) DESC LIMIT 1000
+
+-- name: add_alert
+INSERT INTO alerts (created_at, rule, event, route, channel, subject, message, next_attempt_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1) RETURNING id
+
+-- name: due_alerts
+SELECT id, created_at, rule, event, route, channel, subject, message, status, attempts, next_attempt_at, sent_at, error
+FROM alerts WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?
+
+-- name: alert_attempted
+UPDATE alerts SET attempts = attempts + 1, status = ?2, error = ?3, next_attempt_at = ?4, sent_at = ?5 WHERE id = ?1
+
+-- name: list_alerts
+SELECT id, created_at, rule, event, route, channel, subject, message, status, attempts, next_attempt_at, sent_at, error
+FROM alerts WHERE id < ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR route = ?3) ORDER BY id DESC LIMIT ?4
+
+-- name: prune_alerts
+DELETE FROM alerts WHERE created_at < ? AND status != 'pending'
+
+-- name: alert_state
+SELECT state FROM alert_state WHERE key = ?
+
+-- name: set_alert_state
+INSERT INTO alert_state (key, state, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at

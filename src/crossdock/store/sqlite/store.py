@@ -20,17 +20,22 @@ import orjson
 
 from crossdock.errors import CrossdockError, StoreUnavailable
 from crossdock.store.base import (
+    AlertRecord,
     AuditEntry,
     CacheEntry,
     ErrorGroup,
+    FailureGroup,
     IdempotencyRecord,
     ImportItem,
+    NewAlert,
     RouteState,
     Run,
     Settlement,
     Stats,
     TaskFilter,
     TokenRecord,
+    alert_from_row,
+    alert_outcome,
     empty_counts,
 )
 from crossdock.store.filters import where_clause
@@ -865,11 +870,77 @@ class SQLiteStore(Ledger):
                 out.setdefault(route, {})[status] = datetime.fromtimestamp(at, UTC)
         return out
 
+    def failure_groups(self, *, since: datetime, until: datetime, route: str | None = None) -> list[FailureGroup]:
+        bounds = (since.timestamp(), until.timestamp())
+        rows = (
+            self._read(Q["failure_groups_route"], (*bounds, route))
+            if route
+            else self._read(Q["failure_groups"], bounds)
+        )
+        return [FailureGroup(r, e, n, datetime.fromtimestamp(first, UTC), latest) for r, e, n, first, latest in rows]
+
+    # --- alerts ----------------------------------------------------------------------------------
+
+    def add_alerts(
+        self, alerts: Sequence[NewAlert], *, now: datetime, states: dict[str, dict[str, Any]] | None = None
+    ) -> list[int]:
+        at = now.timestamp()
+        with self._tx() as conn:
+            for key, state in (states or {}).items():
+                conn.execute(Q["set_alert_state"], (key, orjson.dumps(state), at))
+            return [
+                conn.execute(
+                    Q["add_alert"], (at, a.rule, a.event, a.route, a.channel, a.subject, orjson.dumps(a.message))
+                ).fetchone()[0]
+                for a in alerts
+            ]
+
+    def due_alerts(self, *, now: datetime, limit: int = 50) -> list[AlertRecord]:
+        return [alert_from_row(r, _when, orjson.loads) for r in self._read(Q["due_alerts"], (now.timestamp(), limit))]
+
+    def alert_attempted(
+        self, alert_id: int, *, now: datetime, error: str | None = None, retry_at: datetime | None = None
+    ) -> None:
+        status = alert_outcome(error, retry_at)
+        with self._tx() as conn:
+            conn.execute(
+                Q["alert_attempted"],
+                (
+                    alert_id,
+                    status,
+                    error,
+                    retry_at.timestamp() if retry_at and status == "pending" else None,
+                    now.timestamp() if status == "sent" else None,
+                ),
+            )
+
+    def list_alerts(
+        self, *, limit: int = 100, cursor: int | None = None, status: str | None = None, route: str | None = None
+    ) -> list[AlertRecord]:
+        rows = self._read(Q["list_alerts"], (cursor if cursor is not None else 2**62, status, route, limit))
+        return [alert_from_row(r, _when, orjson.loads) for r in rows]
+
+    def prune_alerts(self, *, before: datetime) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(Q["prune_alerts"], (before.timestamp(),)).rowcount)
+
+    def alert_state(self, key: str) -> dict[str, Any] | None:
+        rows = self._read(Q["alert_state"], (key,))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def set_alert_state(self, key: str, state: dict[str, Any], *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(Q["set_alert_state"], (key, orjson.dumps(state), now.timestamp()))
+
     # --- test and benchmark helpers ----------------------------------------------------------------
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
         """The query plan of ``sql``, one line per step (used by tests to prove index use)."""
         return [str(r[3]) for r in self._read(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+
+def _when(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
 
 
 def _insert_logs(conn: sqlite3.Connection, now_ts: float, lines: list[LogRow]) -> None:
