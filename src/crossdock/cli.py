@@ -851,11 +851,13 @@ def connectors(json_out: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) ->
 
 def _register_plugins() -> None:
     """Commands that live with their feature (tokens with the web app, routes in their own module)."""
+    from crossdock.cli_alerts import register as register_alerts
     from crossdock.cli_routes import register as register_routes
     from crossdock.web.cli_commands import register
 
     register(app)
     register_routes(app)
+    register_alerts(app)
 
 
 _register_plugins()
