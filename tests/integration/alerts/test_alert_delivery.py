@@ -108,6 +108,7 @@ def test_thirty_refusals_within_a_minute_make_one_email_and_one_webhook(
     assert "https://crossdock.example.com/tasks?route=products&status=failed" in text
 
     [(path, headers, body)] = hook_sink.requests
+    assert path == "/hook"
     sent = orjson.loads(body)
     assert (sent["event"], sent["route"], sent["count"], sent["rule"]) == (
         "task_failed",
