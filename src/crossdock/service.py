@@ -174,9 +174,10 @@ async def run_serve(project: Project, store: Store, url: str, options: ServiceOp
         asyncio.create_task(scheduler.run(stop, tick=_tick(), grace=options.grace), name="scheduler"),
         asyncio.create_task(worker.run(grace=options.grace), name="worker"),
     ]
-    alerter = alerter_for(
-        project, store, serve_url=f"http://{options.host}:{options.port}", is_leader=lambda: scheduler.is_leader
-    )
+    # links in messages need an address people can open: alerts.dashboard_url, else this server's (unless the
+    # port is chosen by the system)
+    serve_url = f"http://{options.host}:{options.port}" if options.port else None
+    alerter = alerter_for(project, store, serve_url=serve_url, is_leader=lambda: scheduler.is_leader)
     if alerter.enabled:
         # alerts go with the scheduler's lock: one sender however many servers run
         jobs.append(asyncio.create_task(alerter.run(stop), name="alerts"))

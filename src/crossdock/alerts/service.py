@@ -178,6 +178,16 @@ class Alerter:
                 error = self.redact(exc.reason)
             await asyncio.to_thread(self.store.alert_attempted, alert_id, now=self.clock(), error=error)
             results.append(TestResult(name, error))
+        failed = [r.channel for r in results if r.error]
+        await asyncio.to_thread(
+            self.store.record_audit,
+            actor,
+            "alerts.test",
+            {"channels": names},
+            changed=len(results) - len(failed),
+            detail=f"not sent to {', '.join(failed)}" if failed else None,
+            now=self.clock(),
+        )
         return results
 
     def _client(self) -> aiohttp.ClientSession:
