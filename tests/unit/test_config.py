@@ -286,3 +286,54 @@ def test_names_yaml_reads_as_booleans_numbers_or_null_say_so_and_how_to_quote_th
         'quote it: "2024":',
         'crossdock.yaml:16: routes.~: YAML reads the unquoted name ~ as null (None), not as a name; quote it: "~":',
     ]
+
+
+ALERTS = """\
+alerts:
+  channels:
+    mail: {type: email, host: smtp.example.com, from: a@example.com, to: ops@example.com, password: pw-12345}
+    chat: {type: slack, url: "https://hooks.slack.example/services/T/B/secret-path"}
+  rules:
+"""
+
+
+def test_alerts_load_with_defaults_and_secrets(tmp_path: Path) -> None:
+    text = (
+        ROUTE
+        + ALERTS
+        + "    - {event: task_failed, routes: [r], channels: [mail, chat]}\n    - {event: route_paused, channels: [chat]}\n"
+    )
+    loaded = load_config(write(tmp_path, text), {})
+    alerts = loaded.config.alerts
+    mail = alerts.channels["mail"]
+    assert mail.type == "email" and mail.to == ["ops@example.com"] and mail.effective_port == 587
+    assert [r.window for r in alerts.rules] == [300.0, 0.0]
+    assert [alerts.rule_key(i) for i in range(2)] == ["task_failed#1", "route_paused#2"]
+    assert {"pw-12345", "https://hooks.slack.example/services/T/B/secret-path"} <= loaded.secrets
+
+
+@pytest.mark.parametrize(
+    ("rule", "key", "says"),
+    [
+        (
+            "{event: task_failed, channels: [pager]}",
+            "alerts.rules[0].channels",
+            "no channel named 'pager' under alerts.channels (known: chat, mail)",
+        ),
+        ("{event: backlog, channels: [mail]}", "alerts.rules[0]", "needs older_than"),
+        ("{event: task_faild, channels: [mail]}", "alerts.rules[0].event", "task_failed"),
+        ("{event: task_failed, routes: [nope], channels: [mail]}", "alerts.rules[0].routes", "no route named 'nope'"),
+        ("{event: task_failed, digest: soon, channels: [mail]}", "alerts.rules[0].digest", "not a duration"),
+    ],
+)
+def test_alert_config_errors_name_the_key(tmp_path: Path, rule: str, key: str, says: str) -> None:
+    [error] = errors_of(write(tmp_path, ROUTE + ALERTS + f"    - {rule}\n"))
+    assert error.key == key, error.message
+    assert says in error.message
+
+
+def test_an_alert_channel_of_unknown_type_says_which_types_exist(tmp_path: Path) -> None:
+    text = ROUTE + "alerts:\n  channels:\n    pager: {type: pagerduty, key: x}\n"
+    [error] = errors_of(write(tmp_path, text))
+    assert error.key is not None and error.key.startswith("alerts.channels.pager")
+    assert "email" in error.message and "webhook" in error.message and "slack" in error.message

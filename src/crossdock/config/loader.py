@@ -86,6 +86,15 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
                 )
             )
     for i, rule in enumerate(config.alerts.rules):
+        for channel in rule.channels:
+            if channel not in config.alerts.channels:
+                known = ", ".join(sorted(config.alerts.channels)) or "none defined"
+                refs.append(
+                    located.error(
+                        ("alerts", "rules", i, "channels"),
+                        f"no channel named {channel!r} under alerts.channels (known: {known})",
+                    )
+                )
         for route_name in rule.routes or ():
             if route_name not in config.routes and ("routes", route_name) not in left_out:
                 known = ", ".join(sorted(config.routes)) or "none defined"
