@@ -301,7 +301,8 @@ def test_alerts_load_with_defaults_and_secrets(tmp_path: Path) -> None:
     text = (
         ROUTE
         + ALERTS
-        + "    - {event: task_failed, routes: [r], channels: [mail, chat]}\n    - {event: route_paused, channels: [chat]}\n"
+        + "    - {event: task_failed, routes: [r], channels: [mail, chat]}\n"
+        + "    - {event: route_paused, channels: [chat]}\n"
     )
     loaded = load_config(write(tmp_path, text), {})
     alerts = loaded.config.alerts
