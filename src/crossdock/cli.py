@@ -733,8 +733,13 @@ def demo(
         Path, typer.Option("-c", "--config", help="Name of the demo's config file inside --dir.")
     ] = DEFAULT_CONFIG,
     db: DbOpt = None,
-    once: Annotated[bool, typer.Option("--once", help="Run the routes once, print a summary and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the routes until their retries settle, print a summary and exit.")
+    ] = False,
     host: Annotated[str, typer.Option("--host", help="Address the dashboard binds.")] = "127.0.0.1",
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Continue the last demo's database instead of starting afresh.")
+    ] = False,
 ) -> None:
     """Mock ERP and shop + PIM on loopback, the fan-out example, then scheduler, workers and dashboard."""
     from crossdock.demo import run_demo
@@ -753,6 +758,7 @@ def demo(
             database=db,
             serve=not once,
             host=host,
+            keep=keep,
         )
     raise typer.Exit(code)
 

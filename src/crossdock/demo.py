@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shlex
+import shutil
+import sys
 import threading
 import time
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from crossdock.mock import FailureConfig, RunningErp, start_erp, start_shop
 from crossdock.store import Store, open_store
 
 ROUTES = ("erp-to-shop", "erp-to-pim")
+#: how long ``--once`` keeps trying the tasks a 503 sent to retry (their backoff grows: 2 s, 4 s, 8 s)
+SETTLE_WITHIN = 60.0
 
 
 def demo_config() -> str:
@@ -35,6 +41,7 @@ def run_demo(
     database: str | None = None,
     serve: bool = True,
     host: str = "127.0.0.1",
+    keep: bool = False,
 ) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / config_name
@@ -42,6 +49,8 @@ def run_demo(
     if database is not None:
         text = text.replace("sqlite:///crossdock.db", database, 1)
     config.write_text(text, encoding="utf-8")
+    if database is None:
+        _fresh_database(directory / "crossdock.db", keep=keep, console=console)
     token = "demo-erp-token"
     # a flaky shop (every 20th request 503, so some tasks retry) and two products it refuses for good
     failures = FailureConfig(fail_every=20, fail_status=503, status_for_skus={"SKU-00003": 400, "SKU-00042": 422})
@@ -73,15 +82,44 @@ def run_demo(
         finally:
             store.close()
     db = (directory / "crossdock.db").resolve()
+    me = command_name()
     console.print(
         f"\nThe project and its database stay in {directory.resolve()}. Explore them:\n"
-        f"  cd {directory} && crossdock tasks list --status failed\n"
-        f"  crossdock tasks show <id>          # entity, error and timeline\n"
-        f"  crossdock tasks finish --status waiting --route erp-to-pim --reason 'approved'\n"
-        f"  crossdock runs list && crossdock stats\n"
-        f"(database: {db}; `crossdock demo` without --once also serves the dashboard.)"
+        f"  cd {shlex.quote(str(directory.resolve()))}\n"
+        f"  {me} tasks list --status failed\n"
+        f"  {me} tasks show <id>          # entity, error and timeline\n"
+        f"  {me} tasks finish --status waiting --route erp-to-pim --reason 'approved'\n"
+        f"  {me} runs list && {me} stats\n"
+        f"(database: {db}; `crossdock demo` without --once also serves the dashboard; --keep continues this "
+        "database next time instead of starting afresh.)",
+        markup=False,
     )
     return 0
+
+
+def command_name() -> str:
+    """How to type ``crossdock`` so the hints work as printed: the bare name when it is on PATH and is this
+    installation, else the full path of this installation's script (``scripts/demo`` does not put it on PATH)."""
+    found = shutil.which("crossdock")
+    script = Path(sys.argv[0]) if sys.argv and Path(sys.argv[0]).name == "crossdock" else None
+    if found and (script is None or Path(found).resolve() == script.resolve()):
+        return "crossdock"
+    if script is not None and script.exists():
+        return shlex.quote(str(script.resolve()))
+    return f"{shlex.quote(sys.executable)} -m crossdock.cli"
+
+
+def _fresh_database(path: Path, *, keep: bool, console: Console) -> None:
+    """Each demo starts from an empty database, so two runs' counts never mix; ``--keep`` continues the last."""
+    files = [p for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")) if p.exists()]
+    if not files:
+        return
+    if keep:
+        console.print(f"continuing with the database of the last demo ({path}; without --keep it starts afresh)")
+        return
+    for file in files:
+        file.unlink()
+    console.print(f"starting with a fresh database ({path}; --keep continues the last demo's instead)")
 
 
 def _serve_live(project: Project, store: Store, erp: RunningErp, console: Console, *, host: str, port: int) -> int:
@@ -116,12 +154,21 @@ def _run(project: Project, store: Store, console: Console) -> None:
         console.print(
             f"  {name}: new {r['new']}, filtered {r['filtered']}, rejected {r['rejected']}, unchanged {r['unchanged']}"
         )
-    for _round in range(6):
+    deadline = time.monotonic() + SETTLE_WITHIN
+    while True:
         pending = 0
         for route in ROUTES:
             result = asyncio.run(run_once(project, store, route, incoming=False, actor="demo"))
             pending += result["by_status"]["retry"]
         if not pending:
-            break
-        console.print(f"  {pending} task(s) in retry after a 503; trying again shortly…")
-        time.sleep(2.5)
+            return
+        due = [at for r in ROUTES for at in [store.oldest_due().get(r, {}).get("retry")] if at is not None]
+        wait = max(0.2, (min(due) - datetime.now(UTC)).total_seconds()) if due else 1.0
+        if time.monotonic() + wait > deadline:
+            console.print(
+                f"  {pending} task(s) still in retry after {SETTLE_WITHIN:g} s; `crossdock tasks list --status retry` "
+                "shows them, and `crossdock run ROUTE --outgoing` (or serve) tries them when due"
+            )
+            return
+        console.print(f"  {pending} task(s) in retry after a 503; trying again in {wait:.1f} s…")
+        time.sleep(wait)
