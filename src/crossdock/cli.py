@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -142,6 +143,16 @@ def run(
     grace: Annotated[
         str, typer.Option("--grace", help="On SIGTERM/Ctrl-C, how long deliveries in flight may take to finish.")
     ] = "30s",
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show INFO log lines too (same as --log-level info).")
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="debug, info, warning (default) or error: the log lines shown on stderr."),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text, or json for one JSON object per line.", case_sensitive=False)
+    ] = "text",
     config: ConfigOpt = DEFAULT_CONFIG,
     db: DbOpt = None,
     json_out: JsonOpt = False,
@@ -151,6 +162,7 @@ def run(
     SIGTERM or Ctrl-C stops it gracefully: reading and claiming stop, deliveries on the wire finish within --grace
     and are recorded, unstarted tasks go back to new or retry. Exit 143 (SIGTERM) or 130 (SIGINT) then."""
     from crossdock.engine.runner import RoutePass
+    from crossdock.logs import configure_logging, redact_logs_with
     from crossdock.service import on_stop_signals
 
     stop_quietly_on_sigterm()
@@ -160,7 +172,12 @@ def run(
             grace_s = parse_duration(grace)
         except ValueError as exc:
             raise UsageError(f"--grace: {exc}") from None
+        level = _log_level(log_level, verbose)
+        if log_format not in ("text", "json"):
+            raise UsageError(f"--log-format: {log_format!r} is neither text nor json")
+        configure_logging("json" if log_format == "json" else "text", level)
         project = load(config)
+        redact_logs_with(project.redact)
         with opened_store(config, db, project=project) as store:
             store.ensure_routes(project.routes)
             progress = None if json_out or not sys.stdout.isatty() else _progress_bar()
@@ -195,6 +212,19 @@ def run(
     if one.stopped_by is not None:
         raise typer.Exit(_SIGNAL_EXIT.get(one.stopped_by, 1))
     raise typer.Exit(1 if result["status"] != "ok" else 0)
+
+
+#: what --log-level accepts
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _log_level(name: str | None, verbose: bool) -> int:
+    if name is None:
+        return logging.INFO if verbose else logging.WARNING
+    level = LOG_LEVELS.get(name.lower())
+    if level is None:
+        raise UsageError(f"--log-level: {name!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 #: exit codes after a graceful stop, as a shell expects of a process ended by that signal
