@@ -88,20 +88,22 @@ def store_for(config: Path, db: str | None, *, project: Any = None, need_config:
     """The store named by --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it."""
     url = db
     base = config.parent if config else Path.cwd()
+    #: what the config's ${...} values gave that must not show (a password read from a secret file)
+    secrets: set[str] = set(project.redact.secrets) if project is not None else set()
     if url is None:
         if project is not None:
             url = project.database_url()
         elif config.exists():
-            from crossdock.config.loader import read_database_url
+            from crossdock.config.loader import read_database
 
-            url = read_database_url(config)
+            url, secrets = read_database(config)
         elif need_config:
             raise ConfigError(
                 "file not found; create a project with `crossdock init DIR` or pass -c PATH", file=str(config)
             )
     url = url or "sqlite:///crossdock.db"
     backend_name(url)
-    hide = Redactor(url_secrets(url))  # the driver may quote the URL's password in a warning or an error
+    hide = Redactor([*secrets, *url_secrets(url)])  # the driver may quote the URL's password in a warning or an error
     try:
         with redacting_logs(hide, "psycopg", "psycopg.pool"):
             store = open_store(url, base=base)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from crossdock.config import load_config, parse_duration
+from crossdock.engine.project import load_project
 from crossdock.errors import ConfigError, ConfigErrors
 
 ROUTE = """\
@@ -286,6 +287,91 @@ def test_names_yaml_reads_as_booleans_numbers_or_null_say_so_and_how_to_quote_th
         'quote it: "2024":',
         'crossdock.yaml:16: routes.~: YAML reads the unquoted name ~ as null (None), not as a name; quote it: "~":',
     ]
+
+
+NAMED = """\
+connections:
+  "yes": {type: http, base_url: http://127.0.0.1:1}
+incomings:
+  "off": {source: {type: file, path: a.ndjson}}
+transformers:
+  "no": [{set: {path: x, value: 1}}]
+storages:
+  "on": {}
+routes:
+  r1:
+    incoming: off
+    transform:
+      - use: no
+      - use: {name: no}
+      - lookup: {storage: on, key: sku, into: y}
+      - save: {storage: on, key: sku, value: y}
+    identifier: sku
+    outgoing: {target: {type: http, connection: yes, path: /x}}
+alerts:
+  channels:
+    "off": {type: webhook, url: http://127.0.0.1:1/x}
+  rules:
+    - {event: task_failed, routes: [r1, 2024], channels: [off]}
+"""
+
+
+def test_references_yaml_reads_as_booleans_or_numbers_say_so_once_and_how_to_quote_them(tmp_path: Path) -> None:
+    messages = [e.message.replace(str(tmp_path) + "/", "") for e in errors_of(write(tmp_path, NAMED))]
+    unquoted = "YAML reads the unquoted"
+    assert messages == [
+        f"crossdock.yaml:11: routes.r1.incoming: {unquoted} off as a boolean (False), not as the name of a shared "
+        'incoming; quote it: incoming: "off"',
+        f"crossdock.yaml:13: routes.r1.transform[0].use: {unquoted} no as a boolean (False), not as the name of a "
+        'transformer; quote it: use: "no"',
+        f"crossdock.yaml:14: routes.r1.transform[1].use.name: {unquoted} no as a boolean (False), not as the name "
+        'of a transformer; quote it: name: "no"',
+        f"crossdock.yaml:15: routes.r1.transform[2].lookup.storage: {unquoted} on as a boolean (True), not as the "
+        'name of a storage; quote it: storage: "on"',
+        f"crossdock.yaml:16: routes.r1.transform[3].save.storage: {unquoted} on as a boolean (True), not as the "
+        'name of a storage; quote it: storage: "on"',
+        f"crossdock.yaml:18: routes.r1.outgoing.target.connection: {unquoted} yes as a boolean (True), not as the "
+        'name of a connection; quote it: connection: "yes"',
+        f"crossdock.yaml:23: alerts.rules[0].routes[1]: {unquoted} 2024 as a number (2024), not as the name of a "
+        'route; quote it: "2024"',
+        f"crossdock.yaml:23: alerts.rules[0].channels[0]: {unquoted} off as a boolean (False), not as the name of "
+        'an alert channel; quote it: "off"',
+        # a real error, not a follow-on of the unquoted name: there is no route 2024
+        "crossdock.yaml:23: alerts.rules[0].routes: no route named '2024' (known: r1)",
+    ]
+    quoted = NAMED
+    for before, after in [
+        ("incoming: off", 'incoming: "off"'),
+        ("use: no", 'use: "no"'),
+        ("name: no", 'name: "no"'),
+        ("storage: on", 'storage: "on"'),
+        ("connection: yes", 'connection: "yes"'),
+        ("[r1, 2024]", "[r1]"),
+        ("[off]", '["off"]'),
+    ]:
+        quoted = quoted.replace(before, after)
+    project = load_project(write(tmp_path, quoted), {})  # the second stage finds every name it refers to
+    assert project.routes["r1"].incoming.name == "off"
+    assert project.loaded.config.alerts.rules[0].channels == ["off"]
+
+
+def test_misread_names_in_included_files_dates_and_alert_channels(tmp_path: Path) -> None:
+    write(tmp_path, "routes:\n  off:\n    identifier: sku\n", "more.yaml")
+    text = (
+        "include: [more.yaml]\n"
+        + ROUTE.replace("  r:", "  2024-01-31:")
+        + "alerts:\n  channels:\n    no: {type: webhook, url: http://127.0.0.1:1/x}\n"
+        '  rules:\n    - {event: task_failed, routes: ["off"], channels: ["no"]}\n'
+    )
+    messages = [e.message.replace(str(tmp_path) + "/", "") for e in errors_of(write(tmp_path, text))]
+    assert messages == [
+        "crossdock.yaml:3: routes.2024-01-31: YAML reads the unquoted name 2024-01-31 as a date (2024-01-31), not "
+        'as a name; quote it: "2024-01-31":',
+        "more.yaml:2: routes.off: YAML reads the unquoted name off as a boolean (False), not as a name; quote it: "
+        '"off":',
+        "crossdock.yaml:11: alerts.channels.no: YAML reads the unquoted name no as a boolean (False), not as a "
+        'name; quote it: "no":',
+    ], "the rule naming the misread route and channel is not reported again"
 
 
 ALERTS = """\

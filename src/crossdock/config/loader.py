@@ -1,8 +1,12 @@
-"""Load a project: YAML files (with ``include:``), ``${ENV}`` values, typed models, errors with file:line:key."""
+"""Load a project: YAML files (with ``include:``), ``${ENV}`` and ``${file:...}`` values, typed models, errors with
+file:line:key."""
 
 from __future__ import annotations
 
+import datetime
 import glob
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +15,9 @@ import yaml
 from pydantic import ValidationError
 
 from crossdock.config.models import ProjectConfig
-from crossdock.config.yamlsource import KeyPath, Located, collect_secrets, interpolate_env, load_yaml
+from crossdock.config.yamlsource import KeyPath, Located, collect_secrets, dotted, interpolate_env, load_yaml
 from crossdock.errors import ConfigError, ConfigErrors
-from crossdock.redact import basic_pair, url_secrets
+from crossdock.redact import Redactor, basic_pair, url_secrets
 
 MERGED_SECTIONS = ("connections", "incomings", "transformers", "storages", "routes")
 
@@ -56,11 +60,15 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
         raise ConfigErrors([ConfigError("the top level must be a mapping of keys", file=str(cfg_path), line=1)])
     errors: list[ConfigError] = []
     _merge_includes(located, cfg_path, errors)
-    errors += interpolate_env(located, environ)
+    errors += interpolate_env(located, environ, root=cfg_path.parent)
     collect_secrets(located)
     located.secrets |= credential_secrets(located.data)
     located.secrets |= alert_channel_secrets(located.data)
-    errors += _names_yaml_did_not_read_as_text(located)
+    misread: set[tuple[str, str]] = set()
+    errors += _names_yaml_did_not_read_as_text(located, misread)
+    errors += _references_yaml_did_not_read_as_text(located)
+    # a message may quote a value (a duration, an expression): one read from a secret file must not show
+    hide = Redactor(located.secrets)
     shape: list[ConfigError] = []
     left_out: set[tuple[str, str]] = set()
     try:
@@ -71,11 +79,13 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
         left_out = _named_entries(exc) if keep_going else set()
         partial = _validate_without(located.data, left_out) if left_out else None
         if partial is None:
-            raise ConfigErrors(errors + shape) from None
+            raise ConfigErrors(redact_errors(errors + shape, hide)) from None
         config = partial
     refs: list[ConfigError] = []
+    #: entries left out for errors of their own: references to them are not reported again
+    unseen = left_out | misread
     for name, route in config.routes.items():
-        if isinstance(route.incoming, str) and ("incomings", route.incoming) in left_out:
+        if isinstance(route.incoming, str) and ("incomings", route.incoming) in unseen:
             continue
         if isinstance(route.incoming, str) and route.incoming not in config.incomings:
             known = ", ".join(sorted(config.incomings)) or "none defined"
@@ -87,7 +97,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
             )
     for i, rule in enumerate(config.alerts.rules):
         for channel in rule.channels:
-            if channel not in config.alerts.channels:
+            if channel not in config.alerts.channels and ("alerts.channels", channel) not in unseen:
                 known = ", ".join(sorted(config.alerts.channels)) or "none defined"
                 refs.append(
                     located.error(
@@ -96,14 +106,15 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
                     )
                 )
         for route_name in rule.routes or ():
-            if route_name not in config.routes and ("routes", route_name) not in left_out:
+            if route_name not in config.routes and ("routes", route_name) not in unseen:
                 known = ", ".join(sorted(config.routes)) or "none defined"
                 refs.append(
                     located.error(("alerts", "rules", i, "routes"), f"no route named {route_name!r} (known: {known})")
                 )
-    # include and ${ENV} problems leave the data incomplete: nothing after them would be worth reporting
+    # include, ${ENV}, ${file:...} and misread-name problems leave the data incomplete: nothing after them would be
+    # worth reporting
     if errors or (refs and not keep_going):
-        raise ConfigErrors(errors + shape + refs)
+        raise ConfigErrors(redact_errors(errors + shape + refs, hide))
     return LoadedConfig(
         config=config,
         path=cfg_path,
@@ -114,45 +125,142 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None, *, keep
     )
 
 
-#: sections whose keys are names the user chose
-_NAMED_SECTIONS = ("connections", "incomings", "transformers", "storages", "routes")
+def redact_errors(errors: list[ConfigError], redact: Callable[[str], str]) -> list[ConfigError]:
+    """The errors with the config's secrets masked in their messages (they go to stderr, JSON and CI logs)."""
+    return [ConfigError(redact(e.detail), file=e.file, line=e.line, key=e.key) for e in errors]
 
 
-def _names_yaml_did_not_read_as_text(located: Located) -> list[ConfigError]:
-    """A route named ``off`` (or ``on``, ``yes``, ``no``, ``true``, ``null``, ``2024``) is not a name to YAML 1.1
-    but a boolean, null or number. Say so at its line and show how to quote it, and leave the entry out, instead of
-    pydantic's "Input should be a valid string"."""
+#: where the keys are names the user chose: the top-level sections, and the alert channels
+_NAMED_SECTIONS: tuple[KeyPath, ...] = (
+    ("connections",),
+    ("incomings",),
+    ("transformers",),
+    ("storages",),
+    ("routes",),
+    ("alerts", "channels"),
+)
+
+
+def _names_yaml_did_not_read_as_text(located: Located, misread: set[tuple[str, str]]) -> list[ConfigError]:
+    """A route named ``off`` (or ``on``, ``yes``, ``no``, ``true``, ``null``, ``2024``, ``2024-01-31``) is not a name
+    to YAML 1.1 but a boolean, null, number or date. Say so at its line and show how to quote it, and leave the
+    entry out (recorded in ``misread`` as (dotted section, name as written), so references to it are not reported
+    again), instead of pydantic's "Input should be a valid string"."""
     found: list[ConfigError] = []
     for section in _NAMED_SECTIONS:
-        entries = located.data.get(section) if isinstance(located.data, dict) else None
+        entries = _at(located.data, section)
         if not isinstance(entries, dict):
             continue
         for key in [k for k in entries if not isinstance(k, str)]:
             written = next(
                 (
-                    p[1]
+                    str(p[-1])
                     for p in located.lines
-                    if len(p) == 2 and p[0] == section and isinstance(p[1], str) and _same(_yaml_reads(p[1]), key)
+                    if len(p) == len(section) + 1 and p[:-1] == section and _written_as(p[-1], key)
                 ),
                 str(key),
             )
-            kind = "a boolean" if isinstance(key, bool) else "null" if key is None else "a number"
-            file, line = located.where((section, written))
+            file, line = located.where((*section, written))
+            misread.add((dotted(section), written))
             found.append(
                 ConfigError(
-                    f"YAML reads the unquoted name {written} as {kind} ({key!r}), not as a name; quote it: "
-                    f'"{written}":',
+                    f'YAML reads the unquoted name {written} as {_kind(key)}, not as a name; quote it: "{written}":',
                     file=file,
                     line=line,
-                    key=f"{section}.{written}",
+                    key=dotted((*section, written)),
                 )
             )
             del entries[key]
     return found
 
 
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b  # False == 0 in Python; not here
+def _reference_to(path: KeyPath) -> str | None:
+    """What the value at ``path`` names, when it is a reference to a named entry (else None)."""
+    if not path or path[0] not in ("routes", "incomings", "transformers", "alerts"):
+        return None
+    last = path[-1]
+    if path[0] == "routes" and len(path) == 3 and last == "incoming":
+        return "a shared incoming"
+    if last == "connection" and path[0] != "alerts":
+        return "a connection"
+    if len(path) >= 2 and isinstance(path[-2], int) and last == "use":
+        return "a transformer"
+    if len(path) >= 3 and isinstance(path[-3], int) and path[-2] == "use" and last == "name":
+        return "a transformer"
+    if len(path) >= 3 and isinstance(path[-3], int) and path[-2] in ("lookup", "save") and last == "storage":
+        return "a storage"
+    if len(path) == 5 and path[:2] == ("alerts", "rules") and path[3] in ("routes", "channels"):
+        return "a route" if path[3] == "routes" else "an alert channel"
+    return None
+
+
+def _references_yaml_did_not_read_as_text(located: Located) -> list[ConfigError]:
+    """``incoming: off``, ``connection: yes``, ``use: no``, ``routes: [2024]``: the name YAML made a boolean, null or
+    number of, where the name of an entry belongs. Say so, and go on with the name as written, so that the same
+    mistake is not reported again as "Input should be a valid string" or "no connection named True"."""
+    found: list[ConfigError] = []
+    for path, written in sorted(located.written.items(), key=lambda item: _place(located, item[0])):
+        what = _reference_to(path)
+        if what is None:
+            continue
+        parent = _at(located.data, path[:-1])
+        key = path[-1]
+        here = (isinstance(parent, dict) and key in parent) or (
+            isinstance(parent, list) and isinstance(key, int) and key < len(parent)
+        )
+        value = parent[key] if here else _yaml_reads(written)
+        if isinstance(value, str):
+            continue
+        if here:
+            parent[key] = written
+        quoted = f'"{written}"' if isinstance(key, int) else f'{key}: "{written}"'
+        found.append(
+            located.error(
+                path,
+                f"YAML reads the unquoted {written} as {_kind(value)}, not as the name of {what}; quote it: {quoted}",
+            )
+        )
+    return found
+
+
+def _place(located: Located, path: KeyPath) -> tuple[str, int]:
+    file, line = located.where(path)
+    return file or "", line or 0
+
+
+def _at(data: Any, path: KeyPath) -> Any:
+    """The value at ``path`` in plain data, or None."""
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _kind(value: Any) -> str:
+    """What YAML made of a word, with the value: ``a boolean (False)``, ``a date (2024-01-31)``."""
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if value is None:
+        return "null (None)"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"a date ({value.isoformat()})"
+    return f"a number ({value!r})"
+
+
+def _written_as(text: Any, key: Any) -> bool:
+    """Whether a key written as ``text`` is what YAML made ``key`` of (``off`` for False, ``.nan`` for nan)."""
+    if not isinstance(text, str):
+        return False
+    if isinstance(key, str):
+        return text == key
+    read = _yaml_reads(text)
+    if type(read) is not type(key):  # False == 0 in Python; not here
+        return False
+    return read == key or (isinstance(key, float) and math.isnan(key) and math.isnan(read))
 
 
 def _yaml_reads(text: str) -> Any:
@@ -257,9 +365,13 @@ def _merge_includes(located: Located, cfg_path: Path, errors: list[ConfigError])
                         errors.append(part.error((section, name), f"{section}.{name} is defined twice"))
                         continue
                     target[name] = value
+                    # lines and written texts are keyed by the name as written, which YAML may have made a boolean
                     for key, where in part.lines.items():
-                        if key[:2] == (section, name):
+                        if len(key) >= 2 and key[0] == section and _written_as(key[1], name):
                             located.lines[key] = where
+                    for key, text in part.written.items():
+                        if len(key) >= 2 and key[0] == section and _written_as(key[1], name):
+                            located.written[key] = text
 
 
 def _key_path(err: Any) -> KeyPath:
@@ -324,17 +436,23 @@ _ALIASES = {"validate_": "validate", "schema_": "schema"}
 
 def read_database_url(path: str | Path, environ: dict[str, str] | None = None) -> str | None:
     """Only the ``database:`` key, so commands that read tasks need no source or target secrets."""
-    located = load_yaml(Path(path))
+    return read_database(path, environ)[0]
+
+
+def read_database(path: str | Path, environ: dict[str, str] | None = None) -> tuple[str | None, set[str]]:
+    """The ``database:`` key alone, and the secrets its ``${...}`` values gave (a password read from a file)."""
+    cfg_path = Path(path)
+    located = load_yaml(cfg_path)
     if not isinstance(located.data, dict):
-        return None
+        return None, set()
     url = located.data.get("database")
     if url is None:
-        return None
+        return None, set()
     located.data = {"database": url}
-    errors = interpolate_env(located, environ)
+    errors = interpolate_env(located, environ, root=cfg_path.parent)
     if errors:
-        raise ConfigErrors(errors)
-    return str(located.data["database"])
+        raise ConfigErrors(redact_errors(errors, Redactor(located.secrets)))
+    return str(located.data["database"]), located.secrets
 
 
 def route_names(path: str | Path) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,19 @@ from typing import Any
 import yaml
 
 from crossdock.errors import ConfigError
+from crossdock.redact import MIN_SECRET
 
 KeyPath = tuple[str | int, ...]
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_ENV = re.compile(rf"\$\{{({_NAME})(?::-([^}}]*))?\}}")
+#: ``${file:PATH}``, where PATH may hold ``${NAME}`` references of its own (one level)
+_FILE_REF = re.compile(r"\$\{file:(?P<file>(?:\$\{[^{}]*\}|[^{}])*)\}")
+#: ``${NAME}``, ``${NAME:-default}`` or ``${file:PATH}``
+_REF = re.compile(rf"{_FILE_REF.pattern}|\$\{{(?P<name>{_NAME})(?::-(?P<default>[^}}]*))?\}}")
+#: a secret file larger than this is refused: a token, a password or a private key is a few KiB at most, and a
+#: bigger file is a wrong path (a log, an archive) whose text should not end up in a header
+MAX_SECRET_FILE = 64 * 1024
 
 
 @dataclass
@@ -23,8 +34,12 @@ class Located:
 
     data: Any
     lines: dict[KeyPath, tuple[str, int]] = field(default_factory=dict)
-    #: values that came from the environment; redacted wherever text leaves the process
+    #: values redacted wherever text leaves the process: what secret-looking keys hold, what secret-looking
+    #: environment variables gave, and every value read from a ``${file:...}``
     secrets: set[str] = field(default_factory=set)
+    #: the text of every unquoted value that YAML read as something else (``off`` → False, ``2024`` → 2024), by
+    #: key path, so an error about a name that YAML did not read as text can show how it was written
+    written: dict[KeyPath, str] = field(default_factory=dict)
 
     def where(self, path: KeyPath) -> tuple[str | None, int | None]:
         """The closest known location of ``path`` (walking up to its parents)."""
@@ -150,7 +165,7 @@ def load_yaml(path: Path) -> Located:
         loader.dispose()
     located = Located(data if data is not None else {})
     if node is not None:
-        _record_lines(node, (), display, located.lines)
+        _record_lines(node, (), display, located.lines, located.written)
     return located
 
 
@@ -165,42 +180,101 @@ def _read(path: Path) -> str:
         raise ConfigError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
 
 
-def _record_lines(node: yaml.Node, path: KeyPath, file: str, out: dict[KeyPath, tuple[str, int]]) -> None:
+_TEXT_TAG = "tag:yaml.org,2002:str"
+
+
+def _record_lines(
+    node: yaml.Node, path: KeyPath, file: str, out: dict[KeyPath, tuple[str, int]], written: dict[KeyPath, str]
+) -> None:
     out.setdefault(path, (file, node.start_mark.line + 1))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             child = (*path, key)
             out[child] = (file, key_node.start_mark.line + 1)
-            _record_lines(value_node, child, file, out)
+            _record_lines(value_node, child, file, out, written)
             out[child] = (file, key_node.start_mark.line + 1)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _record_lines(item, (*path, i), file, out)
+            _record_lines(item, (*path, i), file, out, written)
+    elif isinstance(node, yaml.ScalarNode) and node.style is None and node.tag != _TEXT_TAG:
+        written[path] = str(node.value)
 
 
-def interpolate_env(located: Located, environ: dict[str, str] | None = None) -> list[ConfigError]:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string, in place. Missing names are errors."""
+def interpolate_env(
+    located: Located, environ: Mapping[str, str] | None = None, *, root: Path | None = None
+) -> list[ConfigError]:
+    """Replace ``${NAME}``, ``${NAME:-default}`` and ``${file:PATH}`` in every string, in place.
+
+    A missing variable or an unusable file is an error naming the key. A file's text is always a secret, and so
+    is the value of a variable whose name looks secret (``SHOP_TOKEN``): both are added to ``located.secrets``.
+    A relative PATH starts at ``root`` (the project folder; the current folder when None). Replacements are not
+    scanned again, so a value holding ``${...}`` stays as it is.
+    """
     env = os.environ if environ is None else environ
+    base = (Path.cwd() if root is None else root).absolute()
     errors: list[ConfigError] = []
+
+    def variable(name: str, default: str | None, path: KeyPath) -> str | None:
+        if name in env:
+            resolved = env[name]
+        elif default is not None:
+            resolved = default
+        else:
+            errors.append(
+                located.error(path, f"environment variable {name} is not set; export it or use ${{{name}:-default}}")
+            )
+            return None
+        if _SECRET_KEY.search(name) and len(resolved) >= MIN_SECRET:
+            located.secrets.add(resolved)
+        return resolved
+
+    def secret_file(written: str, path: KeyPath) -> str:
+        ref = f"${{file:{written}}}"
+        if ":-" in _ENV.sub("", written):
+            errors.append(
+                located.error(
+                    path,
+                    f"{ref}: a secret file takes no :-default (a secret that is not there must stop the load, not "
+                    "be replaced); to choose the file per machine, put a variable in the path: "
+                    "${file:${SECRETS_DIR:-/run/secrets}/shop_token}",
+                )
+            )
+            return ""
+        missing = False
+
+        def nested(match: re.Match[str]) -> str:
+            nonlocal missing
+            found = variable(match.group(1), match.group(2), path)
+            missing = missing or found is None
+            return found or ""
+
+        name = _ENV.sub(nested, written).strip()
+        if missing:
+            return ""
+        if not name or "${" in name:
+            errors.append(
+                located.error(path, f"{ref}: write the path of the file that holds the secret: ${{file:PATH}}")
+            )
+            return ""
+        try:
+            text = read_secret_file(base / name)
+        except _Unusable as exc:
+            errors.append(located.error(path, f"{ref}: {exc}"))
+            return ""
+        if len(text) >= MIN_SECRET:
+            located.secrets.add(text)
+        return text
 
     def sub(value: str, path: KeyPath) -> str:
         def one(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                resolved = env[name]
-            elif default is not None:
-                resolved = default
-            else:
-                errors.append(
-                    located.error(
-                        path, f"environment variable {name} is not set; export it or use ${{{name}:-default}}"
-                    )
-                )
-                return ""
-            return resolved
+            if match.group("file") is not None:
+                return secret_file(match.group("file"), path)
+            return variable(match.group("name"), match.group("default"), path) or ""
 
-        return _ENV.sub(one, value)
+        if "${file:" in _FILE_REF.sub("", value):
+            errors.append(located.error(path, "a ${file:...} reference is not closed; write ${file:PATH}"))
+        return _REF.sub(one, value)
 
     def walk(value: Any, path: KeyPath) -> Any:
         if isinstance(value, str):
@@ -217,6 +291,62 @@ def interpolate_env(located: Located, environ: dict[str, str] | None = None) -> 
 
     located.data = walk(located.data, ())
     return errors
+
+
+class _Unusable(Exception):
+    """A ``${file:...}`` that names no readable secret; the message says what is wrong and what to do."""
+
+
+def read_secret_file(path: Path) -> str:
+    """The text of a secret file, less one trailing line break (``echo`` and Docker leave one), nothing else.
+
+    Refused with :class:`_Unusable`: a missing, unreadable, empty or non-UTF-8 file, a directory, anything that is
+    not a regular file (a FIFO would block the load), and a file over :data:`MAX_SECRET_FILE`.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise _Unusable(f"no file {path}; create it or mount the secret there, or correct the path") from None
+    except PermissionError:
+        raise _Unusable(
+            f"cannot reach {path}: a folder above it is closed to this user (permission denied); "
+            "let the user running crossdock into it"
+        ) from None
+    except OSError as exc:
+        raise _Unusable(f"cannot read {path} ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _Unusable(f"{path} is a directory; name the file inside it that holds the secret")
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unusable(f"{path} is not a regular file; point at the file that holds the secret")
+    if info.st_size > MAX_SECRET_FILE:
+        raise _Unusable(_too_large(path, f"{info.st_size} bytes"))
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SECRET_FILE + 1)
+    except PermissionError:
+        raise _Unusable(
+            f"cannot read {path} (permission denied); let the user running crossdock read it "
+            "(its owner and mode, or uid/mode of the secret in the compose or pod spec)"
+        ) from None
+    except OSError as exc:
+        raise _Unusable(f"cannot read {path} ({exc.strerror or exc})") from None
+    if len(raw) > MAX_SECRET_FILE:  # it grew since, or the size was not known (/proc)
+        raise _Unusable(_too_large(path, f"more than {MAX_SECRET_FILE} bytes"))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Unusable(f"{path} is not UTF-8 text; a secret file holds the secret as text") from None
+    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    if not text:
+        raise _Unusable(f"{path} is empty; write the secret into it")
+    return text
+
+
+def _too_large(path: Path, size: str) -> str:
+    return (
+        f"{path} holds {size}, over the {MAX_SECRET_FILE // 1024} KiB a secret file may hold; "
+        "point at the file that holds only the secret"
+    )
 
 
 _SECRET_KEY = re.compile(

@@ -74,6 +74,9 @@ def check_project(path: Path, *, database: str | None = None) -> CheckReport:
             file, line = project.loaded.source.where(("incomings", name))
             report.warnings.append(f"{file}:{line}: shared incoming {name} is used by no active route")
     _run_tests(project, report)
+    # a test's diff or a route line may quote a value that came from a secret file or variable
+    for lines in (report.errors, report.warnings, report.info):
+        lines[:] = [project.redact(line) for line in lines]
     return report
 
 

@@ -16,6 +16,7 @@ from croniter import croniter
 from pydantic import ValidationError
 
 from crossdock.config import IncomingConfig, LoadedConfig, RouteConfig, load_config
+from crossdock.config.loader import redact_errors
 from crossdock.config.yamlsource import KeyPath
 from crossdock.connectors.base import ConnectorContext, Options, Source, Target
 from crossdock.connectors.registry import connection_model, source_class, target_class
@@ -157,7 +158,7 @@ def load_project(path: str | Path, environ: dict[str, str] | None = None) -> Pro
         if compiled_route is not None:
             project.routes[name] = compiled_route
     if errors:
-        raise ConfigErrors(errors)
+        raise ConfigErrors(redact_errors(errors, project.redact))
     return project
 
 

@@ -39,6 +39,7 @@ def _add_failure_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--html", type=int, metavar="STATUS", help="answer an HTML page with STATUS (200/502)")
     group.add_argument("--truncated", action="store_true", help="cut every answer in half")
     group.add_argument("--drop-connection", action="store_true", help="close connections without answering")
+    group.add_argument("--echo-headers", action="store_true", help="error answers quote the request's headers")
 
 
 def _failures(args: argparse.Namespace) -> FailureConfig:
@@ -54,6 +55,7 @@ def _failures(args: argparse.Namespace) -> FailureConfig:
         html=args.html,
         truncated=args.truncated,
         drop_connection=args.drop_connection,
+        echo_headers=args.echo_headers,
     )
 
 

@@ -20,6 +20,9 @@ Order in which the modes are checked for one request (the first that fires wins)
 9. (the real handler runs)
 10. ``truncated``       the handler's answer is cut in half (the request *was* processed)
 
+``echo_headers`` changes no decision: the JSON error answers of modes 3 to 7 also carry the request's headers
+as ``request_headers``, as servers that quote what they got do (so tests can prove a secret header leaks nowhere).
+
 The "key" of ``fail_times`` is the SKU when the path names one, else the
 ``Idempotency-Key`` header, else the path with its query string (so each page of a
 listing fails N times on its own). Paths starting with ``/_`` (control endpoints) are
@@ -81,6 +84,8 @@ class FailureConfig:
     drop_connection: bool = False
     #: only requests whose path starts with one of these prefixes are affected (None = all)
     paths: tuple[str, ...] | None = None
+    #: the JSON error answers (always_status ... status_for_skus) also quote the request's headers
+    echo_headers: bool = False
 
     @property
     def is_off(self) -> bool:
@@ -255,6 +260,10 @@ async def failure_before(failures: Failures, request: web.Request, sku: str | No
     decided = failures.decide(request_key(request, sku), sku)
     if decided is not None:
         status, body, headers = decided
+        if cfg.echo_headers:
+            body = orjson.dumps(
+                {**orjson.loads(body), "request_headers": {str(k): v for k, v in request.headers.items()}}
+            )
         return web.Response(status=status, body=body, headers=headers)
     if cfg.html is not None:
         return web.Response(status=cfg.html, body=_HTML_PAGE, content_type="text/html")

@@ -5,9 +5,10 @@ signature of the body, optionally over a signed timestamp). A source with neithe
 role operator or above, so a webhook is never open to the world. The size limit is checked on ``Content-Length``
 and again while the body streams in, so a lying or chunked sender cannot make us buffer more than the limit.
 
-Checks run in this order: size (413), credentials and the signed timestamp (401), then the ``Idempotency-Key``
-(a remembered key answers at once). Credentials come before the key, so a caller without them can neither read a
-remembered answer nor take a key; the size comes first because a signature needs the whole body.
+Checks run in this order: the operator token (a source without secrets) or the ``X-Crossdock-Secret`` header
+(401), both before a byte of the body is read; the size (413), while reading; the signature and its signed
+timestamp (401), which need the whole body; then the ``Idempotency-Key`` (a remembered key answers at once).
+Credentials come before the key, so a caller without them can neither read a remembered answer nor take a key.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from crossdock.connectors.webhook import (
     PayloadError,
     WebhookSourceOptions,
     parse_payload,
-    verify_request,
+    verify_secret_header,
+    verify_signature,
 )
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
@@ -101,11 +103,14 @@ async def webhook(request: Request, name: str) -> Response:
     actor = f"webhook:{name}"
     if not options.has_secret:
         actor = require("operator")(request).actor
+    # a header needs no body: a caller without the shared secret cannot make us buffer up to max_body_bytes
+    problem = verify_secret_header(options, request.headers)
+    if problem is not None:
+        raise HTTPException(401, problem)
     body = await read_limited(request, options.max_body_bytes)
-    if options.has_secret:
-        problem = verify_request(options, request.headers, body, now=ctx.now().timestamp())
-        if problem is not None:
-            raise HTTPException(401, problem)
+    problem = verify_signature(options, request.headers, body, now=ctx.now().timestamp())
+    if problem is not None:
+        raise HTTPException(401, problem)
     key = idempotency_key(request, options)
     if key is None:
         return await accept(ctx, incoming, name, body, request.headers.get("content-type"), actor)

@@ -193,6 +193,27 @@ def test_source_xml_with_delete_and_a_failed_run_keeps_the_file(sftp: Server, pr
     store.close()
 
 
+@pytest.mark.parametrize(("move_to", "folder"), [("archive/2024", "archive/2024"), ("/done", "done")])
+def test_move_to_starts_at_the_login_folder_not_at_the_file(
+    sftp: Server, project_dir: Path, move_to: str, folder: str
+) -> None:
+    """What docs/connectors-files.md says: a relative move_to is relative to the login folder (here the server's
+    root), like path; an absolute one is the server's path as written."""
+    inbox = sftp.root / "outbox"
+    inbox.mkdir()
+    (inbox / "a.ndjson").write_text(ndjson(PRODUCTS[:2]))
+    project, store = make_project(
+        project_dir,
+        password_connection(sftp),
+        f"{{type: sftp, connection: partner, path: 'outbox/*.ndjson', after: move, move_to: '{move_to}'}}",
+    )
+    result = asyncio.run(run_once(project, store, "r", outgoing=False))["incoming"]
+    assert (result["status"], result["read"]) == ("ok", 2), result["error"]
+    assert [p.name for p in (sftp.root / folder).iterdir()] == ["a.ndjson"]
+    assert sorted(p.name for p in inbox.iterdir()) == [], "nothing is moved beside the file"
+    store.close()
+
+
 def test_wrong_password_fails_the_run_clearly(sftp: Server, project_dir: Path) -> None:
     connection = password_connection(sftp).replace(PASSWORD, "nope")
     project, store = make_project(project_dir, connection, "{type: sftp, connection: partner, path: '*.ndjson'}")

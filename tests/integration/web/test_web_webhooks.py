@@ -162,12 +162,38 @@ def test_realtime_route_delivers_before_answering(env: Env) -> None:
     assert {t.status.value for t in env.store.get_tasks(reply.json()["tasks"])} == {"finished"}
 
 
-def test_unchanged_records_create_no_new_tasks(env: Env) -> None:
+def test_an_unchanged_record_whose_task_is_not_delivered_yet_creates_no_task(env: Env) -> None:
     first = env.client.post("/api/v1/webhooks/hook", json={"sku": "U-1", "v": 1}, headers=SECRET)
     again = env.client.post("/api/v1/webhooks/hook", json={"sku": "U-1", "v": 1}, headers=SECRET)
     assert len(first.json()["tasks"]) == 1
     assert again.status_code == 202 and again.json()["tasks"] == []
     assert again.json()["routes"]["hook"]["unchanged"] == 1
+    [task] = env.store.get_tasks(first.json()["tasks"])
+    assert task.seen_count == 2  # the waiting task was touched, as delta does for every import
+
+
+def test_an_unchanged_record_after_its_delivery_is_one_skipped_task(env: Env) -> None:
+    """What docs/web.md and docs/lifecycle.md say: delta's rules, the same as for a pulled record."""
+    body = orjson.dumps({"sku": "U-2", "v": 1})
+    delivered = env.client.post("/api/v1/webhooks/live-hook", content=body, headers=SECRET).json()
+    again = env.client.post("/api/v1/webhooks/live-hook", content=body, headers=SECRET).json()
+    third = env.client.post("/api/v1/webhooks/live-hook", content=body, headers=SECRET).json()
+    [skipped] = env.store.get_tasks(again["tasks"])
+    assert (skipped.status.value, skipped.related_task_id) == ("skipped", delivered["tasks"][0])
+    assert again["routes"]["live-hook"]["unchanged"] == 1 and again["routes"]["live-hook"]["new"] == 0
+    assert third["tasks"] == [] and third["routes"]["live-hook"]["unchanged"] == 1
+
+
+def test_a_wrong_shared_secret_is_refused_before_the_body_is_read(env: Env) -> None:
+    """The secret is a header: a caller without it gets 401 whatever the size it announces, and no 413 tells it
+    the limit; a signed source needs the body, so there the size comes first."""
+    big = b'{"sku": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    wrong = env.client.post("/api/v1/webhooks/hook", content=big, headers={"X-Crossdock-Secret": "guess-guess"})
+    assert wrong.status_code == 401
+    assert env.client.post("/api/v1/webhooks/hook", content=big, headers=SECRET).status_code == 413
+    unsigned = env.client.post("/api/v1/webhooks/signed", content=big, headers={"X-Signature": "0" * 64})
+    assert unsigned.status_code == 413
+    assert total(env) == 0
 
 
 def test_inactive_route_refuses_webhooks(env: Env) -> None:

@@ -66,6 +66,19 @@ def test_status_for_skus_with_error_body(http: Any, shop: RunningShop) -> None:
     assert "SKU-00003" not in shop.by_sku
 
 
+def test_echo_headers_quotes_the_request_headers_in_error_answers(http: Any, shop: RunningShop) -> None:
+    shop.set_failures(status_for_skus={"SKU-00003": 400}, echo_headers=True)
+    rejected = http("PUT", f"{shop.url}/products/SKU-00003", {"sku": "x"}, headers={"X-Shop-Key": "k-123"})
+    assert rejected.status == 400
+    body = rejected.json()
+    assert (body["error"], body["sku"], body["request_headers"]["X-Shop-Key"]) == (
+        "category not found",
+        "SKU-00003",
+        "k-123",
+    )
+    assert "request_headers" not in _put(http, shop, "SKU-00002").json(), "an accepted write answers as before"
+
+
 def test_status_for_skus_on_the_erp_single_product(http: Any, erp: RunningErp) -> None:
     erp.set_failures(status_for_skus={"SKU-00003": 404})
     assert http("GET", erp.url + "/products/SKU-00003").status == 404
