@@ -220,7 +220,9 @@ def _print_run(result: dict[str, Any]) -> None:
             f"import {imp['incoming']}: read {imp['read']:,} records in {imp['duration_s']:.2f} s"
             + (f"  [red]{imp['status']}: {imp['error']}[/]" if imp["status"] != "ok" else ""),
         )
-        for name, r in imp["routes"].items():
+        if imp.get("held"):
+            out.print(f"  {imp['incoming']} {imp['held']}: the source was not read", markup=False)
+        for name, r in imp["routes"].items() if not imp.get("held") else ():
             if not r["active"]:
                 out.print(f"  {name}: inactive, nothing imported")
                 continue
@@ -237,6 +239,13 @@ def _print_run(result: dict[str, Any]) -> None:
             out.print(f"  [red]{exp['error']}[/]")
         if exp.get("paused"):
             out.print(f"  route {exp['route']} {exp['paused']}", markup=False)
+        if exp.get("held"):
+            more = "nothing more" if exp["claimed"] else "nothing"
+            out.print(
+                f"  route {exp['route']} {exp['held']}: {more} sent; the due tasks stay new or retry with their "
+                "attempts",
+                markup=False,
+            )
     if result.get("note"):
         out.print(result["note"], markup=False)
     if result.get("stopped_by"):
