@@ -859,12 +859,14 @@ def connectors(json_out: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) ->
 
 
 def _register_plugins() -> None:
-    """Commands that live with their feature (tokens with the web app, routes in their own module)."""
+    """Commands that live with their feature (tokens with the web app, routes and circuits in their own modules)."""
+    from crossdock.cli_circuits import register as register_circuits
     from crossdock.cli_routes import register as register_routes
     from crossdock.web.cli_commands import register
 
     register(app)
     register_routes(app)
+    register_circuits(app)
 
 
 _register_plugins()
