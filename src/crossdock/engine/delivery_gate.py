@@ -176,6 +176,24 @@ class DeliveryGate:
             return Verdict(probe=True)
         return Verdict(Hold("circuit", f"circuit half-open for {key}: a probe delivery decides whether it closes"))
 
+    def circuit_hold(self, route: CompiledRoute) -> Hold | None:
+        """Whether the route's breaker stopped it, as far as this process knows, in words; takes no probe. For the
+        summary of a run whose own deliveries opened the breaker."""
+        if route.circuit is None:
+            return None
+        with self._lock:
+            local = self._breakers.get(route.circuit_key)
+            if local is None or not local.open:
+                return None
+        row = self.store.circuits().get(route.circuit_key)
+        key = route.circuit_key
+        if row is None or row.state == "closed":
+            return None
+        if row.state == "open":
+            until = f" until {when(row.open_until)}" if row.open_until is not None else ""
+            return Hold("circuit", f"circuit open for {key}{until}", row.open_until)
+        return Hold("circuit", f"circuit half-open for {key}: a probe delivery decides whether it closes")
+
     def _log_maintenance(self, route: CompiledRoute, hold: Hold | None) -> None:
         """Once when a route's window begins (or is found) and once when it ends, not on every check."""
         name = route.name

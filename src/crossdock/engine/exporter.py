@@ -295,6 +295,10 @@ class Exporter:
                 await asyncio.gather(*running)
             if route.name in self.auto_pause.paused:
                 summary.paused = self.auto_pause.reason(route.name)
+            if summary.held is None and route.circuit is not None:  # opened by this run's own deliveries
+                hold = await self._wait_for_store(lambda: self.gate.circuit_hold(route))
+                if hold is not None:
+                    summary.held, summary.held_until = hold.reason, hold.until
         finally:
             # on cancellation, the batches still delivering settle what they did and release the rest
             for job in running:

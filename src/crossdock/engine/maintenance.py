@@ -15,8 +15,10 @@ from croniter import croniter
 
 from crossdock.config import MaintenanceWindow
 
-#: how far ahead "until" is followed through windows that keep touching (a cron every minute lasting two)
+#: how far ahead "until" is followed through windows that keep touching (a cron every minute lasting two), and
+#: through how many of them: past either bound the end found so far is the answer (later than it, not earlier)
 HORIZON = timedelta(days=366)
+MAX_CHAIN = 500
 #: croniter's ``get_prev`` is strictly before its start; a fire exactly at ``at`` covers ``at``
 _EPSILON = timedelta(microseconds=1)
 
@@ -42,7 +44,7 @@ def window_until(windows: Iterable[MaintenanceWindow], now: datetime) -> datetim
         return None
     end: datetime | None = None
     at = now
-    while True:
+    for _ in range(MAX_CHAIN):
         ends = [e for w in windows if (e := occurrence_end(w, at)) is not None]
         if not ends:
             return end
@@ -51,7 +53,8 @@ def window_until(windows: Iterable[MaintenanceWindow], now: datetime) -> datetim
             return end
         end = at = later
         if end - now > HORIZON:
-            return end
+            break
+    return end
 
 
 def maintenance_until(windows: Iterable[MaintenanceWindow], now: datetime) -> datetime | None:
