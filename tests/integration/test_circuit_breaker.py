@@ -180,3 +180,40 @@ def test_tasks_released_by_the_breaker_say_why_in_their_timeline(project: Projec
     for line in lines:
         assert line.to_status in ("new", "retry")
         assert line.message == "released unstarted" or line.message.startswith("circuit open for shop: "), line
+
+
+def switch_to(project: Project, shop: RunningShop) -> Project:
+    """The same project, its connection pointing at ``shop``."""
+    path = project.root / "crossdock.yaml"
+    text = path.read_text()
+    old = next(line for line in text.splitlines() if "base_url:" in line)
+    path.write_text(text.replace(old, f"    base_url: {shop.url}"))
+    return load_project(path, environ={})
+
+
+def test_once_open_no_further_request_starts(project: Project, store: Store) -> None:
+    with start_shop(failures={"always_status": 503}) as shop:
+        project = switch_to(project, shop)
+
+        async def load() -> None:
+            await Importer(project, store).run_route("r")
+
+        asyncio.run(load())
+        first = export(project, store)
+        # the 503s that were already on the wire when the third came back are the only others it sees
+        assert FAILURES <= shop.stats()["requests"] < FAILURES + 4, shop.stats()
+        assert first.by_status == {"retry": FAILURES}
+        assert sum(t.attempts for t in tasks(store)) == FAILURES
+
+
+def test_a_permanent_refusal_is_an_answer_not_a_breaker_failure(project: Project, store: Store) -> None:
+    with start_shop(failures={"always_status": 422}) as shop:
+        project = switch_to(project, shop)
+
+        async def load() -> None:
+            await Importer(project, store).run_route("r")
+
+        asyncio.run(load())
+        first = export(project, store)
+    assert first.by_status == {"failed": TASKS} and first.held is None, first
+    assert store.circuits().get("shop") is None, "nothing counted, nothing written"
