@@ -1,7 +1,7 @@
 """A circuit breaker against a target that really refuses connections (a loopback port nobody listens on), which
 then comes back (a mock shop started on that port): the breaker opens after ``failures``, the target sees no
 request during the cooldown, no task fails or spends an attempt while it is open, and everything is delivered once
-the target is back. A second store object on the same database plays a second process."""
+the target is back. A second store object on the same database (SQLite, PostgreSQL) plays a second process."""
 
 from __future__ import annotations
 
@@ -64,9 +64,19 @@ routes:
     return load_project(tmp_path / "crossdock.yaml", environ={})
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, project: Project) -> str:
+    """Where every store object of the test (every "process") keeps the breaker."""
+    if request.param == "sqlite":
+        return f"sqlite:///{project.root / 'crossdock.db'}"
+    from postgres_support import database_for
+
+    return database_for(project.root)
+
+
 @pytest.fixture
-def store(project: Project) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{project.root / 'crossdock.db'}")
+def store(database: str, project: Project) -> Iterator[Store]:
+    s = open_store(database)
     s.ensure_routes(project.routes)
     yield s
     s.close()
@@ -88,7 +98,7 @@ def tasks(store: Store) -> list[Task]:
 
 
 def test_the_breaker_opens_holds_back_every_task_without_spending_attempts_and_closes_once_the_target_is_back(
-    project: Project, store: Store, port: int
+    project: Project, store: Store, port: int, database: str
 ) -> None:
     heard: list[LedgerEvent] = []
     store.events.subscribe(heard.append)
@@ -116,7 +126,7 @@ def test_the_breaker_opens_holds_back_every_task_without_spending_attempts_and_c
     shop: RunningShop = start_shop(port=port)
     try:
         # the target is back, but the cooldown is not over: nothing is sent to it, by this process or another
-        other = open_store(f"sqlite:///{project.root / 'crossdock.db'}")
+        other = open_store(database)
         try:
             held_runs = 0
             # runs take milliseconds: a margin keeps each inside the cooldown it is meant to look at
