@@ -157,7 +157,7 @@ class DeliveryGate:
         with self._lock:
             local = self._breaker(key)
             if local.opening:
-                return Verdict(Hold("circuit", f"circuit open for {key} (opening)", None))
+                return Verdict(Hold("circuit", f"circuit open for {key} (it has just opened)", None))
             local.known = row.failures if row is not None else 0
             local.open = row is not None and row.state != "closed"
         if row is None or row.state == "closed":
@@ -350,6 +350,12 @@ class BatchBreaker:
         if self._due:
             self._due = False
             await self.gate.flush(self.route, probe=self.probe)
+
+    def abandon(self) -> None:
+        """The batch was cancelled or broke: what it counted is written with the next batch's; the next check reads
+        the breaker from the store instead of waiting for this batch's write."""
+        with self.gate._lock:
+            self.local.opening = False
 
     async def finish(self) -> None:
         """At the end of the batch: write what is left; a probe that decided nothing is given back."""

@@ -295,7 +295,8 @@ class Exporter:
                 await asyncio.gather(*running)
             if route.name in self.auto_pause.paused:
                 summary.paused = self.auto_pause.reason(route.name)
-            if summary.held is None and route.circuit is not None:  # opened by this run's own deliveries
+            # opened by this run's own deliveries (the writes are done now the batches are: say until when)
+            if route.circuit is not None and summary.held_until is None:
                 hold = await self._wait_for_store(lambda: self.gate.circuit_hold(route))
                 if hold is not None:
                     summary.held, summary.held_until = hold.reason, hold.until
@@ -422,6 +423,8 @@ class Exporter:
                 await results.drain()
         except BaseException:
             # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
+            if breaker is not None:
+                breaker.abandon()
             submitted = results.submitted
             done = {s.task_id for s in submitted}
             self._finish_sync(results.uncommitted, [t for t in tasks if t.id not in done])
