@@ -250,7 +250,9 @@ def _print_run(result: dict[str, Any]) -> None:
             f"import {imp['incoming']}: read {imp['read']:,} records in {imp['duration_s']:.2f} s"
             + (f"  [red]{imp['status']}: {imp['error']}[/]" if imp["status"] != "ok" else ""),
         )
-        for name, r in imp["routes"].items():
+        if imp.get("held"):
+            out.print(f"  {imp['incoming']} {imp['held']}: the source was not read", markup=False)
+        for name, r in imp["routes"].items() if not imp.get("held") else ():
             if not r["active"]:
                 out.print(f"  {name}: inactive, nothing imported")
                 continue
@@ -267,6 +269,13 @@ def _print_run(result: dict[str, Any]) -> None:
             out.print(f"  [red]{exp['error']}[/]")
         if exp.get("paused"):
             out.print(f"  route {exp['route']} {exp['paused']}", markup=False)
+        if exp.get("held"):
+            more = "nothing more" if exp["claimed"] else "nothing"
+            out.print(
+                f"  route {exp['route']} {exp['held']}: {more} sent; the due tasks stay new or retry with their "
+                "attempts",
+                markup=False,
+            )
     if result.get("note"):
         out.print(result["note"], markup=False)
     if result.get("stopped_by"):
@@ -886,13 +895,16 @@ def connectors(json_out: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) ->
 
 
 def _register_plugins() -> None:
-    """Commands that live with their feature (tokens with the web app, routes in their own module)."""
+    """Commands that live with their feature (tokens with the web app; routes, circuits and alerts in their own
+    modules)."""
     from crossdock.cli_alerts import register as register_alerts
+    from crossdock.cli_circuits import register as register_circuits
     from crossdock.cli_routes import register as register_routes
     from crossdock.web.cli_commands import register
 
     register(app)
     register_routes(app)
+    register_circuits(app)
     register_alerts(app)
 
 

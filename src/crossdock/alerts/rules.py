@@ -17,7 +17,7 @@ from typing import Any
 
 from crossdock.alerts.messages import TOP_ERRORS, Alert, Links, clip
 from crossdock.config.models import AlertRule, AlertsConfig
-from crossdock.store.base import RouteState, Run, Store
+from crossdock.store.base import CircuitState, RouteState, Run, Store
 
 log = logging.getLogger("crossdock.alerts")
 
@@ -58,7 +58,7 @@ class _Tick:
     horizon: datetime
     runs: list[Run] | None = None
     states: dict[str, RouteState] | None = None
-    circuits: list[Any] | None = None
+    circuits: dict[str, CircuitState] | None = None
     found: list[Found] = field(default_factory=list)
     recovered: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -73,12 +73,17 @@ class Rules:
         routes: Iterable[str],
         links: Links,
         redact: Callable[[str], str],
+        circuit_routes: dict[str, list[str]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.routes = list(routes)
         self.links = links
         self.redact = redact
+        #: breaker key (a connection's name, or a route's) -> the routes it holds back
+        self.circuit_routes = circuit_routes or {}
+        #: the breakers as this check read them (for the message of an opening)
+        self._circuits_seen: dict[str, CircuitState] = {}
 
     def state_key(self, index: int) -> str:
         return f"rule:{self.config.rule_key(index)}"
@@ -104,7 +109,13 @@ class Rules:
     # --- event rules ---------------------------------------------------------------------------------
 
     def _covers(self, rule: AlertRule, route: str) -> bool:
-        return rule.routes is None or route in rule.routes
+        """Whether ``route`` (for circuits: the breaker key) is one of the rule's; a breaker is when any route it
+        holds back is."""
+        if rule.routes is None or route in rule.routes:
+            return True
+        return rule.event in ("circuit_open", "recovered") and any(
+            r in rule.routes for r in self.circuit_routes.get(route, ())
+        )
 
     def _windowed(self, index: int, rule: AlertRule, state: dict[str, Any], tick: _Tick) -> None:
         horizon = tick.horizon.timestamp()
@@ -163,10 +174,11 @@ class Rules:
                 if s.paused_at is not None and lo < s.paused_at <= hi and route in (None, name)
             ]
         if rule.event == "circuit_open":
+            # an open or half-open breaker opened (or re-opened after a failed probe) in the period
             return [
-                Occurrence(c.route, c.opened_at, c.error)
-                for c in self._circuits(tick)
-                if c.opened_at is not None and lo < c.opened_at <= hi and route in (None, c.route)
+                Occurrence(key, c.opened_at, c.last_error)
+                for key, c in self._circuits(tick).items()
+                if c.state != "closed" and c.opened_at is not None and lo < c.opened_at <= hi and route in (None, key)
             ]
         return []  # pragma: no cover - the config allows no other event here
 
@@ -175,10 +187,9 @@ class Rules:
             tick.states = self.store.route_states()
         return tick.states
 
-    def _circuits(self, tick: _Tick) -> list[Any]:
-        """Open circuits as (route, opened_at, error); empty until the store keeps breakers."""
+    def _circuits(self, tick: _Tick) -> dict[str, CircuitState]:
         if tick.circuits is None:
-            tick.circuits = list(_circuit_openings(self.store))
+            tick.circuits = self._circuits_seen = self.store.circuits()
         return tick.circuits
 
     def _alert(
@@ -218,8 +229,16 @@ class Rules:
             ]
             url = self.links.page("/routes")
         else:
+            held = self.circuit_routes.get(route) or [route]
+            state = self._circuits_seen.get(route)
+            until = state.open_until.strftime("%Y-%m-%d %H:%M:%S UTC") if state and state.open_until else "its cooldown"
             title = f"Circuit open for {route}"
-            lines = [f"Deliveries of {route} stopped after repeated failures {span}."]
+            lines = [
+                f"Deliveries to {route} stopped after {state.failures if state else 'repeated'} consecutive "
+                f"failures ({'route' if len(held) == 1 else 'routes'} {', '.join(held)}); nothing is sent until "
+                f"{until}, then one probe decides. Tasks keep their attempts.",
+                f"Last error: {self.redact(window[-1].error or 'none recorded')}",
+            ]
             url = self.links.page("/routes")
         return Alert(
             event=rule.event,
@@ -293,7 +312,8 @@ class Rules:
                     continue
                 how = "the route is active again"
             else:
-                if any(c.route == route for c in self._circuits(tick)):
+                breaker = self._circuits(tick).get(route)
+                if breaker is not None and breaker.state != "closed":
                     continue
                 how = "the circuit closed: deliveries go through again"
             del open_[route]
@@ -324,20 +344,6 @@ class Rules:
                         ),
                     )
                 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Opening:
-    route: str
-    opened_at: datetime | None
-    error: str | None
-
-
-def _circuit_openings(store: Store) -> Iterable[_Opening]:
-    circuits = getattr(store, "circuits", None)
-    if circuits is None:
-        return []
-    return [_Opening(c.key, c.opened_at, c.last_error) for c in circuits() if getattr(c, "state", "closed") != "closed"]
 
 
 def _at(ts: float) -> datetime:

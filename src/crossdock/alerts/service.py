@@ -53,13 +53,14 @@ class Alerter:
         redact: Callable[[str], str],
         is_leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        circuit_routes: dict[str, list[str]] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.redact = redact
         self.is_leader = is_leader
         self.clock = clock
-        self.rules = Rules(config, store, routes, links, redact)
+        self.rules = Rules(config, store, routes, links, redact, circuit_routes)
         self._session: aiohttp.ClientSession | None = None
         self._pruned_at: datetime | None = None
 
@@ -209,6 +210,10 @@ def alerter_for(
 ) -> Alerter:
     """The project's alerter; links point at ``alerts.dashboard_url``, else at ``serve_url`` (serve's address)."""
     config = project.loaded.config.alerts
+    circuit_routes: dict[str, list[str]] = {}
+    for name, route in sorted(project.routes.items()):
+        if route.circuit is not None:
+            circuit_routes.setdefault(route.circuit_key, []).append(name)
     return Alerter(
         config,
         store,
@@ -216,4 +221,5 @@ def alerter_for(
         links=Links(config.dashboard_url or serve_url),
         redact=project.redact,
         is_leader=is_leader,
+        circuit_routes=circuit_routes,
     )

@@ -2,8 +2,11 @@
 
 from crossdock.config.loader import LoadedConfig, load_config
 from crossdock.config.models import (
+    CircuitConfig,
+    ConnectionSpec,
     ConnectorSpec,
     IncomingConfig,
+    MaintenanceWindow,
     OutgoingConfig,
     ProjectConfig,
     RetryConfig,
@@ -12,9 +15,12 @@ from crossdock.config.models import (
 )
 
 __all__ = [
+    "CircuitConfig",
+    "ConnectionSpec",
     "ConnectorSpec",
     "IncomingConfig",
     "LoadedConfig",
+    "MaintenanceWindow",
     "OutgoingConfig",
     "ProjectConfig",
     "RetryConfig",

@@ -431,7 +431,7 @@ def _union_error(err: Any, data: Any) -> Any | None:
     return err
 
 
-_ALIASES = {"validate_": "validate", "schema_": "schema"}
+_ALIASES = {"validate_": "validate", "schema_": "schema", "from_": "from"}
 
 
 def read_database_url(path: str | Path, environ: dict[str, str] | None = None) -> str | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
+from croniter import croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -49,6 +51,98 @@ class ConnectorSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     type: str
+
+
+class CircuitConfig(Strict):
+    """A circuit breaker: after ``failures`` consecutive transient delivery failures nothing is sent to the target
+    for ``cooldown``, and the tasks keep their attempts; then one probe delivery decides whether it closes."""
+
+    failures: int = Field(ge=1, le=1_000_000)
+    cooldown: Duration = 60.0
+
+    @field_validator("cooldown")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("a cooldown must be longer than zero, e.g. 30s or 1m")
+        return value
+
+
+def _moment(value: Any) -> Any:
+    """A window's ``from``/``to``: an ISO timestamp; one without a timezone is UTC, a bare date is its midnight UTC."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an ISO timestamp; write e.g. 2026-12-24T02:00:00Z (no timezone means UTC)"
+            ) from None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_moment)]
+
+
+class MaintenanceWindow(Strict):
+    """A time when nothing is delivered: every ``cron`` fire for ``duration`` (cron in UTC, as ``schedule:``), or
+    once ``from`` … ``to``. ``imports: false`` stops reading sources during the window too."""
+
+    cron: str | None = None
+    duration: Duration | None = None
+    from_: Moment | None = Field(default=None, alias="from")
+    to: Moment | None = None
+    #: whether scheduled and manual imports go on during the window (deliveries never do)
+    imports: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *', in UTC)")
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("a window's duration must be longer than zero, e.g. 30m or 2h")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MaintenanceWindow:
+        recurring = self.cron is not None or self.duration is not None
+        once = self.from_ is not None or self.to is not None
+        if recurring == once:
+            raise ValueError(
+                "give either cron: and duration: (e.g. {cron: '0 2 * * *', duration: 2h}) or from: and to: "
+                "(ISO timestamps, e.g. {from: 2026-12-24T02:00:00Z, to: 2026-12-24T06:00:00Z})"
+            )
+        if recurring:
+            if self.cron is None or self.duration is None:
+                raise ValueError("a recurring window needs both cron: and duration:")
+        else:
+            if self.from_ is None or self.to is None:
+                raise ValueError("a one-off window needs both from: and to:")
+            if self.to <= self.from_:
+                raise ValueError(f"to ({self.to.isoformat()}) must be after from ({self.from_.isoformat()})")
+        return self
+
+
+class ConnectionSpec(ConnectorSpec):
+    """A ``connections:`` entry: the connector's own keys, plus the delivery gates every route sending to it
+    shares (its ``type``'s model never sees these)."""
+
+    #: one breaker for every route whose target uses this connection
+    circuit: CircuitConfig | None = None
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+
+
+#: the keys of a connection that belong to crossdock, not to its connector type
+GATE_KEYS = frozenset({"circuit", "maintenance"})
 
 
 class IncomingConfig(Strict):
@@ -128,6 +222,8 @@ class OutgoingConfig(Strict):
     #: once and results are committed in groups behind it (faster against targets that answer in about a
     #: millisecond; after a crash up to a claim batch may be sent again)
     settle: Literal["immediate", "batched"] = "immediate"
+    #: a circuit breaker for this route's target; wins over its connection's ``circuit:``
+    circuit: CircuitConfig | None = None
 
 
 class RouteConfig(Strict):
@@ -144,6 +240,8 @@ class RouteConfig(Strict):
     resend_failed: Resend = False
     #: switch the route off when its deliveries keep failing; activating it again clears the pause
     pause_after: PauseAfter | None = None
+    #: times when nothing is delivered on this route (and, with ``imports: false``, nothing imported)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     outgoing: OutgoingConfig
     realtime: bool = False
@@ -291,7 +389,7 @@ class ProjectConfig(Strict):
     database: str | None = None
     include: list[str] = Field(default_factory=list)
     plugins: list[str] = Field(default_factory=list)
-    connections: dict[str, ConnectorSpec] = Field(default_factory=dict)
+    connections: dict[str, ConnectionSpec] = Field(default_factory=dict)
     incomings: dict[str, IncomingConfig] = Field(default_factory=dict)
     transformers: dict[str, list[Any] | NamedTransformer] = Field(default_factory=dict)
     storages: dict[str, StorageConfig] = Field(default_factory=dict)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from crossdock.connectors.base import Delivered, Target
 from crossdock.engine.auto_pause import AutoPause
+from crossdock.engine.delivery_gate import BatchBreaker, DeliveryGate, Verdict
 from crossdock.engine.group_commit import GroupCommit
 from crossdock.engine.project import CompiledRoute, Project
 from crossdock.engine.retry import next_delay
@@ -35,7 +36,7 @@ from crossdock.errors import (
 )
 from crossdock.store import Settlement, Store
 from crossdock.store.health import database_wait, wait_for_store
-from crossdock.tasks import Action, Status, Task
+from crossdock.tasks import Action, Status, Task, iso
 
 log = logging.getLogger("crossdock.exporter")
 
@@ -59,6 +60,9 @@ class ExportSummary:
     error: str | None = None
     #: why the run stopped early because crossdock paused the route (``pause_after``)
     paused: str | None = None
+    #: why nothing (more) was claimed: "in maintenance until …", "circuit open for shop until …"
+    held: str | None = None
+    held_until: datetime | None = None
 
     def count(self, status: str, n: int = 1) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + n
@@ -69,6 +73,8 @@ class ExportSummary:
             "status": self.status,
             "error": self.error,
             "paused": self.paused,
+            "held": self.held,
+            "held_until": iso(self.held_until),
             "claimed": self.claimed,
             "recovered_leases": self.recovered,
             "released": self.released,
@@ -95,6 +101,8 @@ class Exporter:
         #: switches a route off when its deliveries keep failing (pause_after); its drain stops at once
         self.auto_pause = AutoPause.attach(project, store)
         self.worker = worker or process_id()
+        #: maintenance windows and circuit breakers: whether a route may claim now (one per store and process)
+        self.gate = DeliveryGate.attach(project, store, process_id())
         #: shared connection clients (one per connection), closed by :meth:`close`
         self._clients: dict[str, Any] = clients if clients is not None else {}
         #: ids being delivered, per route: each route's lease keeper extends only its own (leases differ)
@@ -143,12 +151,16 @@ class Exporter:
                 summary.recovered = await self._wait_for_store(
                     lambda: self.store.recover_expired_leases(now=_now(), max_attempts=max_attempts)
                 )
-                target = self._target(route)
-                await target.open()
-                try:
-                    await self._drain(route, target, summary, limit)
-                finally:
-                    await target.close()
+                verdict = await self._check_gate(route)
+                if verdict.hold is not None:
+                    summary.held, summary.held_until = verdict.hold.reason, verdict.hold.until
+                else:
+                    target = self._target(route)
+                    await target.open()
+                    try:
+                        await self._drain(route, target, summary, limit, verdict)
+                    finally:
+                        await target.close()
                 if self._stopping and record_run:
                     summary.status = "stopped"  # claiming ended early; unstarted tasks went back
         except BaseException as exc:
@@ -162,6 +174,11 @@ class Exporter:
             if run_id is not None:
                 await self._finish_run(run_id, summary)
         return summary
+
+    async def _check_gate(self, route: CompiledRoute) -> Verdict:
+        if route.circuit is None:  # windows are arithmetic: no database, no thread
+            return self.gate.check(route, _now())
+        return await self._wait_for_store(lambda: self.gate.check(route, _now()))
 
     async def _wait_for_store(self, call: Callable[[], T]) -> T:
         """A store call that waits out an outage for as long as this exporter may, and no longer than a stop."""
@@ -179,8 +196,19 @@ class Exporter:
             log.error("cannot record the end of run %d of %s: %s", run_id, summary.route, exc.message)
 
     async def deliver_claimed(self, route: CompiledRoute, tasks: list[Task]) -> ExportSummary:
-        """Deliver tasks this worker already holds (realtime imports create them in processing)."""
+        """Deliver tasks this worker already holds (realtime imports create them in processing). While the route's
+        gate is closed they go back to new instead, their attempt not counted, for a worker or the next run."""
         summary = ExportSummary(route.name, claimed=len(tasks))
+        verdict = await self._check_gate(route)
+        if verdict.probe:  # the probe goes with a claimed task (the next pass); these are not held back for it
+            await self.gate.give_back_probe(route)
+        if verdict.hold is not None or verdict.probe:
+            why = verdict.hold.reason if verdict.hold is not None else f"circuit half-open for {route.circuit_key}"
+            summary.held = why
+            summary.held_until = verdict.hold.until if verdict.hold is not None else None
+            message = f"not delivered now: {why}; the attempt is not counted"
+            summary.released += await wait_for_store(lambda: self._release(tasks, message))
+            return summary
         target = self._target(route)
         await target.open()
         try:
@@ -204,7 +232,9 @@ class Exporter:
         ctx = self.project.context(self._clients)
         return route.target_class(route.target_options, ctx)
 
-    async def _drain(self, route: CompiledRoute, target: Target, summary: ExportSummary, limit: int | None) -> None:
+    async def _drain(
+        self, route: CompiledRoute, target: Target, summary: ExportSummary, limit: int | None, verdict: Verdict
+    ) -> None:
         out = route.config.outgoing
         concurrency = out.concurrency
         batch = max(concurrency * 4, 256) if not target.supports_batch else max(out.batch_size, 1000)
@@ -216,11 +246,19 @@ class Exporter:
         keeper = asyncio.create_task(self._keep_leases(route.name, out.lease))
         try:
             remaining = limit
+            first = True
             while (remaining is None or remaining > 0) and not self._stopping:
                 if route.name in self.auto_pause.paused:
                     summary.paused = self.auto_pause.reason(route.name)
                     break
-                want = batch if remaining is None else min(batch, remaining)
+                if not first:  # a window may have begun, or a batch opened the breaker
+                    verdict = await self._check_gate(route)
+                first = False
+                if verdict.hold is not None:
+                    summary.held, summary.held_until = verdict.hold.reason, verdict.hold.until
+                    break
+                # the probe is one task; nothing else is claimed until its result has been counted
+                want = 1 if verdict.probe else batch if remaining is None else min(batch, remaining)
 
                 claimed_at = [0.0]
 
@@ -235,19 +273,23 @@ class Exporter:
                 try:
                     tasks = await self._wait_for_store(claim)
                 except StoreUnavailable:
+                    if verdict.probe:
+                        await self.gate.give_back_probe(route)
                     if not running:
                         raise
                     break  # the batches being delivered still settle (their commits wait for the database)
                 if not tasks:
+                    if verdict.probe:
+                        await self.gate.give_back_probe(route)
                     break
                 summary.claimed += len(tasks)
                 if remaining is not None:
                     remaining -= len(tasks)
                 held = _Lease(claimed_at[0], out.lease)
-                job = asyncio.create_task(self._process(route, target, tasks, sem, summary, held))
+                job = asyncio.create_task(self._process(route, target, tasks, sem, summary, held, verdict.probe))
                 running.add(job)
                 job.add_done_callback(running.discard)
-                while len(running) >= 2:
+                while len(running) >= (1 if verdict.probe else 2):
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for done in [j for j in running if j.done()]:
                     done.result()
@@ -255,6 +297,11 @@ class Exporter:
                 await asyncio.gather(*running)
             if route.name in self.auto_pause.paused:
                 summary.paused = self.auto_pause.reason(route.name)
+            # opened by this run's own deliveries (the writes are done now the batches are: say until when)
+            if route.circuit is not None and summary.held_until is None:
+                hold = await self._wait_for_store(lambda: self.gate.circuit_hold(route))
+                if hold is not None:
+                    summary.held, summary.held_until = hold.reason, hold.until
         finally:
             # on cancellation, the batches still delivering settle what they did and release the rest
             for job in running:
@@ -289,6 +336,7 @@ class Exporter:
         sem: asyncio.Semaphore,
         summary: ExportSummary,
         held: _Lease,
+        probe: bool = False,
     ) -> None:
         ids = [t.id for t in tasks]
         in_flight = self._in_flight.setdefault(route.name, set())
@@ -296,8 +344,11 @@ class Exporter:
         leases = self._leases.setdefault(route.name, set())
         leases.add(held)
         unstarted: list[Task] = []
+        #: delivered after the circuit breaker opened and failed transiently: released, the attempt not counted
+        refused: list[Task] = []
         settle = _Settler(self, route).settlement
         paused = self.auto_pause.paused
+        breaker: BatchBreaker | None = self.gate.batch(route, probe=probe)
         # settle: batched lets results gather for a moment, so a fast target's results go in fewer transactions
         results = GroupCommit(self.store, linger=0.0 if route.config.outgoing.settle == "immediate" else BATCH_LINGER)
         try:
@@ -316,16 +367,22 @@ class Exporter:
                 ready = [(task, task.entity) for task in tasks]
             if target.supports_batch and ready:
                 async with self._slot(route):
-                    if self._stopping or held.lapsed() or route.name in paused:
+                    if (
+                        self._stopping
+                        or held.lapsed()
+                        or route.name in paused
+                        or (breaker is not None and breaker.blocked())
+                    ):
                         unstarted += [t for t, _ in ready]
                     else:
                         outcomes = await target.deliver_batch(ready)
-                        await results.commit(
-                            [
-                                settle(task, outcome, None)
-                                for (task, _entity), outcome in zip(ready, outcomes, strict=True)
-                            ]
-                        )
+                        settlements = []
+                        for (task, _entity), outcome in zip(ready, outcomes, strict=True):
+                            if breaker is not None and breaker.count(outcome):
+                                refused.append(task)
+                            else:
+                                settlements.append(settle(task, outcome, None))
+                        await results.commit(settlements)
             elif ready:
                 pending = iter(ready)
                 perf_counter = time.perf_counter
@@ -338,7 +395,12 @@ class Exporter:
                 async def deliver_some() -> None:
                     for task, entity in pending:
                         async with sem, self._slot(route):
-                            if self._stopping or held.lapsed() or route.name in paused:
+                            if (
+                                self._stopping
+                                or held.lapsed()
+                                or route.name in paused
+                                or (breaker is not None and breaker.blocked())
+                            ):
                                 unstarted.append(task)  # paused: back to where it was, its attempt not spent
                                 continue
                             started = perf_counter()
@@ -346,6 +408,12 @@ class Exporter:
                                 outcome: Delivered | Exception = await target.deliver(task, entity)
                             except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
                                 outcome = exc
+                            if breaker is not None:
+                                counted_out = breaker.count(outcome)
+                                await breaker.flush_if_due()
+                                if counted_out:
+                                    refused.append(task)
+                                    continue
                             settled = [settle(task, outcome, perf_counter() - started)]
                             if immediate:
                                 await results.commit(settled)
@@ -357,6 +425,8 @@ class Exporter:
                 await results.drain()
         except BaseException:
             # cancelled (shutdown past its grace) or broken: keep what was delivered, hand back the rest
+            if breaker is not None:
+                breaker.abandon()
             submitted = results.submitted
             done = {s.task_id for s in submitted}
             self._finish_sync(results.uncommitted, [t for t in tasks if t.id not in done])
@@ -364,18 +434,25 @@ class Exporter:
             leases.discard(held)
             raise
         try:
+            if breaker is not None:
+                await breaker.finish()
             if unstarted:
                 summary.released += await wait_for_store(lambda: self._release(unstarted))
+            if refused:
+                why = f"circuit open for {route.circuit_key}: {refused_error(breaker)}; the attempt is not counted"
+                summary.released += await wait_for_store(lambda: self._release(refused, why))
             for action, n in Counter(s.action for s in results.committed).items():
                 summary.count(_STATUS_OF[action], n)
         finally:
             in_flight.difference_update(ids)
             leases.discard(held)
 
-    def _release(self, tasks: list[Task]) -> int:
-        """Hand back unstarted claims, each to the status it was claimed from."""
+    def _release(self, tasks: list[Task], message: str | None = None) -> int:
+        """Hand back claims whose attempt does not count, each to the status it was claimed from."""
         retries = {t.id for t in tasks if t.claimed_from is Status.RETRY}
-        return self.store.release([t.id for t in tasks], worker=self.worker, now=_now(), retries=retries)
+        return self.store.release(
+            [t.id for t in tasks], worker=self.worker, now=_now(), retries=retries, message=message
+        )
 
     def _finish_sync(self, settlements: list[Settlement], release: list[Task]) -> None:
         """Settle and release without awaiting: this runs while the task is being cancelled."""
@@ -533,6 +610,12 @@ _STATUS_OF = {
     Action.DELIVERY_FAILED: "failed",
     Action.FILTERED_OUT: "skipped",
 }
+
+
+def refused_error(breaker: BatchBreaker | None) -> str:
+    """The last transient error the breaker counted, for the timeline of a task released because it was open."""
+    error = breaker.local.error if breaker is not None else None
+    return error or "the target still fails"
 
 
 def _now() -> datetime:

@@ -18,6 +18,7 @@ import orjson
 import xxhash
 
 from crossdock.connectors.base import Malformed
+from crossdock.engine.delivery_gate import import_hold
 from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
 from crossdock.engine.run_liveness import heartbeat, process_id
 from crossdock.errors import (
@@ -93,6 +94,8 @@ class ImportSummary:
     routes: dict[str, RouteImportSummary] = field(default_factory=dict)
     #: what the source reports beyond records, e.g. ``{"files_read": 2, "files_skipped": 1}``
     source: dict[str, Any] = field(default_factory=dict)
+    #: why the source was not read: a maintenance window with ``imports: false``
+    held: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,7 @@ class ImportSummary:
             "duration_s": round(self.duration_s, 3),
             "records_per_s": round(self.read / self.duration_s) if self.duration_s > 0 else None,
             "source": self.source,
+            "held": self.held,
             "routes": {name: r.to_json() for name, r in self.routes.items()},
         }
 
@@ -181,6 +185,15 @@ class Importer:
         summary = ImportSummary(incoming.name)
         states: list[_RouteState] = []
         active = self.project.active_routes(self.store)
+        fed = [r.name for r in self.project.routes_of(incoming) if r.name in active]
+        # pushed records (a webhook) are taken whatever the window: the sender would lose them otherwise
+        hold = import_hold(self.project, incoming, fed, now) if records is None and fed else None
+        if hold is not None:
+            summary.held = hold.reason
+            summary.routes = {name: RouteImportSummary(name, active=name in active) for name in fed}
+            log.info("import %s %s: not read", incoming.name, hold.reason)
+            summary.duration_s = time.perf_counter() - started
+            return summary
         for route in self.project.routes_of(incoming):
             rs = RouteImportSummary(route.name, active=route.name in active, keep_ids=records is not None)
             summary.routes[route.name] = rs

@@ -15,8 +15,16 @@ import orjson
 from croniter import croniter
 from pydantic import ValidationError
 
-from crossdock.config import IncomingConfig, LoadedConfig, RouteConfig, load_config
+from crossdock.config import (
+    CircuitConfig,
+    IncomingConfig,
+    LoadedConfig,
+    MaintenanceWindow,
+    RouteConfig,
+    load_config,
+)
 from crossdock.config.loader import redact_errors
+from crossdock.config.models import GATE_KEYS
 from crossdock.config.yamlsource import KeyPath
 from crossdock.connectors.base import ConnectorContext, Options, Source, Target
 from crossdock.connectors.registry import connection_model, source_class, target_class
@@ -39,6 +47,8 @@ class CompiledIncoming:
     #: False for a route's inline incoming
     shared: bool
     path: KeyPath
+    #: the windows of the source's connection (``connections.NAME.maintenance``); ``imports: false`` ones stop reading
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
 
 @dataclass
@@ -52,6 +62,12 @@ class CompiledRoute:
     target_class: type[Target]
     target_options: Options
     outgoing_pipeline: Pipeline
+    #: the circuit breaker's settings: the route's ``outgoing.circuit``, else its target connection's; None: no breaker
+    circuit: CircuitConfig | None = None
+    #: the breaker's key: the target's connection (every route sending to it shares one breaker), else the route
+    circuit_key: str = ""
+    #: the route's ``maintenance:`` windows and those of its target's connection
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
     @property
     def max_attempts(self) -> int:
@@ -144,7 +160,9 @@ def load_project(path: str | Path, environ: dict[str, str] | None = None) -> Pro
     cfg = loaded.config
     _load_plugins(project, errors)
     for name, spec in cfg.connections.items():
-        options = _options(loaded, ("connections", name), connection_model, spec.model_dump(), errors)
+        # circuit: and maintenance: are crossdock's, not the connector type's: its model never sees them
+        data = spec.model_dump(exclude=set(GATE_KEYS))
+        options = _options(loaded, ("connections", name), connection_model, data, errors)
         if options is not None:
             project.connections[name] = options
     for name, inc in cfg.incomings.items():
@@ -225,7 +243,13 @@ def _incoming(
     _cron(project, inc.schedule, (*path, "schedule"), errors)
     if options is None or pipeline is None:
         return None
-    return CompiledIncoming(name, inc, source_class(data["type"]), options, pipeline, shared, path)
+    windows = _connection_windows(project, data.get("connection"))
+    return CompiledIncoming(name, inc, source_class(data["type"]), options, pipeline, shared, path, windows)
+
+
+def _connection_windows(project: Project, name: Any) -> tuple[MaintenanceWindow, ...]:
+    spec = project.loaded.config.connections.get(name) if isinstance(name, str) else None
+    return tuple(spec.maintenance) if spec is not None else ()
 
 
 def _source_model(kind: str) -> type[Options]:
@@ -260,6 +284,9 @@ def _route(project: Project, name: str, route: RouteConfig, errors: list[ConfigE
             errors.append(loaded.error((*path, *conn_path), f"no connection named {conn!r} (known: {known})"))
     if incoming is None or pipeline is None or out_pipeline is None or target_options is None:
         return None
+    connection = target_data.get("connection")
+    spec = loaded.config.connections.get(connection) if isinstance(connection, str) else None
+    circuit = route.outgoing.circuit or (spec.circuit if spec is not None else None)
     return CompiledRoute(
         name=name,
         config=route,
@@ -270,6 +297,9 @@ def _route(project: Project, name: str, route: RouteConfig, errors: list[ConfigE
         target_class=target_class(target_data["type"]),
         target_options=target_options,
         outgoing_pipeline=out_pipeline,
+        circuit=circuit,
+        circuit_key=connection if isinstance(connection, str) and spec is not None else name,
+        maintenance=(*route.maintenance, *_connection_windows(project, connection)),
     )
 
 

@@ -16,7 +16,9 @@ fire is computed from now, not from the missed slot. A part whose previous run i
 started again (its slot is skipped); across processes only the leader fires at all. When several parts
 are due together they start in route priority order, sharing ``parallel_runs`` slots, and a route's
 outgoing run waits for its incoming run of the same tick. A route is run only while it is active: the
-database's override (``crossdock`` API/dashboard) wins over the config's ``active``.
+database's override (``crossdock`` API/dashboard) wins over the config's ``active``. A due outgoing part of a route
+in a maintenance window is skipped, not queued (its tasks wait in new/retry for the first fire after the window),
+and so is a due incoming part whose reading an ``imports: false`` window stops.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal, Protocol
 
 from croniter import croniter
 
+from crossdock.engine.delivery_gate import Hold, import_hold, maintenance_hold
 from crossdock.engine.exporter import Exporter
 from crossdock.engine.importer import Importer
 from crossdock.engine.leader import LeaderLock, leader_lock_for
@@ -219,6 +222,10 @@ class Scheduler:
             if not self._part_active(part, states):
                 log.info("%s is due but inactive: not run", part.label)
                 continue
+            hold = self._hold(part, states, now)
+            if hold is not None:
+                log.info("%s is due but %s: not run", part.label, hold.reason)
+                continue
             previous = self._running.get(key)
             if previous is not None and not previous.done():
                 log.warning("%s is due but its previous run is still going: this slot is skipped", part.label)
@@ -256,6 +263,20 @@ class Scheduler:
             return True
         return any(effective_active(self.project.routes[r], states) for r in part.routes if r in self.project.routes)
 
+    def _hold(self, part: Part, states: dict[str, RouteState], now: datetime) -> Hold | None:
+        """A maintenance window that stops this part now."""
+        if part.kind == "outgoing":
+            return maintenance_hold(self.project.routes[part.name], now)
+        if part.kind == "incoming":
+            active = [r for r in part.routes if effective_active(self.project.routes[r], states)]
+            return import_hold(self.project, self._incoming(part), active, now)
+        return None
+
+    def _incoming(self, part: Part) -> CompiledIncoming:
+        if part.name in self.project.incomings:
+            return self.project.incomings[part.name]
+        return self.project.routes[part.name].incoming
+
     async def _run(self, part: Part, now: datetime, after: list[asyncio.Task[Any]]) -> Any:
         if after:
             await asyncio.wait(after)
@@ -263,12 +284,7 @@ class Scheduler:
             log.info("running %s (schedule %s)", part.label, part.schedule)
             try:
                 if part.kind == "incoming":
-                    incoming = (
-                        self.project.incomings[part.name]
-                        if part.name in self.project.incomings
-                        else self.project.routes[part.name].incoming
-                    )
-                    return await self.jobs.run_incoming(incoming)
+                    return await self.jobs.run_incoming(self._incoming(part))
                 if part.kind == "outgoing":
                     route = self.project.routes[part.name]
                     return await self.jobs.run_outgoing(route, route.config.outgoing.batch_size)

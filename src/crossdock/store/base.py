@@ -373,6 +373,60 @@ class RouteState:
     paused_at: datetime | None = None
 
 
+#: the states of a circuit breaker: deliveries go out, none do (cooldown), one probe decides
+CIRCUIT_STATES = ("closed", "open", "half_open")
+
+
+@dataclass(slots=True)
+class CircuitState:
+    """A circuit breaker as the database holds it, shared by every process delivering to its target."""
+
+    #: the target's connection name, or the route's name when its target names no connection
+    key: str
+    state: str = "closed"
+    #: consecutive transient delivery failures (the count that opens it)
+    failures: int = 0
+    opened_at: datetime | None = None
+    #: while open: when the cooldown ends and a probe may go
+    open_until: datetime | None = None
+    last_error: str | None = None
+    #: while half-open: the process (``host:pid``) sending the probe, and since when
+    probe_owner: str | None = None
+    probe_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        from crossdock.tasks import iso
+
+        return {
+            "key": self.key,
+            "state": self.state,
+            "failures": self.failures,
+            "opened_at": iso(self.opened_at),
+            "until": iso(self.open_until),
+            "last_error": self.last_error,
+            "probe_owner": self.probe_owner,
+            "probe_at": iso(self.probe_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitUpdate:
+    """What one write did to a breaker: its state before, and the whole row after."""
+
+    before: str
+    after: CircuitState
+
+    @property
+    def opened(self) -> bool:
+        return self.after.state == "open" and self.before != "open"
+
+    @property
+    def closed(self) -> bool:
+        return self.after.state == "closed" and self.before != "closed"
+
+
 @dataclass(slots=True)
 class ErrorGroup:
     route: str
@@ -478,9 +532,19 @@ class Store(abc.ABC):
         """Give back processing tasks whose lease ran out (their worker died). The attempt counts."""
 
     @abc.abstractmethod
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
-        """Hand back tasks a worker claimed but never started (shutdown): due again at once, the claim's attempt
-        not counted. The ids in ``retries`` were claimed from retry and go back there; the others go back to new."""
+    def release(
+        self,
+        ids: Sequence[int],
+        *,
+        worker: str,
+        now: datetime,
+        retries: Collection[int] = (),
+        message: str | None = None,
+    ) -> int:
+        """Hand back tasks a worker claimed but never started (shutdown), or whose attempt must not count (a circuit
+        breaker had opened): due again at once, the claim's attempt not counted. The ids in ``retries`` were claimed
+        from retry and go back there; the others go back to new. ``message`` is the timeline line (default
+        "released unstarted")."""
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -700,6 +764,49 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def set_alert_state(self, key: str, state: dict[str, Any], *, now: datetime) -> None: ...
+
+    # --- circuit breakers (not task data: rows of their own, one per breaker key) ------------------------
+
+    @abc.abstractmethod
+    def circuits(self) -> dict[str, CircuitState]:
+        """Every breaker the database knows, by key. A key without a row is closed with no failures."""
+
+    @abc.abstractmethod
+    def record_circuit_failures(
+        self,
+        key: str,
+        count: int,
+        *,
+        threshold: int,
+        cooldown: float,
+        error: str | None,
+        now: datetime,
+        reset: bool = False,
+    ) -> CircuitUpdate:
+        """Add ``count`` consecutive transient failures (after an answer, when ``reset``), atomically. A closed breaker
+        that reaches ``threshold`` opens for ``cooldown`` seconds; a half-open one (its probe failed) opens again."""
+
+    @abc.abstractmethod
+    def reset_circuit_failures(
+        self, key: str, *, now: datetime, probe_owner: str | None = None
+    ) -> CircuitUpdate | None:
+        """The target answered: a closed breaker's count starts again; the half-open breaker whose probe
+        ``probe_owner`` sent closes. An open breaker stays open. None when nothing changed (nothing was written)."""
+
+    @abc.abstractmethod
+    def take_circuit_probe(self, key: str, *, owner: str, now: datetime, stale_before: datetime) -> bool:
+        """Compare-and-set: an open breaker whose cooldown is over (or a half-open one whose probe began before
+        ``stale_before``, its prober presumably dead) goes half-open for ``owner``. True for exactly one caller."""
+
+    @abc.abstractmethod
+    def return_circuit_probe(self, key: str, *, owner: str, now: datetime) -> bool:
+        """``owner`` took the probe but delivered nothing that decides (no due task, a stop): open again with the
+        cooldown over, so the next process with work probes at once."""
+
+    @abc.abstractmethod
+    def close_circuit(self, key: str, *, now: datetime, by: str = "by hand") -> CircuitUpdate | None:
+        """Close a breaker by hand (``by``: who, for the event), whatever its state; None when the database has no
+        row for ``key``."""
 
     # --- coordination between processes (PostgreSQL overrides these) ---------------------------------
 

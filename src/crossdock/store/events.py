@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from crossdock.store.base import ActionResult, Settlement, TaskFilter
 from crossdock.tasks import Action, Status
@@ -60,7 +61,36 @@ class RoutePaused:
     reason: str
 
 
-LedgerEvent = TasksImported | TasksSettled | LeasesRecovered | ActionTaken | TasksPruned | RoutePaused
+@dataclass(frozen=True, slots=True)
+class CircuitOpened:
+    """A circuit breaker opened: nothing is delivered to its target until ``until``, then one probe goes."""
+
+    key: str
+    failures: int
+    until: datetime | None
+    error: str | None
+    #: True when a failed probe opened it again
+    reopened: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitClosed:
+    """A circuit breaker closed: its probe was answered, or a person closed it (``by`` says who)."""
+
+    key: str
+    by: str
+
+
+LedgerEvent = (
+    TasksImported
+    | TasksSettled
+    | LeasesRecovered
+    | ActionTaken
+    | TasksPruned
+    | RoutePaused
+    | CircuitOpened
+    | CircuitClosed
+)
 
 
 @dataclass

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from crossdock.store import circuits as circuit_rules
 from crossdock.store.base import (
     ActionResult,
+    CircuitState,
+    CircuitUpdate,
     ImportCounts,
     ImportItem,
     ImportOptions,
@@ -27,7 +30,16 @@ from crossdock.store.base import (
     Store,
     TaskFilter,
 )
-from crossdock.store.events import ActionTaken, LeasesRecovered, LedgerEvent, TasksImported, TasksPruned, TasksSettled
+from crossdock.store.events import (
+    ActionTaken,
+    CircuitClosed,
+    CircuitOpened,
+    LeasesRecovered,
+    LedgerEvent,
+    TasksImported,
+    TasksPruned,
+    TasksSettled,
+)
 from crossdock.store.import_plan import DeltaKey, Latest, PlannedTask, delta_keys, import_plan, resend_candidates
 from crossdock.tasks import RELEASES, RESETS_ATTEMPTS, TRANSITIONS, Action, Status, Task, iso, refusal_message
 
@@ -288,6 +300,15 @@ class Ledger(Store):
         taken back; return the route of each task moved."""
 
     @abc.abstractmethod
+    def _lock_circuit(self, tx: Any, key: str, *, create: bool, now: datetime) -> CircuitState | None:
+        """The breaker row of ``key``, locked until the transaction ends (``create``: a closed row is added first
+        when there is none, so two processes never both insert it); None without ``create`` when there is none."""
+
+    @abc.abstractmethod
+    def _put_circuit(self, tx: Any, row: CircuitState) -> None:
+        """Store every column of an existing breaker row."""
+
+    @abc.abstractmethod
     def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]: ...
 
     @abc.abstractmethod
@@ -504,7 +525,15 @@ class Ledger(Store):
             self.events.emit(LeasesRecovered(recovered))
         return len(recovered)
 
-    def release(self, ids: Sequence[int], *, worker: str, now: datetime, retries: Collection[int] = ()) -> int:
+    def release(
+        self,
+        ids: Sequence[int],
+        *,
+        worker: str,
+        now: datetime,
+        retries: Collection[int] = (),
+        message: str | None = None,
+    ) -> int:
         if not ids:
             return 0
         backs = [(task_id, TRANSITIONS[release_action(task_id, retries)].target) for task_id in dict.fromkeys(ids)]
@@ -518,8 +547,8 @@ class Ledger(Store):
                     continue
                 changes.move(route, processing, back.value)
                 # it goes back to where it was claimed from: the detail the timeline reads for the claim
-                changes.logs.append((task_id, "info", "system", worker, processing, back.value, RELEASED_MESSAGE,
-                                     {"claimed_from": back.value}))  # fmt: skip
+                changes.logs.append((task_id, "info", "system", worker, processing, back.value,
+                                     message or RELEASED_MESSAGE, {"claimed_from": back.value}))  # fmt: skip
             self._write_changes(tx, changes, now)
         return len(routes)
 
@@ -615,6 +644,92 @@ class Ledger(Store):
                     changes.logs.append((task_id, "info", "action", actor, before, skipped, reason, None))
                     superseded += 1
         return superseded
+
+    # --- circuit breakers --------------------------------------------------------------------------------
+
+    def _change_circuit(
+        self,
+        key: str,
+        decide: Callable[[CircuitState], CircuitState | None],
+        *,
+        create: bool,
+        now: datetime,
+    ) -> CircuitUpdate | None:
+        """Lock the row, let ``decide`` (:mod:`crossdock.store.circuits`) say what it becomes, store that: one
+        transaction, so concurrent processes see each change whole and in turn."""
+        with self._transaction() as tx:
+            current = self._lock_circuit(tx, key, create=create, now=now)
+            if current is None:
+                return None
+            after = decide(current)
+            if after is None:
+                return None
+            self._put_circuit(tx, after)
+        update = CircuitUpdate(current.state, after)
+        return update
+
+    def _announce_circuit(self, update: CircuitUpdate | None, by: str) -> None:
+        if update is None:
+            return
+        after = update.after
+        if update.opened:
+            self.events.emit(
+                CircuitOpened(
+                    after.key, after.failures, after.open_until, after.last_error, update.before == "half_open"
+                )
+            )
+        elif update.closed:
+            self.events.emit(CircuitClosed(after.key, by))
+
+    def record_circuit_failures(
+        self,
+        key: str,
+        count: int,
+        *,
+        threshold: int,
+        cooldown: float,
+        error: str | None,
+        now: datetime,
+        reset: bool = False,
+    ) -> CircuitUpdate:
+        def decide(row: CircuitState) -> CircuitState:
+            return circuit_rules.after_failures(
+                row, count, threshold=threshold, cooldown=cooldown, error=error, now=now, reset=reset
+            )
+
+        update = self._change_circuit(key, decide, create=True, now=now)
+        assert update is not None  # created when missing, and a failure always writes
+        self._announce_circuit(update, "probe")
+        return update
+
+    def reset_circuit_failures(
+        self, key: str, *, now: datetime, probe_owner: str | None = None
+    ) -> CircuitUpdate | None:
+        update = self._change_circuit(
+            key, lambda row: circuit_rules.after_answer(row, now=now, probe_owner=probe_owner), create=False, now=now
+        )
+        self._announce_circuit(update, "probe")
+        return update
+
+    def take_circuit_probe(self, key: str, *, owner: str, now: datetime, stale_before: datetime) -> bool:
+        update = self._change_circuit(
+            key,
+            lambda row: circuit_rules.probe_taken(row, owner=owner, now=now, stale_before=stale_before),
+            create=False,
+            now=now,
+        )
+        return update is not None
+
+    def return_circuit_probe(self, key: str, *, owner: str, now: datetime) -> bool:
+        update = self._change_circuit(
+            key, lambda row: circuit_rules.probe_returned(row, owner=owner, now=now), create=False, now=now
+        )
+        return update is not None
+
+    def close_circuit(self, key: str, *, now: datetime, by: str = "by hand") -> CircuitUpdate | None:
+        update = self._change_circuit(key, lambda row: circuit_rules.closed(row, now), create=False, now=now)
+        self._announce_circuit(update, by)
+        return update
 
     # --- housekeeping ------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from crossdock.store.base import (
     AlertRecord,
     AuditEntry,
     CacheEntry,
+    CircuitState,
     ErrorGroup,
     FailureGroup,
     IdempotencyRecord,
@@ -59,6 +60,7 @@ class MemoryStore(Ledger):
         self.alert_states: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         self.per_minute: Counter[tuple[int, str, str]] = Counter()
+        self.circuit_rows: dict[str, CircuitState] = {}
 
     def upgrade(self) -> int:
         return 1
@@ -221,6 +223,19 @@ class MemoryStore(Ledger):
             t.attempts = max(t.attempts - 1, 0)
             moved[task_id] = t.route
         return moved
+
+    def _lock_circuit(self, tx: None, key: str, *, create: bool, now: datetime) -> CircuitState | None:
+        row = self.circuit_rows.get(key)
+        if row is None and create:
+            row = self.circuit_rows[key] = CircuitState(key, updated_at=now)
+        return replace(row) if row is not None else None
+
+    def _put_circuit(self, tx: None, row: CircuitState) -> None:
+        self.circuit_rows[row.key] = replace(row)
+
+    def circuits(self) -> dict[str, CircuitState]:
+        with self._lock:
+            return {k: replace(v) for k, v in sorted(self.circuit_rows.items())}
 
     def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
         with self._lock:

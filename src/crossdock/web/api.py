@@ -81,6 +81,51 @@ class BulkRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class CircuitOut(BaseModel):
+    """A circuit breaker: configured (``circuit:`` on a connection or an outgoing), or left in the database."""
+
+    key: str = Field(description="the target's connection name, or the route's name when it names no connection")
+    state: Literal["closed", "open", "half_open"] = Field(
+        description="closed: deliveries go out; open: none until `until`; half_open: one probe delivery decides"
+    )
+    failures: int = Field(description="consecutive transient delivery failures counted")
+    failures_to_open: int | None = Field(description="the configured threshold; null when no route uses it now")
+    cooldown_s: float | None
+    opened_at: str | None
+    until: str | None = Field(description="while open: when the cooldown ends and a probe may go")
+    last_error: str | None
+    probe_owner: str | None = Field(description="while half-open: the process (host:pid) sending the probe")
+    probe_at: str | None
+    updated_at: str | None
+    routes: list[str] = Field(description="the routes whose deliveries it stops")
+
+
+class RouteOut(BaseModel):
+    name: str
+    active: bool
+    active_in_config: bool
+    paused_reason: str | None = Field(description="why crossdock switched the route off itself (pause_after)")
+    paused_at: str | None
+    maintenance_until: str | None = Field(
+        description="a maintenance window covers now: nothing is delivered until then (overlapping windows merged)"
+    )
+    imports_stopped_until: str | None = Field(description="an imports: false window covers now: nothing is read")
+    circuit: CircuitOut | None = Field(description="the route's circuit breaker; null when it has none")
+    realtime: bool
+    waiting: bool
+    retry: dict[str, Any] | None
+    incoming: str | None
+    incoming_type: str
+    outgoing_type: str
+    counts: dict[str, int]
+    incoming_schedule: str | None
+    outgoing_schedule: str | None
+    next_incoming: str | None
+    next_outgoing: str | None
+    running: list[str]
+    last_runs: list[dict[str, Any]]
+
+
 class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["viewer", "operator", "admin"]
@@ -282,10 +327,34 @@ for _action in (Action.RETRY, Action.SKIP, Action.FINISH, Action.FAIL):
 # --- routes and runs -------------------------------------------------------------------------------
 
 
-@router.get("/routes", tags=["routes"])
+@router.get("/routes", tags=["routes"], response_model=list[RouteOut])
 def routes(ctx: Ctx, _: Viewer) -> list[dict[str, Any]]:
-    """Every configured route with its counts, schedules, next fire times and last runs."""
+    """Every configured route with its counts, schedules, next fire times, last runs, and its gates: a
+    maintenance window covering now, and its circuit breaker."""
     return ctx.routes_json()
+
+
+@router.get("/circuits", tags=["routes"], response_model=list[CircuitOut])
+def circuits(ctx: Ctx, _: Viewer) -> list[dict[str, Any]]:
+    """Every circuit breaker: those configured, and any other the database still holds."""
+    return ctx.circuits_json()
+
+
+@router.post("/circuits/{key}/close", tags=["routes"], response_model=CircuitOut)
+def close_circuit(ctx: Ctx, who: Operator, key: str) -> dict[str, Any]:
+    """Close a breaker by hand (the target is known to be back): deliveries resume at once, counting from zero.
+    Audited as ``circuit.close``."""
+    return close_circuit_by_hand(ctx, who, key)
+
+
+def close_circuit_by_hand(ctx: WebContext, who: Principal, key: str) -> dict[str, Any]:
+    known = {c["key"]: c for c in ctx.circuits_json()}
+    if key not in known:
+        raise HTTPException(404, f"no circuit breaker {key!r} (known: {', '.join(sorted(known)) or 'none'})")
+    update = ctx.store.close_circuit(key, now=ctx.now(), by=who.actor)
+    before = update.before if update is not None else "closed"
+    ctx.audit(who, "circuit.close", {"key": key}, detail=f"was {before}")
+    return {c["key"]: c for c in ctx.circuits_json()}[key]
 
 
 def run_parts(part: str | None) -> tuple[str, ...]:

@@ -60,7 +60,7 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
         observer=observer,
     )
     store.ensure_routes(project.routes)
-    registry.register(StoreCollector(store, lambda: sorted(project.routes)))
+    registry.register(StoreCollector(store, lambda: sorted(project.routes), project))
     store.redact = project.redact
     observer.attach(store)
 

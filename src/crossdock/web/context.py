@@ -11,6 +11,8 @@ from typing import Any
 from croniter import croniter
 from fastapi import HTTPException, Request
 
+from crossdock.engine.delivery_gate import circuit_rows
+from crossdock.engine.maintenance import imports_stopped_until, maintenance_until
 from crossdock.engine.project import CompiledRoute, Project, effective_active
 from crossdock.redact import Redactor
 from crossdock.store import Store, TaskFilter
@@ -76,6 +78,7 @@ class WebContext:
         stats = self.store.stats()
         states = self.store.route_states()
         now = self.now()
+        circuits = {c["key"]: c for c in self.circuits_json()}
         rows: list[dict[str, Any]] = []
         for name, route in self.project.routes.items():
             cfg = route.config
@@ -91,6 +94,13 @@ class WebContext:
                     # set when crossdock switched the route off itself (pause_after); activating clears it
                     "paused_reason": state.paused_reason if state else None,
                     "paused_at": iso(state.paused_at) if state else None,
+                    # a window of the route or its target's connection covers now: nothing is delivered until then
+                    "maintenance_until": iso(maintenance_until(route.maintenance, now)),
+                    # an imports: false window (the route's, or its source's connection's): nothing is read either
+                    "imports_stopped_until": iso(
+                        imports_stopped_until((*cfg.maintenance, *route.incoming.maintenance), now)
+                    ),
+                    "circuit": circuits.get(route.circuit_key) if route.circuit is not None else None,
                     "realtime": cfg.realtime,
                     "waiting": cfg.waiting,
                     "retry": cfg.retry.model_dump() if cfg.retry else None,
@@ -107,6 +117,10 @@ class WebContext:
                 }
             )
         return rows
+
+    def circuits_json(self) -> list[dict[str, Any]]:
+        """Every circuit breaker, configured or stored, as ``GET /api/v1/circuits`` answers."""
+        return circuit_rows(self.project, self.store)
 
     # --- tasks -----------------------------------------------------------------------------------
 

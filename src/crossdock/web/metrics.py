@@ -19,6 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from crossdock.engine.delivery_gate import circuit_rows
+from crossdock.engine.maintenance import maintenance_until
+from crossdock.engine.project import Project
 from crossdock.errors import StoreUnavailable
 from crossdock.store import Settlement, Store
 from crossdock.store.events import LedgerEvent, TasksSettled
@@ -30,11 +33,13 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 class StoreCollector(Collector):
-    """Reads the counters at scrape time; never COUNT(*)."""
+    """Reads the counters at scrape time; never COUNT(*). With the project, also its delivery gates: circuit
+    breakers (from the store, so every process's view) and maintenance windows covering now."""
 
-    def __init__(self, store: Store, routes: Callable[[], Sequence[str]]) -> None:
+    def __init__(self, store: Store, routes: Callable[[], Sequence[str]], project: Project | None = None) -> None:
         self.store = store
         self.routes = routes
+        self.project = project
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -87,6 +92,28 @@ class StoreCollector(Collector):
                 at = due.get(route, {}).get(status)
                 age.add_metric([route, status], max((now - at).total_seconds(), 0.0) if at else 0.0)
         yield age
+        if self.project is not None:
+            yield from self._gates(now)
+
+    def _gates(self, now: datetime) -> Iterator[Metric]:
+        project = self.project
+        assert project is not None
+        circuit = GaugeMetricFamily(
+            "crossdock_circuit_open",
+            "1 while a circuit breaker stops deliveries to its target (open or half-open), else 0.",
+            labels=["key"],
+        )
+        for row in circuit_rows(project, self.store):
+            circuit.add_metric([row["key"]], 0.0 if row["state"] == "closed" else 1.0)
+        yield circuit
+        maintenance = GaugeMetricFamily(
+            "crossdock_route_in_maintenance",
+            "1 while a maintenance window (the route's or its target connection's) covers now, else 0.",
+            labels=["route"],
+        )
+        for name, route in sorted(project.routes.items()):
+            maintenance.add_metric([name], 1.0 if maintenance_until(route.maintenance, now) is not None else 0.0)
+        yield maintenance
 
 
 class DeliveryObserver:

@@ -25,6 +25,7 @@ from crossdock.web.api import (
     act_on_task,
     audit_csv,
     audit_entries,
+    close_circuit_by_hand,
     csv_response,
     run_parts,
     set_active,
@@ -454,6 +455,11 @@ def routes_page(request: Request) -> Response:
         row["runs"] = ctx.store.list_runs(row["name"], 5)
         row["next_in"] = views.parse_iso(row["next_incoming"])
         row["next_out"] = views.parse_iso(row["next_outgoing"])
+        row["maintenance_at"] = views.parse_iso(row["maintenance_until"])
+        row["imports_at"] = views.parse_iso(row["imports_stopped_until"])
+        circuit = row["circuit"]
+        if circuit is not None:
+            circuit["until_at"] = views.parse_iso(circuit["until"])
     return render(request, "routes.html", session, page="routes", rows=rows)
 
 
@@ -479,6 +485,19 @@ async def route_active(request: Request, name: str) -> Response:
     active = form.get("active") == "1"
     set_active(ctx, principal, name, active)
     return redirect("/routes", f"Route {name} is now {'active' if active else 'inactive'}.")
+
+
+@router.post("/circuits/{key}/close")
+async def circuit_close(request: Request, key: str) -> Response:
+    principal, _form, _csrf = await form_session(request, "operator")
+    ctx = get_ctx(request)
+    try:
+        close_circuit_by_hand(ctx, principal, key)
+    except HTTPException as exc:
+        if exc.status_code == 404:
+            return redirect("/routes", f"Not closed: {exc.detail}")
+        raise
+    return redirect("/routes", f"Circuit {key} is closed; deliveries resume.")
 
 
 # --- audit ----------------------------------------------------------------------------------------

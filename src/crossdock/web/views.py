@@ -157,7 +157,9 @@ def run_text(part: str, summary: dict[str, Any]) -> str:
         keys = ("read", "new", "unchanged", "filtered", "rejected", "superseded")
         return "  ".join(f"{k} {summary.get(k, 0):,}" for k in keys)
     by = summary.get("by_status", {})
-    return f"claimed {summary.get('claimed', 0):,}  " + "  ".join(f"{k} {v:,}" for k, v in sorted(by.items()))
+    text = f"claimed {summary.get('claimed', 0):,}  " + "  ".join(f"{k} {v:,}" for k, v in sorted(by.items()))
+    held = summary.get("held")
+    return f"{text}  ({held})" if held else text
 
 
 def duration(started: datetime, finished: datetime | None) -> str:

@@ -455,6 +455,7 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (5, "idempotency_keys"),
         (6, "fingerprint_on_task"),
         (7, "route_pause"),
+        (8, "circuits"),
     ]
 
 

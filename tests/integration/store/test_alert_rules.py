@@ -168,3 +168,31 @@ def test_a_new_leader_continues_where_the_last_one_stopped(store: Store) -> None
     second = rules(store, spec)
     assert [f.alert.count for f in check(second, 80)] == [5]
     assert check(rules(store, spec), 90) == []
+
+
+def test_an_open_circuit_is_reported_with_the_routes_it_holds_and_its_closing_as_recovered(store: Store) -> None:
+    config = AlertsConfig.model_validate(
+        {
+            "channels": CHANNELS,
+            "rules": [
+                {"event": "circuit_open", "routes": [ROUTE], "channels": ["ops"]},
+                {"event": "recovered", "channels": ["ops"]},
+            ],
+        }
+    )
+    r = Rules(config, store, (ROUTE, "other"), Links(None), lambda t: t, {"shop": [ROUTE, "other"], "else": ["x"]})
+    check(r, 0)
+    store.record_circuit_failures(
+        "shop", 5, threshold=5, cooldown=60, error="PUT /products/1: cannot connect", now=at(10)
+    )
+    store.record_circuit_failures("else", 5, threshold=5, cooldown=60, error="boom", now=at(10))
+    [opened] = check(r, 20)  # "else" holds back no route of the rule
+    alert = opened.alert
+    assert (alert.event, alert.route) == ("circuit_open", "shop")
+    assert "after 5 consecutive failures (routes products, other)" in alert.lines[0]
+    assert "Last error: PUT /products/1: cannot connect" in alert.lines[1]
+    assert check(r, 30) == []
+    store.close_circuit("shop", now=at(40))
+    [back] = check(r, 50)
+    assert (back.alert.event, back.alert.route) == ("recovered", "shop")
+    assert "circuit closed" in back.alert.lines[0]

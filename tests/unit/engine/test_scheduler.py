@@ -303,3 +303,26 @@ async def test_priority_slots_wake_the_highest_priority_first() -> None:
     await asyncio.gather(*waiters)
     assert order == ["high", "mid", "low"]
     assert slots.in_use == 0
+
+
+async def test_a_maintenance_window_skips_due_parts_instead_of_queueing_them(tmp_path: Path) -> None:
+    # 10:00-10:30 nothing is delivered; 10:10-10:20 nothing is imported either
+    windows = (
+        "\n      - {cron: '0 10 * * *', duration: 30m}\n      - {cron: '10 10 * * *', duration: 10m, imports: false}"
+    )
+    proj = project(tmp_path, route("a", incoming="*/5 * * * *", outgoing="*/5 * * * *", maintenance=windows))
+    store, jobs, clock = MemoryStore(), FakeJobs(), FakeClock()
+    s = scheduler(proj, store, jobs, clock)
+    await tick(s)
+    clock.set(10, 5, 1)
+    assert await tick(s) == ["a incoming"], "in the window: imports go on, deliveries do not"
+    clock.set(10, 10, 1)
+    assert await tick(s) == [], "imports: false stops the import too"
+    clock.set(10, 15, 1)
+    assert await tick(s) == []
+    clock.set(10, 25, 1)
+    assert await tick(s) == ["a incoming"]
+    assert store.route_states()["a"].outgoing_next == datetime(2030, 1, 7, 10, 30, tzinfo=UTC), "skipped, not queued"
+    clock.set(10, 30, 1)
+    assert await tick(s) == ["a incoming", "a outgoing"], "the window is over"
+    assert fired_parts(jobs.calls) == ["incoming", "incoming", "incoming", "outgoing"]

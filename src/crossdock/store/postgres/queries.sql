@@ -401,3 +401,20 @@ SELECT state FROM alert_state WHERE key = %s
 -- name: set_alert_state
 INSERT INTO alert_state (key, state, updated_at) VALUES (%s, %s, %s)
 ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+
+-- name: circuits
+SELECT key, state, failures, opened_at, open_until, last_error, probe_owner, probe_at, updated_at
+FROM circuits ORDER BY key
+
+-- name: circuit_create
+INSERT INTO circuits (key, updated_at) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING
+
+-- The row stays locked until the write's transaction ends, so concurrent processes change a breaker in turn.
+-- name: circuit_lock
+SELECT key, state, failures, opened_at, open_until, last_error, probe_owner, probe_at, updated_at
+FROM circuits WHERE key = %s FOR UPDATE
+
+-- name: circuit_put
+UPDATE circuits SET state = %s, failures = %s, opened_at = %s, open_until = %s, last_error = %s, probe_owner = %s,
+                    probe_at = %s, updated_at = %s
+WHERE key = %s

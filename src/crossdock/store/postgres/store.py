@@ -32,6 +32,7 @@ from crossdock.store.base import (
     AlertRecord,
     AuditEntry,
     CacheEntry,
+    CircuitState,
     ErrorGroup,
     FailureGroup,
     IdempotencyRecord,
@@ -358,6 +359,30 @@ class PostgresStore(Ledger):
     ) -> dict[int, str]:
         params = {"now": now, "ids": [b[0] for b in backs], "statuses": [b[1].value for b in backs], "worker": worker}
         return dict(tx.execute(Q["release_tasks"], params).fetchall())
+
+    def _lock_circuit(
+        self, tx: psycopg.Connection[Any], key: str, *, create: bool, now: datetime
+    ) -> CircuitState | None:
+        if create:
+            tx.execute(Q["circuit_create"], (key, now))
+        row = tx.execute(Q["circuit_lock"], (key,)).fetchone()
+        return CircuitState(*row) if row is not None else None
+
+    def _put_circuit(self, tx: psycopg.Connection[Any], row: CircuitState) -> None:
+        tx.execute(
+            Q["circuit_put"],
+            (
+                row.state,
+                row.failures,
+                row.opened_at,
+                row.open_until,
+                row.last_error,
+                row.probe_owner,
+                row.probe_at,
+                row.updated_at,
+                row.key,
+            ),
+        )
 
     def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
         where, params = _where(selection)
@@ -717,6 +742,9 @@ class PostgresStore(Ledger):
     def set_alert_state(self, key: str, state: dict[str, Any], *, now: datetime) -> None:
         with self._tx() as conn:
             conn.execute(Q["set_alert_state"], (key, Jsonb(state), now))
+
+    def circuits(self) -> dict[str, CircuitState]:
+        return {row[0]: CircuitState(*row) for row in self._read(Q["circuits"])}
 
     # --- wake-ups and leadership (dedicated connections) ------------------------------------------
 

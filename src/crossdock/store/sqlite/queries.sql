@@ -333,3 +333,20 @@ SELECT state FROM alert_state WHERE key = ?
 -- name: set_alert_state
 INSERT INTO alert_state (key, state, updated_at) VALUES (?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+
+-- name: circuits
+SELECT key, state, failures, opened_at, open_until, last_error, probe_owner, probe_at, updated_at
+FROM circuits ORDER BY key
+
+-- name: circuit_create
+INSERT INTO circuits (key, updated_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING
+
+-- The write transaction (BEGIN IMMEDIATE) already holds the only write lock: no row lock to take.
+-- name: circuit_lock
+SELECT key, state, failures, opened_at, open_until, last_error, probe_owner, probe_at, updated_at
+FROM circuits WHERE key = ?
+
+-- name: circuit_put
+UPDATE circuits SET state = ?, failures = ?, opened_at = ?, open_until = ?, last_error = ?, probe_owner = ?,
+                    probe_at = ?, updated_at = ?
+WHERE key = ?

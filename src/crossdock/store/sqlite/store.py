@@ -23,6 +23,7 @@ from crossdock.store.base import (
     AlertRecord,
     AuditEntry,
     CacheEntry,
+    CircuitState,
     ErrorGroup,
     FailureGroup,
     IdempotencyRecord,
@@ -484,6 +485,28 @@ class SQLiteStore(Ledger):
                 moved[task_id] = row[0]
         return moved
 
+    def _lock_circuit(self, tx: sqlite3.Connection, key: str, *, create: bool, now: datetime) -> CircuitState | None:
+        if create:
+            tx.execute(Q["circuit_create"], (key, now.timestamp()))
+        row = tx.execute(Q["circuit_lock"], (key,)).fetchone()
+        return _circuit(row) if row is not None else None
+
+    def _put_circuit(self, tx: sqlite3.Connection, row: CircuitState) -> None:
+        tx.execute(
+            Q["circuit_put"],
+            (
+                row.state,
+                row.failures,
+                ts(row.opened_at),
+                ts(row.open_until),
+                row.last_error,
+                row.probe_owner,
+                ts(row.probe_at),
+                ts(row.updated_at),
+                row.key,
+            ),
+        )
+
     def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
         where, params = _where(selection)
         return {
@@ -932,6 +955,9 @@ class SQLiteStore(Ledger):
         with self._tx() as conn:
             conn.execute(Q["set_alert_state"], (key, orjson.dumps(state), now.timestamp()))
 
+    def circuits(self) -> dict[str, CircuitState]:
+        return {row[0]: _circuit(row) for row in self._read(Q["circuits"])}
+
     # --- test and benchmark helpers ----------------------------------------------------------------
 
     def explain(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
@@ -1126,6 +1152,10 @@ def _run(r: Sequence[Any]) -> Run:
         owner=r[9],
         heartbeat_at=dt(r[10]),
     )
+
+
+def _circuit(r: Sequence[Any]) -> CircuitState:
+    return CircuitState(r[0], r[1], r[2], dt(r[3]), dt(r[4]), r[5], r[6], dt(r[7]), dt(r[8]))
 
 
 def _split_sql(script: str) -> list[str]:
