@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import urljoin
 
@@ -108,10 +109,12 @@ class HttpClient:
         self.options = options
         self.context = context
         self._session: aiohttp.ClientSession | None = None
-        #: the URL as written (a target's or source's full ``url:`` is requested exactly so) and the base that
-        #: ``path:`` values are appended to
+        #: the URL as written (a target's or source's full ``url:`` is requested exactly so), the base that
+        #: ``path:`` values are appended to, and its query string, which stays at the end (``url:
+        #: https://x/api?tenant=3`` with ``path: /items`` is ``https://x/api/items?tenant=3``)
         self._root = options.base_url
-        self._base = options.base_url.rstrip("/") + "/"
+        base, _, self._query = options.base_url.partition("?")
+        self._base = base.rstrip("/") + "/"
         self._limit = asyncio.Semaphore(options.max_concurrency)
         auth = options.auth
         self.oauth = OAuth2Token(auth, options.timeout) if auth.type == "oauth2" else None
@@ -149,14 +152,17 @@ class HttpClient:
         return self._session
 
     def url(self, path_or_url: str) -> str:
+        """The base URL with ``path_or_url`` appended (an absolute URL is returned as it is)."""
         if path_or_url.startswith(("http://", "https://")):
             return path_or_url
         path = path_or_url.lstrip("/")
         if not path:
             return self._root  # no path: the URL exactly as written, without a slash added
-        if "./" in path or path == "." or path == "..":
-            return urljoin(self._base, path)
-        return self._base + path  # what urljoin gives for a plain relative path, without its parsing (hot path)
+        # a plain relative path is joined as urljoin would, without its parsing (the delivery hot path)
+        joined = urljoin(self._base, path) if "./" in path or path in (".", "..") else self._base + path
+        if not self._query:
+            return joined
+        return joined + ("&" if "?" in joined else "?") + self._query
 
     async def send(
         self,
@@ -456,7 +462,8 @@ class HttpSource(Source):
                 resp = await pending
                 pending = None
                 data, records = self._records(resp)
-                page = paginator.advance(data, resp.headers, len(records), self.client.url)
+                # a relative next link is relative to the page it came from, as in a browser (RFC 3986)
+                page = paginator.advance(data, resp.headers, len(records), partial(urljoin, paginator.current.url))
                 too_many = page is not None and pages + 1 > opts.max_pages
                 if page is not None and not too_many:
                     pages += 1
@@ -566,6 +573,8 @@ class HttpTargetOptions(Options, Endpoint):
         if self.batch is not None:
             if self.batch.path is None and _PLACEHOLDER.search(self.path):
                 raise ValueError("batch: the path holds {placeholders}; give batch.path for the batch endpoint")
+            if self.url and _PLACEHOLDER.search(self.url):
+                raise ValueError("batch: the url holds {placeholders}; a batch goes to one URL for all its entities")
             templated = [k for k, v in self.headers.items() if _PLACEHOLDER.search(v)]
             if templated:
                 raise ValueError(f"batch: headers cannot use entity placeholders ({', '.join(templated)})")
@@ -581,6 +590,10 @@ class HttpTarget(Target):
         self.client = client_for(options, context)
         self._private = not options.connection
         self._path = compile_template(options.path, encode=True)
+        #: with a full ``url:``, the URL with ``path:`` appended is one template: ``{sku}`` may sit in either
+        self._url = compile_template(self.client.url(options.path), encode=True) if options.url else None
+        #: what an error names: the template, so the same failure on many records reads the same
+        self._where = self.client.redact(self.client.url(options.path)) if options.url else options.path
         self._headers = {k: compile_template(v, encode=False) for k, v in options.headers.items()}
         self._static_headers = {k: v for k, v in options.headers.items() if not _PLACEHOLDER.search(v)}
         #: no success_codes overrides anywhere: any 2xx is success
@@ -594,7 +607,7 @@ class HttpTarget(Target):
 
     async def deliver(self, task: Task, entity: Any) -> Delivered:
         opts = self.options
-        url = self.client.url(self._path(entity))
+        url = self._url(entity) if self._url is not None else self.client.url(self._path(entity))
         headers = {k: render(entity) for k, render in self._headers.items()}
         if opts.idempotency_header:
             headers[opts.idempotency_header] = idempotency_key(task)
@@ -629,10 +642,10 @@ class HttpTarget(Target):
         return details
 
     def _failure(self, resp: Response, verdict: str, details: dict[str, Any]) -> DeliveryError:
-        """The error names the path template, not the rendered URL (which is in the log details), so the same
-        failure on many records reads the same and groups as one line in the dashboard's top errors."""
+        """The error names the path (or ``url:``) template, not the rendered URL (which is in the log details), so
+        the same failure on many records reads the same and groups as one line in the dashboard's top errors."""
         tries = f" (after {resp.attempts} tries)" if resp.attempts > 1 else ""
-        where = self.options.path or resp.url
+        where = self._where or resp.url
         message = f"{resp.method} {where} answered {resp.status}{tries}: {_short(resp.body, self.client.redact)}"
         if verdict == "transient":
             return TransientError(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from http_helpers import AUTH_BLOCKS, Harness
 
 from crossdock.mock import RunningErp
+from loopback import RawRequest, http_answer, loopback_target
 
 #: style -> source block (without connection); page size 37 so 250 products take 7 pages with a short last one
 STYLES = {
@@ -212,3 +214,60 @@ def test_max_pages_guard(harness: Harness, erp: RunningErp) -> None:
     assert summary.status == "failed"
     assert "max_pages=3" in (summary.error or "")
     assert summary.read == 3 * 37  # what came before the guard is kept
+
+
+def url_source(url: str, extra: str = "") -> str:
+    return f"""\
+routes:
+  products:
+    incoming: {{source: {{type: http, url: "{url}"{extra}}}}}
+    identifier: sku
+    outgoing: {{target: {{type: noop}}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("written", "extra", "requested"),
+    [
+        ("/export", "", "/export"),
+        ("/export/", "", "/export/"),
+        ("/api", ", path: /products", "/api/products"),
+        ("/export?tenant=3&sig=ab%2Bcd%3D%3D", "", "/export?tenant=3&sig=ab%2Bcd%3D%3D"),
+        ("/export?tenant=3", ", query: {limit: '5'}", "/export?tenant=3&limit=5"),
+        ("/api?tenant=3", ", path: /products, query: {limit: '5'}", "/api/products?tenant=3&limit=5"),
+    ],
+    ids=["url-only", "url-with-slash", "url-and-path", "url-query", "url-query-and-query", "url-query-path-query"],
+)
+def test_a_full_url_is_requested_as_written_and_a_path_beside_it_appended(
+    harness: Harness, written: str, extra: str, requested: str
+) -> None:
+    with loopback_target(lambda request: http_answer(200, b'[{"sku": "A"}, {"sku": "B"}]')) as source:
+        harness.write(url_source(source.url + written, extra))
+        summary = harness.run_import("products")
+    assert summary.status == "ok", summary.error
+    assert summary.read == 2
+    assert [r.target for r in source.requests] == [requested]
+
+
+def test_relative_next_links_resolve_against_the_page_they_came_from(harness: Harness) -> None:
+    """A query-only link and a root-relative one, as a browser reads them: no slash added to the url, no path
+    repeated after it."""
+    links = {
+        "/api/products?tenant=3": "?tenant=3&cursor=2",
+        "/api/products?tenant=3&cursor=2": "/api/products?tenant=3&cursor=3",
+        "/api/products?tenant=3&cursor=3": None,
+    }
+
+    def answer(request: RawRequest) -> bytes:
+        body = {"items": [{"sku": request.target}], "next": links.get(request.target)}
+        return http_answer(200, orjson.dumps(body))
+
+    with loopback_target(answer) as source:
+        harness.write(
+            url_source(
+                source.url + "/api/products?tenant=3", ", records: items, pagination: {type: next_link, path: next}"
+            )
+        )
+        summary = harness.run_import("products")
+    assert summary.status == "ok", summary.error
+    assert [r.target for r in source.requests] == list(links)
