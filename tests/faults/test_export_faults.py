@@ -124,7 +124,7 @@ def test_sigterm_stops_run_outgoing_gracefully(cli_factory: MakeCli, tmp_path: P
         assert by_status["new"] == n - accepted, by_status
         assert extra_deliveries(shop) == 0
         runs = cli.json("runs", "list")
-        assert runs[0]["part"] == "outgoing" and runs[0]["status"] == "stopped", runs[0]
+        assert runs[0]["part"] == "outgoing" and runs[0]["status"] == "stopped", (runs[0], output)
 
 
 #: what the target does, 1.5 s each; a healthy target answers in 20 ms

@@ -456,6 +456,7 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (6, "fingerprint_on_task"),
         (7, "route_pause"),
         (8, "circuits"),
+        (9, "alerts"),
     ]
 
 
