@@ -199,11 +199,27 @@ def main() -> int:
     parser.add_argument("--noop-workers", type=int, default=2)
     parser.add_argument("--noop-concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--shop-processes",
+        type=int,
+        default=1,
+        help="serve the mock shop from N processes (so many workers measure crossdock, not one shop process)",
+    )
     args = parser.parse_args()
     port = free_port()
     shop_url = f"http://127.0.0.1:{port}"
     shop = subprocess.Popen(
-        [sys.executable, "-m", "crossdock.mock", "shop", "--port", str(port), "--no-record-bodies"],
+        [
+            sys.executable,
+            "-m",
+            "crossdock.mock",
+            "shop",
+            "--port",
+            str(port),
+            "--no-record-bodies",
+            "--processes",
+            str(args.shop_processes),
+        ],
         env=env(),
         stdout=subprocess.DEVNULL,
     )

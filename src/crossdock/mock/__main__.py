@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     shop.add_argument("--host", default=LOOPBACK)
     shop.add_argument("--no-record-bodies", action="store_true", help="count only (for benchmarks)")
     shop.add_argument("--collection", action="append", metavar="PATH", help="collections to serve (repeatable)")
+    shop.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port (SO_REUSEPORT); counts only, failures fixed at start",
+    )
     _add_failure_options(shop)
     return parser
 
@@ -96,6 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         app = erp.app()
         extra = {"products": len(erp.catalogue), "auth": auth.mode}
+    elif args.processes > 1:
+        from crossdock.mock.processes import SharedCounters, serve_processes
+
+        def build(counters: SharedCounters) -> web.Application:
+            return Shop(
+                failures=_failures(args), collections=args.collection or DEFAULT_COLLECTIONS, shared=counters
+            ).app()
+
+        print(
+            f"mock shop on http://{args.host}:{args.port} processes={args.processes} (counts only; Ctrl-C stops)",
+            flush=True,
+        )
+        return serve_processes(build, host=args.host, port=args.port, processes=args.processes)
     else:
         shop = Shop(
             failures=_failures(args),

@@ -43,6 +43,7 @@ from crossdock.mock.failures import (
     failure_before,
     failures_endpoint,
 )
+from crossdock.mock.processes import SharedCounters
 
 #: collections the shop serves unless told otherwise
 DEFAULT_COLLECTIONS = ("/products", "/pim/products")
@@ -74,9 +75,12 @@ class Shop:
         failures: FailureConfig | Failures | Mapping[str, Any] | None = None,
         record_bodies: bool = True,
         collections: Iterable[str] = DEFAULT_COLLECTIONS,
+        shared: SharedCounters | None = None,
     ) -> None:
         self.failures = Failures.of(failures)
-        self.record_bodies = record_bodies
+        #: the counts of every process of a multi-process shop (``--processes``); then this one records nothing else
+        self.shared = shared
+        self.record_bodies = record_bodies and shared is None
         self.collections = frozenset("/" + c.strip("/") for c in collections)
         self._lock = threading.Lock()
         self._reset_state()
@@ -121,7 +125,10 @@ class Shop:
             return {k: n for k, n in self._idempotency.items() if n > 1}
 
     def stats(self) -> dict[str, Any]:
-        """Requests, accepted records, answers per status and duplicate keys (``GET /_stats``)."""
+        """Requests, accepted records, answers per status and duplicate keys (``GET /_stats``); for a
+        multi-process shop, the counts of all its processes."""
+        if self.shared is not None:
+            return self.shared.totals()
         with self._lock:
             duplicates = {k: n for k, n in self._idempotency.items() if n > 1}
             return {
@@ -138,6 +145,8 @@ class Shop:
         """Forget everything received and switch failures off."""
         with self._lock:
             self._reset_state()
+        if self.shared is not None:
+            self.shared.reset()
         self.failures.clear()
 
     # --- server side -------------------------------------------------------------------------
@@ -173,6 +182,8 @@ class Shop:
         with self._lock:
             self._requests += 1
             self._by_status[status] = self._by_status.get(status, 0) + 1
+        if self.shared is not None:
+            self.shared.add(status)
 
     def _answer(self, status: int, data: Any) -> web.Response:
         self._count(status)
@@ -237,6 +248,8 @@ class Shop:
             self._accepted += 1
             self._requests += 1
             self._by_status[status] = self._by_status.get(status, 0) + 1
+        if self.shared is not None:
+            self.shared.add(status, accepted=1)
         return web.Response(body=orjson.dumps({"id": id_, "sku": sku}), status=status, content_type=_JSON)
 
     async def _batch(self, request: web.Request, collection: str) -> web.Response:
@@ -250,6 +263,7 @@ class Shop:
         failures = self.failures
         results: list[dict[str, Any]] = []
         accepted: list[Any] = []
+        taken = 0
         with self._lock:
             ids = self._ids[collection]
             bodies = self._bodies[collection]
@@ -278,6 +292,7 @@ class Shop:
                     accepted.append(item)
                 results.append({"sku": sku, "status": status, "id": id_})
                 self._accepted += 1
+                taken += 1
             if self.record_bodies:
                 self._received.append(
                     ReceivedRequest(request.method, request.path, collection, None, accepted, key, 200)
@@ -286,6 +301,8 @@ class Shop:
                 self._idempotency[key] = self._idempotency.get(key, 0) + 1
             self._requests += 1
             self._by_status[200] = self._by_status.get(200, 0) + 1
+        if self.shared is not None:
+            self.shared.add(200, accepted=taken)
         return web.Response(body=orjson.dumps({"results": results}), content_type=_JSON)
 
     async def _control(self, request: web.Request) -> web.StreamResponse:
@@ -296,6 +313,13 @@ class Shop:
             self.reset()
             return web.Response(body=b'{"reset":true}', content_type=_JSON)
         if path == "/_failures":
+            if self.shared is not None and request.method != "GET":
+                # the request reaches one process of several: the others would keep their failures
+                return web.Response(
+                    status=409,
+                    body=b'{"error":"a multi-process shop takes its failures at start only (--fail-every, ...)"}',
+                    content_type=_JSON,
+                )
             return await failures_endpoint(self.failures, request)
         if path == "/_received":
             data = [
