@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from alert_receivers import free_port
 
 pytestmark = pytest.mark.slow
