@@ -66,5 +66,5 @@ def test_a_shop_in_three_processes_counts_for_all_and_stops_together() -> None:
         assert stats["after_reset"] == 0
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
