@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from crossdock.cli_base import cli_actor, cli_user, emit_json, fail, guarded, out, store_for
+from crossdock.cli_base import WideOpt, cli_actor, cli_user, emit_json, fail, guarded, out, print_rows, store_for
 from crossdock.tasks import iso
 from crossdock.web.auth import ROLES, issue_token
 
@@ -68,10 +68,9 @@ def token_list(
     ] = Path("crossdock.yaml"),
     db: Annotated[str | None, typer.Option("--db", envvar="CROSSDOCK_DB", help="Database URL.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Every token: id, name, role, created, last used, revoked. Never the token itself."""
-    from rich.table import Table
-
     with guarded():
         store = store_for(config, db)
         try:
@@ -92,19 +91,22 @@ def token_list(
     if json_out:
         emit_json(rows)
         return
-    table = Table(show_header=True, header_style="bold")
-    for col in ("id", "name", "role", "created", "last used", "revoked"):
-        table.add_column(col)
-    for t in tokens:
-        table.add_row(
-            str(t.id),
-            t.name,
-            t.role,
-            iso(t.created_at) or "",
-            iso(t.last_used) or "never",
-            "yes" if t.revoked else "",
-        )
-    out.print(table)
+    print_rows(
+        ("id", "name", "role", "created", "last used", "revoked"),
+        [
+            (
+                str(t.id),
+                t.name,
+                t.role,
+                iso(t.created_at) or "",
+                iso(t.last_used) or "never",
+                "yes" if t.revoked else "",
+            )
+            for t in tokens
+        ],
+        wide=wide,
+        empty="no token yet: crossdock token create --role admin --name NAME",
+    )
 
 
 @token_app.command("revoke")

@@ -30,6 +30,9 @@ def cli() -> typer.Typer:
 def test_token_create_prints_once_and_stores_only_the_hash(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     runner = CliRunner()
+    empty = runner.invoke(cli(), ["token", "list", "--db", db])
+    assert empty.exit_code == 0 and "no token yet: crossdock token create" in empty.output
+    assert "┏" not in empty.output  # a message, not an empty table
     made = runner.invoke(cli(), ["token", "create", "--role", "operator", "--name", "ci", "--db", db, "--json"])
     assert made.exit_code == 0, made.output
     data = orjson.loads(made.output)
