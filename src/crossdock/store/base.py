@@ -101,6 +101,8 @@ class TaskFilter:
     created_before: datetime | None = None
     #: substring of identifier or error
     search: str | None = None
+    #: an expression over the entity (``price > 1000 and category == "toys"``), see store/payload_filter.py
+    where: str | None = None
 
     def is_empty(self) -> bool:
         return not (
@@ -111,6 +113,7 @@ class TaskFilter:
             or self.created_after
             or self.created_before
             or self.search
+            or self.where
         )
 
     def audit_target(self) -> dict[str, Any]:
@@ -122,7 +125,7 @@ class TaskFilter:
         target: dict[str, Any] = {}
         if self.statuses:
             target["status"] = [s.value for s in self.statuses]
-        for key in ("route", "identifier", "search"):
+        for key in ("route", "identifier", "search", "where"):
             value = getattr(self, key)
             if value:
                 target[key] = value

@@ -311,6 +311,11 @@ class Ledger(Store):
     @abc.abstractmethod
     def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]: ...
 
+    def _narrow(self, selection: TaskFilter) -> TaskFilter:
+        """The selection in a form this backend's SQL decides whole (PostgreSQL: a ``where`` expression SQL cannot
+        decide becomes the ids it matches); once per action, not once per batch."""
+        return selection
+
     @abc.abstractmethod
     def _act(
         self,
@@ -566,7 +571,8 @@ class Ledger(Store):
     ) -> ActionResult:
         rule = TRANSITIONS[action]
         target = rule.target
-        matched_by_status = self._matched_by_status(selection)
+        scope = self._narrow(selection)
+        matched_by_status = self._matched_by_status(scope)
         refused = [
             f"{n} task(s): {refusal_message(action, status)}"
             for status, n in sorted(matched_by_status.items())
@@ -586,7 +592,7 @@ class Ledger(Store):
         last_id = 0
         while True:
             with self._transaction() as tx:
-                rows = self._act(tx, selection, move, after_id=last_id, limit=ACTION_BATCH)
+                rows = self._act(tx, scope, move, after_id=last_id, limit=ACTION_BATCH)
                 if not rows:
                     break
                 last_id = rows[-1][0]

@@ -34,6 +34,7 @@ from crossdock.store.base import (
 )
 from crossdock.store.import_plan import DeltaKey, Latest
 from crossdock.store.ledger import ActionMove, Changes, Ledger, NewRow, NewTasks, Recovery
+from crossdock.store.payload_filter import payload_filter
 from crossdock.tasks import TRANSITIONS, LogLine, Status, Task
 
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
@@ -655,6 +656,8 @@ def _matches(t: Task, f: TaskFilter) -> bool:
     if f.created_after and (t.created_at is None or t.created_at < f.created_after):
         return False
     if f.created_before and (t.created_at is None or t.created_at >= f.created_before):
+        return False
+    if f.where and not payload_filter(f.where).matches(t.entity):
         return False
     if not f.search:
         return True

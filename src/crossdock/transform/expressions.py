@@ -444,6 +444,14 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "split": FunctionSpec(_fn_split, 1, 2),
     "replace": FunctionSpec(_fn_replace, 3, 3),
     "now": FunctionSpec(_fn_now, 0, 0, pure=False),
+    # written as the functions people reach for in a search box (--where); `needle in haystack` says the same
+    "contains": FunctionSpec(lambda haystack, needle: _contains(needle, haystack), 2, 2),
+    "startswith": FunctionSpec(
+        lambda s, prefix: isinstance(s, str) and isinstance(prefix, str) and s.startswith(prefix), 2, 2
+    ),
+    "endswith": FunctionSpec(
+        lambda s, suffix: isinstance(s, str) and isinstance(suffix, str) and s.endswith(suffix), 2, 2
+    ),
 }
 
 

@@ -19,6 +19,7 @@ import hashlib
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ from crossdock.store.base import (
 from crossdock.store.filters import where_clause
 from crossdock.store.import_plan import DeltaKey, Latest
 from crossdock.store.ledger import SETTLE_TARGET, ActionMove, Changes, Ledger, NewRow, NewTasks, Recovery
+from crossdock.store.payload_filter import payload_filter
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.tasks import LogLine, Status, Task
 
@@ -115,6 +117,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     set_json_dumps(orjson.dumps, conn)
     conn.execute("SET TIME ZONE 'UTC'")
     conn.commit()
+
+
+#: candidates read per query while a --where expression is checked in Python
+NARROW_BATCH = 5000
 
 
 def _same(at: datetime | None) -> datetime | None:
@@ -384,6 +390,28 @@ class PostgresStore(Ledger):
             ),
         )
 
+    def _narrow(self, selection: TaskFilter) -> TaskFilter:
+        """A ``where`` expression SQL cannot decide whole (a function call, ``or``): the candidates its SQL
+        conditions let through are read in batches and checked in Python; the selection becomes their ids."""
+        if not selection.where:
+            return selection
+        found = payload_filter(selection.where)
+        if found.exact:
+            return selection
+        where, params = _where(selection)
+        matched: list[int] = []
+        last = 0
+        while True:
+            rows = self._read(
+                f"SELECT id, entity FROM tasks WHERE {where} AND id > %s ORDER BY id LIMIT {NARROW_BATCH}",
+                [*params, last],
+            )
+            if not rows:
+                break
+            matched += [task_id for task_id, entity in rows if found.matches(entity)]
+            last = rows[-1][0]
+        return replace(selection, ids=matched, where=None)
+
     def _matched_by_status(self, selection: TaskFilter) -> dict[Status, int]:
         where, params = _where(selection)
         return {Status(status): n for status, n in self._read(Q["action_matched"].format(where=where), params)}
@@ -485,7 +513,7 @@ class PostgresStore(Ledger):
     def list_tasks(
         self, selection: TaskFilter, *, limit: int = 50, cursor: int | None = None
     ) -> tuple[list[Task], int | None]:
-        where, params = _where(selection)
+        where, params = _where(self._narrow(selection))
         if cursor is not None:
             where += " AND id < %s"
             params.append(cursor)
@@ -495,7 +523,7 @@ class PostgresStore(Ledger):
         return tasks, next_cursor
 
     def count_tasks(self, selection: TaskFilter) -> int:
-        where, params = _where(selection)
+        where, params = _where(self._narrow(selection))
         return int(self._read(Q["count_tasks"].format(where=where), params)[0][0])
 
     def stats(self, route: str | None = None) -> Stats:

@@ -39,9 +39,10 @@ from crossdock.store.base import (
     alert_outcome,
     empty_counts,
 )
-from crossdock.store.filters import where_clause
+from crossdock.store.filters import WHERE_FUNCTION, where_clause
 from crossdock.store.import_plan import DeltaKey, Latest, unkeyed_keys
 from crossdock.store.ledger import SETTLE_TARGET, ActionMove, Changes, Ledger, LogRow, NewRow, NewTasks, Recovery
+from crossdock.store.payload_filter import payload_filter
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.tasks import POLLED, TOUCH_ON_SAME, LogLine, Status, Task
 
@@ -244,6 +245,8 @@ class SQLiteStore(Ledger):
     def _open(self, create: bool) -> None:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # --where expressions SQL cannot decide are evaluated in Python, row by row, inside the query
+        self._conn.create_function(WHERE_FUNCTION, 2, _where_matches, deterministic=True)
         # a new database only (the page size of an existing one stays): 16 KiB pages hold 40 task rows, so a B-tree
         # of a million tasks is a level shallower and an import touches fewer pages
         self._conn.execute("PRAGMA page_size = 16384")
@@ -1132,6 +1135,10 @@ def _touch_unchanged(
     if others:
         latest.update(_latest(conn, route, others))
     return touched, rest, latest
+
+
+def _where_matches(source: str, entity: bytes | None) -> int:
+    return 1 if payload_filter(source).matches(entity) else 0
 
 
 def _where(selection: TaskFilter) -> tuple[str, list[Any]]:
