@@ -314,12 +314,32 @@ def _when(value: str | None, what: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+WhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--where",
+        help="An expression over the entity, e.g. \"price > 1000 and category == 'toys'\" (the transformer language).",
+    ),
+]
+SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in identifier or error.")]
+
+
+def _checked_where(where: str | None) -> str | None:
+    """Parse it now, so a typo is exit 2 with the reason before any database work."""
+    if where is not None:
+        from crossdock.store.payload_filter import payload_filter
+
+        payload_filter(where)
+    return where
+
+
 @tasks_app.command("list")
 def tasks_list(
     status: StatusOpt = None,
     route: Annotated[str | None, typer.Option("--route", "-r")] = None,
     identifier: Annotated[str | None, typer.Option("--identifier", "-i")] = None,
-    search: Annotated[str | None, typer.Option("--search", help="Text in identifier or error.")] = None,
+    search: SearchOpt = None,
+    where: WhereOpt = None,
     created_after: Annotated[str | None, typer.Option("--created-after")] = None,
     created_before: Annotated[str | None, typer.Option("--created-before")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000)] = 50,
@@ -336,6 +356,7 @@ def tasks_list(
             route=route,
             identifier=identifier,
             search=search,
+            where=_checked_where(where),
             created_after=_when(created_after, "--created-after"),
             created_before=_when(created_before, "--created-before"),
         )
@@ -452,17 +473,22 @@ def _act(
     config: Path,
     db: str | None,
     json_out: bool,
+    search: str | None = None,
+    where: str | None = None,
 ) -> None:
     with guarded():
-        if not ids and not (status or route or identifier or created_after or created_before):
-            raise UsageError(f"name task ids, or a filter (--status, --route, ...), to {action.value}")
-        if ids and (status or route or identifier):
+        filtered = status or route or identifier or created_after or created_before or search or where
+        if not ids and not filtered:
+            raise UsageError(f"name task ids, or a filter (--status, --route, --where, ...), to {action.value}")
+        if ids and filtered:
             raise UsageError("give either task ids or a filter, not both")
         selection = TaskFilter(
             ids=ids or None,
             statuses=status or None,
             route=route,
             identifier=identifier,
+            search=search,
+            where=_checked_where(where),
             created_after=_when(created_after, "--created-after"),
             created_before=_when(created_before, "--created-before"),
         )
@@ -504,6 +530,8 @@ def _action_command(action: Action, doc: str) -> None:
         identifier: Annotated[str | None, typer.Option("--identifier", "-i")] = None,
         created_after: Annotated[str | None, typer.Option("--created-after")] = None,
         created_before: Annotated[str | None, typer.Option("--created-before")] = None,
+        search: SearchOpt = None,
+        where: WhereOpt = None,
         reason: Annotated[str | None, typer.Option("--reason", help="Why; kept in the task log.")] = None,
         config: ConfigOpt = DEFAULT_CONFIG,
         db: DbOpt = None,
@@ -521,6 +549,8 @@ def _action_command(action: Action, doc: str) -> None:
             config,
             db,
             json_out,
+            search=search,
+            where=where,
         )
 
     command.__doc__ = doc

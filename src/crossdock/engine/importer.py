@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,6 +153,9 @@ class Importer:
         #: called with the ids of tasks created in processing on realtime routes (delivered right away)
         self.on_realtime = on_realtime
         self._stop_reason: str | None = None
+        #: False for entities that already went through the transforms (``tasks import`` of an export): identifier,
+        #: validation, delta and supersede only
+        self.transforms = True
 
     def stop(self, why: str = "a stop request") -> None:
         """End source runs after the page in hand: what was read is stored, the run is recorded ``failed``."""
@@ -178,16 +181,22 @@ class Importer:
         actor: str = "cli",
         progress: Progress | None = None,
         records: list[Any] | None = None,
+        pages: AsyncIterable[list[Any]] | None = None,
+        only: Collection[str] | None = None,
     ) -> ImportSummary:
-        """Read the source once (or take pushed ``records``) and feed every active route of the incoming."""
+        """Read the source once (or take pushed ``records``, or ``pages`` of them) and feed every active route of the
+        incoming (or those named in ``only``)."""
         started = time.perf_counter()
         now = _now()
         summary = ImportSummary(incoming.name)
         states: list[_RouteState] = []
         active = self.project.active_routes(self.store)
+        if only is not None:
+            active = {name for name in active if name in only}
         fed = [r.name for r in self.project.routes_of(incoming) if r.name in active]
         # pushed records (a webhook) are taken whatever the window: the sender would lose them otherwise
-        hold = import_hold(self.project, incoming, fed, now) if records is None and fed else None
+        pushed = records is not None or pages is not None
+        hold = import_hold(self.project, incoming, fed, now) if not pushed and fed else None
         if hold is not None:
             summary.held = hold.reason
             summary.routes = {name: RouteImportSummary(name, active=name in active) for name in fed}
@@ -195,6 +204,8 @@ class Importer:
             summary.duration_s = time.perf_counter() - started
             return summary
         for route in self.project.routes_of(incoming):
+            if only is not None and route.name not in only:
+                continue
             rs = RouteImportSummary(route.name, active=route.name in active, keep_ids=records is not None)
             summary.routes[route.name] = rs
             if not rs.active:
@@ -218,6 +229,11 @@ class Importer:
             async with heartbeat(self.store, lambda: [s.summary.run_id for s in states if s.summary.run_id]):
                 if records is not None:
                     await self._feed(incoming, states, acceptors, records, summary, batch_size)
+                elif pages is not None:
+                    async for page in pages:
+                        await self._feed(incoming, states, acceptors, page, summary, batch_size)
+                        if progress is not None:
+                            progress(summary.read)
                 else:
                     source = incoming.source_class(incoming.source_options, self._context(incoming, full))
                     async for page in source.pages():
@@ -331,7 +347,7 @@ class Importer:
         records: list[Any],
         summary: ImportSummary,
     ) -> None:
-        in_pipeline = incoming.pipeline if incoming.pipeline else None
+        in_pipeline = incoming.pipeline if incoming.pipeline and self.transforms else None
         summary.read += len(records)
         if in_pipeline is None and len(acceptors) == 1:
             # the common shape (no incoming transform, one route or one group of alike routes): a tight loop
@@ -377,12 +393,12 @@ class Importer:
         This is the import hot path. Routes of a shared incoming with no transform of their own, the same
         identifier and the same validation get one serialisation and fingerprint per record, and the same item.
         """
-        if _is_plain(group[0].route):
+        if _is_plain(group[0].route) or (not self.transforms and group[0].route.schema_validator is None):
             return self._plain_acceptor(group)
         state = group[0]
         route = state.route
         summary = state.summary
-        pipeline = route.pipeline if route.pipeline else None
+        pipeline = route.pipeline if route.pipeline and self.transforms else None
         identify = route.identifier
         limit = route.config.validate_.max_entity_bytes
         validator = route.schema_validator
