@@ -1,7 +1,9 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright), on a store seeded by real runs.
 
-The mock ERP feeds two routes: ``erp-to-shop`` (the shop refuses two SKUs for good) and ``erp-approvals``
-(a waiting route). Never downloads a browser: without ``/usr/bin/chromium`` the test skips, or fails under CI.
+The mock ERP feeds four routes: ``erp-to-shop`` (the shop refuses two SKUs for good), ``erp-approvals``
+(a waiting route), ``erp-nightly`` (outgoing at 02:00, with retries) and ``erp-legacy`` (its identifier is in no
+record, so every record is rejected). Never downloads a browser: without ``/usr/bin/chromium`` the test skips, or
+fails under CI.
 """
 
 from __future__ import annotations
@@ -60,6 +62,18 @@ routes:
     incoming: erp-products
     identifier: sku
     waiting: true
+    outgoing:
+      target: {type: noop}
+  erp-nightly:
+    incoming: erp-products
+    identifier: sku
+    retry: {max_attempts: 3, backoff: 1s}
+    outgoing:
+      target: {type: http, connection: shop, method: PUT, path: "/nightly/{sku}"}
+      schedule: "0 2 * * *"
+  erp-legacy:
+    incoming: erp-products
+    identifier: legacy_id
     outgoing:
       target: {type: noop}
 """
