@@ -1,7 +1,9 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright), on a store seeded by real runs.
 
-The mock ERP feeds two routes: ``erp-to-shop`` (the shop refuses two SKUs for good) and ``erp-approvals``
-(a waiting route). Never downloads a browser: without ``/usr/bin/chromium`` the test skips, or fails under CI.
+The mock ERP feeds four routes: ``erp-to-shop`` (the shop refuses two SKUs for good), ``erp-approvals``
+(a waiting route), ``erp-nightly`` (outgoing at 02:00, with retries) and ``erp-legacy`` (its identifier is in no
+record, so every record is rejected). Never downloads a browser: without ``/usr/bin/chromium`` the test skips, or
+fails under CI.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from crossdock.engine.project import Project, load_project
 from crossdock.engine.runner import run_once
 from crossdock.mock import FailureConfig, RunningShop, start_erp, start_shop
 from crossdock.store import Store, TaskFilter, open_store
-from crossdock.tasks import Action
+from crossdock.tasks import Action, Status
 from crossdock.web.app import create_app
 from crossdock.web.auth import issue_token
 from crossdock.web.settings import WebSettings
@@ -60,6 +62,18 @@ routes:
     incoming: erp-products
     identifier: sku
     waiting: true
+    outgoing:
+      target: {type: noop}
+  erp-nightly:
+    incoming: erp-products
+    identifier: sku
+    retry: {max_attempts: 3, backoff: 1s}
+    outgoing:
+      target: {type: http, connection: shop, method: PUT, path: "/nightly/{sku}"}
+      schedule: "0 2 * * *"
+  erp-legacy:
+    incoming: erp-products
+    identifier: legacy_id
     outgoing:
       target: {type: noop}
 """
@@ -286,3 +300,120 @@ def test_live_counts_refresh_without_reload(page: object, site: Site) -> None:
         count = int(pg.get_attribute("[data-testid=count-skipped]", "data-count"))  # type: ignore[attr-defined]
     assert count == before + 1
     assert pg.get_attribute("h1", "data-marker") == "same-page"  # htmx swapped the fragment; no reload  # type: ignore[attr-defined]
+
+
+# --- #19 item 6: what the dashboard said wrong --------------------------------------------------------------
+
+
+def in_thread(project: Project, store: Store, route: str, **parts: object) -> None:
+    """One run of a route, off the thread whose event loop Playwright owns."""
+    worker = threading.Thread(target=lambda: asyncio.run(run_once(project, store, route, actor="test", **parts)))  # type: ignore[arg-type]
+    worker.start()
+    worker.join(60)
+
+
+def test_skip_reasons_are_neutral_and_errors_red(page: object, site: Site) -> None:
+    pg = page
+    in_thread(site.project, site.store, "erp-to-shop", outgoing=False)  # unchanged records: skipped, with a reason
+    pg.goto(f"{site.url}/tasks?status=skipped&route=erp-to-shop")  # type: ignore[attr-defined]
+    cell = pg.locator("td[data-testid=reason]").first  # type: ignore[attr-defined]
+    assert re.fullmatch(r"reason unchanged since task \d+", cell.inner_text(), re.I)
+    red = "rgb(153, 27, 27)"
+    assert cell.evaluate("el => getComputedStyle(el).color") != red
+    assert pg.locator("th", has_text="Last error").count() == 0  # type: ignore[attr-defined]
+    shot(pg, "tasks-skipped-reason")
+    cell.locator("xpath=..").locator("td.num a").click()
+    assert pg.inner_text("[data-testid=task-reason] strong") == "Reason"  # type: ignore[attr-defined]
+    assert pg.locator("[data-testid=task-error]").count() == 0  # type: ignore[attr-defined]
+    pg.goto(f"{site.url}/tasks?status=rejected&route=erp-legacy")  # type: ignore[attr-defined]
+    error = pg.locator("tr[data-task] td.error-text").first  # type: ignore[attr-defined]
+    assert "legacy_id" in error.inner_text() and error.evaluate("el => getComputedStyle(el).color") == red
+
+
+def test_select_all_matching_says_so_in_the_bar(page: object, site: Site) -> None:
+    pg = page
+    total = site.store.stats("erp-approvals").by_status["waiting"]
+    pg.goto(f"{site.url}/tasks?status=waiting&route=erp-approvals")  # type: ignore[attr-defined]
+    pg.locator("input.row-check").first.check()  # type: ignore[attr-defined]
+    assert pg.inner_text("[data-testid=bulk-count-text]") == "1 selected"  # type: ignore[attr-defined]
+    pg.check("#select-all-matching")  # type: ignore[attr-defined]
+    assert pg.inner_text("[data-testid=bulk-count-text]") == f"all {total} matching selected"  # type: ignore[attr-defined]
+    pg.uncheck("#select-all-matching")  # type: ignore[attr-defined]
+    assert pg.inner_text("[data-testid=bulk-count-text]") == "1 selected"  # type: ignore[attr-defined]
+
+
+def test_a_scheduled_retry_says_which_outgoing_run_takes_it(page: object, site: Site) -> None:
+    from croniter import croniter
+
+    pg = page
+    site.shop.set_failures(FailureConfig(always_status=503, paths=("/nightly",)))
+    try:
+        in_thread(site.project, site.store, "erp-nightly", incoming=False, limit=1)
+    finally:
+        site.shop.set_failures(FailureConfig())
+    [task] = site.store.list_tasks(TaskFilter(route="erp-nightly", statuses=[Status.RETRY]))[0]
+    pg.goto(f"{site.url}/tasks/{task.id}")  # type: ignore[attr-defined]
+    timeline_text = pg.inner_text("[data-testid=timeline]")  # type: ignore[attr-defined]
+    assert "next attempt in" not in timeline_text
+    fire = croniter("0 2 * * *", datetime.now(UTC)).get_next(datetime)
+    assert f"next scheduled outgoing run at {fire:%Y-%m-%d %H:%M:%S} UTC" in timeline_text
+    head = pg.locator("[data-testid=next-attempt]")  # type: ignore[attr-defined]
+    assert head.locator("time").get_attribute("title") == f"{fire:%Y-%m-%d %H:%M:%S} UTC"
+    assert "at 02:00 UTC every day" in head.inner_text()
+    shot(pg, "task-scheduled-retry")
+
+
+def test_routes_page_and_the_route_page(page: object, site: Site) -> None:
+    pg = page
+    pg.goto(f"{site.url}/routes")  # type: ignore[attr-defined]
+    nightly = pg.locator("section[data-route=erp-nightly]")  # type: ignore[attr-defined]
+    schedule = nightly.locator("[data-testid=schedule-out-erp-nightly] .sched")
+    assert schedule.inner_text() == "at 02:00 UTC every day"
+    assert schedule.get_attribute("title") == "cron: 0 2 * * * (UTC)"
+    toggle = pg.locator("[data-testid=toggle-erp-to-shop]")  # type: ignore[attr-defined]
+    assert toggle.inner_text().strip() == "Active" and toggle.get_attribute("aria-checked") == "true"
+    # the seed's outgoing run of erp-to-shop ended "ok" with two tasks refused: not a green ok
+    seeded = next(r for r in site.store.list_runs("erp-to-shop", 50) if r.part == "outgoing" and r.actor == "seed")
+    outcome = pg.locator(f"section[data-route=erp-to-shop] tr[data-run='{seeded.id}'] [data-testid=outcome]")  # type: ignore[attr-defined]
+    assert outcome.inner_text() == "2 failed" and outcome.get_attribute("class") == "run-failed"
+    shot(pg, "routes-humanized")
+    pg.click("[data-testid=route-link-erp-to-shop]")  # type: ignore[attr-defined]
+    pg.wait_for_url(f"{site.url}/routes/erp-to-shop")  # type: ignore[attr-defined]
+    config = pg.inner_text("[data-testid=route-config]")  # type: ignore[attr-defined]
+    assert "path: /products/{sku}" in config and "erp-browser-token" not in pg.content()  # type: ignore[attr-defined]
+    assert "token: '***'" in config  # the ERP connection's bearer token, masked
+    counts = site.store.stats("erp-to-shop").by_status
+    tile = pg.locator("[data-testid=route-count-finished]")  # type: ignore[attr-defined]
+    assert tile.get_attribute("data-count") == str(counts["finished"])
+    shot(pg, "route-page")
+    tile.click()
+    pg.wait_for_url(re.compile(r"/tasks\?route=erp-to-shop&status=finished"))  # type: ignore[attr-defined]
+    pg.goto(f"{site.url}/routes/erp-nightly")  # type: ignore[attr-defined]
+    fires = pg.locator("[data-testid=next-runs] li time").all_inner_texts()  # type: ignore[attr-defined]
+    assert len(fires) == 5 and all(f.endswith(" 02:00") for f in fires)
+
+
+def test_chart_draws_imported_on_top_and_oldest_work_has_a_count(page: object, site: Site) -> None:
+    pg = page
+    lines = pg.locator("svg.chart polyline")  # type: ignore[attr-defined]
+    last = lines.nth(lines.count() - 1)
+    assert last.get_attribute("class") == "s-imported"
+    assert last.evaluate("el => getComputedStyle(el).strokeDasharray") not in ("", "none")
+    count = pg.inner_text("[data-testid=oldest-count]")  # type: ignore[attr-defined]
+    assert re.match(r"[\d,]+ (new|retry|waiting) tasks? on erp-", count)
+
+
+def test_rejected_hint_and_other_tasks_of_the_record(page: object, site: Site) -> None:
+    pg = page
+    [rejected] = site.store.list_tasks(TaskFilter(route="erp-legacy", statuses=[Status.REJECTED]), limit=1)[0]
+    pg.goto(f"{site.url}/tasks/{rejected.id}")  # type: ignore[attr-defined]
+    assert "comes back as a new task" in pg.inner_text("[data-testid=rejected-hint]")  # type: ignore[attr-defined]
+    assert pg.locator("[data-testid=task-actions]").count() == 0  # type: ignore[attr-defined]
+    task = site.store.list_tasks(TaskFilter(route="erp-to-shop", identifier="SKU-00005"), limit=1)[0][0]
+    pg.goto(f"{site.url}/tasks/{task.id}")  # type: ignore[attr-defined]
+    link = pg.locator("[data-testid=siblings]")  # type: ignore[attr-defined]
+    assert "of SKU-00005 on this route" in link.inner_text()
+    link.click()
+    pg.wait_for_url(re.compile(r"/tasks\?route=erp-to-shop&identifier=SKU-00005"))  # type: ignore[attr-defined]
+    identifiers = pg.locator("tr[data-task] td.mono").all_inner_texts()  # type: ignore[attr-defined]
+    assert identifiers and set(identifiers) == {"SKU-00005"}

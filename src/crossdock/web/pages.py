@@ -6,7 +6,9 @@ session, 403 for a role that is too low or a missing/wrong CSRF token, so a forg
 
 from __future__ import annotations
 
+import re
 import urllib.parse
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from markupsafe import Markup
 from starlette.datastructures import FormData
 
 from crossdock.store import TaskFilter
-from crossdock.tasks import TRANSITIONS, Action, Status, allowed_actions, is_allowed
+from crossdock.tasks import TRANSITIONS, Action, LogLine, Status, Task, allowed_actions, is_allowed
 from crossdock.timeline import timeline
 from crossdock.web import views
 from crossdock.web.api import (
@@ -72,10 +74,13 @@ def make_templates(ctx: WebContext) -> Jinja2Templates:
         truncate_text=views.truncate,
         pretty=views.pretty_json,
         run_text=views.run_text,
+        cron=views.humanize_cron,
+        outcome=views.outcome_of,
     )
     env.globals.update(
         STATUS_NAMES=views.STATUS_NAMES,
         ACTION_LABELS={a.value: label for a, label in ACTION_LABELS.items()},
+        ERROR_STATUSES=views.ERROR_STATUSES,
         duration=views.duration,
     )
     return templates
@@ -270,12 +275,14 @@ def filter_from(params: Any) -> tuple[TaskFilter, dict[str, Any]]:
     """The task filter in a query string or a form, and the same values to put back into links."""
     statuses = [s for s in params.getlist("status") if s in views.STATUS_NAMES]
     route = params.get("route") or None
+    identifier = (params.get("identifier") or "").strip() or None
     q = (params.get("q") or "").strip() or None
     created_from = params.get("created_from") or None
     created_to = params.get("created_to") or None
     selection = TaskFilter(
         statuses=[Status(s) for s in statuses] or None,
         route=route,
+        identifier=identifier,
         search=q,
         created_after=_date(created_from, end=False),
         created_before=_date(created_to, end=True),
@@ -283,6 +290,7 @@ def filter_from(params: Any) -> tuple[TaskFilter, dict[str, Any]]:
     values = {
         "status": statuses,
         "route": route,
+        "identifier": identifier,
         "q": q,
         "created_from": created_from,
         "created_to": created_to,
@@ -384,6 +392,50 @@ async def tasks_bulk(request: Request) -> Response:
     )
 
 
+#: how the exporter ends the log line of a delivery that will be tried again
+_NEXT_ATTEMPT = re.compile(r"; next attempt in (\d+(?:\.\d+)?) s$")
+
+
+def _pickup(ctx: WebContext, task: Task) -> tuple[datetime | None, str | None]:
+    """When a due task goes out next, and the outgoing schedule that decides it (None: workers send it as soon
+    as it is due). On a route with an outgoing schedule a retry waits for the next scheduled run after its
+    backoff, so "next attempt in 2.0 s" would be wrong by up to the schedule's interval."""
+    if task.status not in (Status.NEW, Status.RETRY):
+        return None, None
+    route = ctx.project.routes.get(task.route)
+    schedule = route.config.outgoing.schedule if route is not None else None
+    if schedule is None:
+        return task.next_attempt_at, None
+    now = ctx.now()
+    state = ctx.store.route_states().get(task.route)
+    # the scheduler's stored next fire while it is ahead (as the Routes page shows it), else the cron's
+    stored = state.outgoing_next if state is not None else None
+    next_run = stored if stored is not None and stored > now else views.first_fire_at_or_after(schedule, now)
+    fire = views.first_fire_at_or_after(schedule, task.next_attempt_at or now)
+    return max(fire, next_run), schedule
+
+
+def _explain_retries(lines: list[LogLine], schedule: str, last_pickup: datetime | None) -> list[LogLine]:
+    """On a route with an outgoing schedule, "next attempt in 2.0 s" becomes the scheduled run that picks it up."""
+    marked = [i for i, ln in enumerate(lines) if _NEXT_ATTEMPT.search(ln.message)]
+    out = list(lines)
+    every = views.humanize_cron(schedule)
+    for i in marked:
+        line = out[i]
+        match = _NEXT_ATTEMPT.search(line.message)
+        assert match is not None
+        delay = float(match.group(1))
+        fire = views.first_fire_at_or_after(schedule, line.at + timedelta(seconds=delay))
+        if i == marked[-1] and last_pickup is not None:
+            fire = max(fire, last_pickup)
+        text = (
+            f"; next attempt with the next scheduled outgoing run at {fire.strftime('%Y-%m-%d %H:%M:%S')} UTC "
+            f"(backoff {delay:.1f} s; outgoing runs {every})"
+        )
+        out[i] = replace(line, message=line.message[: match.start()] + text)
+    return out
+
+
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 def task_page(request: Request, task_id: int) -> Response:
     session = page_session(request)
@@ -392,6 +444,16 @@ def task_page(request: Request, task_id: int) -> Response:
     if task is None:
         return render(request, "not_found.html", session, status=404, what=f"task {task_id}")
     lines = timeline(task, ctx.store.task_logs(task_id))
+    pickup, schedule = _pickup(ctx, task)
+    route = ctx.project.routes.get(task.route)
+    out_schedule = route.config.outgoing.schedule if route is not None else None
+    if out_schedule is not None:
+        lines = _explain_retries(lines, out_schedule, pickup if task.status is Status.RETRY else None)
+    siblings = (
+        ctx.store.count_tasks(TaskFilter(route=task.route, identifier=task.identifier)) - 1
+        if task.identifier is not None
+        else 0
+    )
     entity = shown(task.entity, ctx.redact)
     if entity.truncated:
         entity_text = entity.preview
@@ -405,6 +467,11 @@ def task_page(request: Request, task_id: int) -> Response:
         task=task,
         lines=lines,
         actions=allowed_actions(task.status),
+        pickup=pickup,
+        pickup_schedule=schedule,
+        route_active=ctx.route_active(task.route) if route is not None else None,
+        siblings=siblings,
+        siblings_url=f"/tasks?{query_string({'route': task.route, 'identifier': task.identifier})}",
         entity=entity_text,
         entity_shown=entity,
         entity_download=f"/tasks/{task.id}/entity.json" if task.entity is not None else None,
@@ -446,13 +513,11 @@ async def task_action(request: Request, task_id: int) -> Response:
 # --- routes ---------------------------------------------------------------------------------------
 
 
-@router.get("/routes", response_class=HTMLResponse)
-def routes_page(request: Request) -> Response:
-    session = page_session(request)
-    ctx = get_ctx(request)
-    rows = ctx.routes_json()
+def _route_rows(ctx: WebContext, only: str | None = None, runs: int = 5) -> list[dict[str, Any]]:
+    """``routes_json`` rows with what the route cards show: stored runs and times as datetimes."""
+    rows = [row for row in ctx.routes_json() if only is None or row["name"] == only]
     for row in rows:
-        row["runs"] = ctx.store.list_runs(row["name"], 5)
+        row["runs"] = ctx.store.list_runs(row["name"], runs)
         row["next_in"] = views.parse_iso(row["next_incoming"])
         row["next_out"] = views.parse_iso(row["next_outgoing"])
         row["maintenance_at"] = views.parse_iso(row["maintenance_until"])
@@ -460,7 +525,49 @@ def routes_page(request: Request) -> Response:
         circuit = row["circuit"]
         if circuit is not None:
             circuit["until_at"] = views.parse_iso(circuit["until"])
-    return render(request, "routes.html", session, page="routes", rows=rows)
+    return rows
+
+
+def _back(form: FormData, default: str = "/routes") -> str:
+    """Where a route form returns to: the page it was posted from (a local path only)."""
+    given = form.get("next")
+    return safe_next(given) if isinstance(given, str) and given else default
+
+
+@router.get("/routes", response_class=HTMLResponse)
+def routes_page(request: Request) -> Response:
+    session = page_session(request)
+    ctx = get_ctx(request)
+    return render(request, "routes.html", session, page="routes", rows=_route_rows(ctx))
+
+
+@router.get("/routes/{name}", response_class=HTMLResponse)
+def route_page(request: Request, name: str) -> Response:
+    """One route: its card, counts per status, next runs, top errors, throughput and its config (secrets masked)."""
+    session = page_session(request)
+    ctx = get_ctx(request)
+    if name not in ctx.project.routes:
+        return render(request, "not_found.html", session, status=404, what=f"route {name}")
+    [row] = _route_rows(ctx, only=name, runs=20)
+    now = ctx.now()
+    next_runs = []
+    for part, first in (("incoming", row["next_in"]), ("outgoing", row["next_out"])):
+        schedule = row[f"{part}_schedule"]
+        start = first - timedelta(microseconds=1) if first is not None else now
+        next_runs.append((part, schedule, views.next_fires(schedule, start)))
+    errors = [e for e in ctx.store.top_errors(since=now - timedelta(hours=24), limit=500) if e.route == name][:10]
+    return render(
+        request,
+        "route.html",
+        session,
+        page="routes",
+        r=row,
+        total=sum(row["counts"].values()),
+        next_runs=next_runs,
+        errors=errors,
+        chart=views.throughput_chart(ctx, route=name),
+        config=views.route_config_text(ctx, name),
+    )
 
 
 @router.post("/routes/{name}/run")
@@ -472,10 +579,10 @@ async def route_run(request: Request, name: str) -> Response:
         await start_run(ctx, principal, name, run_parts(part), wait=False)
     except HTTPException as exc:
         if exc.status_code == 409:
-            return redirect("/routes", f"Not started: {exc.detail}")
+            return redirect(_back(form), f"Not started: {exc.detail}")
         raise
     what = "incoming and outgoing" if part == "both" else part
-    return redirect("/routes", f"Started {what} of {name}; the counts update as it runs.")
+    return redirect(_back(form), f"Started {what} of {name}; the counts update as it runs.")
 
 
 @router.post("/routes/{name}/active")
@@ -484,20 +591,20 @@ async def route_active(request: Request, name: str) -> Response:
     ctx = get_ctx(request)
     active = form.get("active") == "1"
     set_active(ctx, principal, name, active)
-    return redirect("/routes", f"Route {name} is now {'active' if active else 'inactive'}.")
+    return redirect(_back(form), f"Route {name} is now {'active' if active else 'inactive'}.")
 
 
 @router.post("/circuits/{key}/close")
 async def circuit_close(request: Request, key: str) -> Response:
-    principal, _form, _csrf = await form_session(request, "operator")
+    principal, form, _csrf = await form_session(request, "operator")
     ctx = get_ctx(request)
     try:
         close_circuit_by_hand(ctx, principal, key)
     except HTTPException as exc:
         if exc.status_code == 404:
-            return redirect("/routes", f"Not closed: {exc.detail}")
+            return redirect(_back(form), f"Not closed: {exc.detail}")
         raise
-    return redirect("/routes", f"Circuit {key} is closed; deliveries resume.")
+    return redirect(_back(form), f"Circuit {key} is closed; deliveries resume.")
 
 
 # --- audit ----------------------------------------------------------------------------------------

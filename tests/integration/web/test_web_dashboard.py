@@ -7,6 +7,7 @@ import re
 from webenv import HOOK_SECRET, SHOP_TOKEN, Env
 
 from crossdock.store import TaskFilter
+from crossdock.tasks import Status
 
 
 def test_every_page_renders_with_the_stylesheet(env: Env) -> None:
@@ -165,7 +166,7 @@ def test_no_secret_in_any_answer(env: Env) -> None:
         bodies[path] = env.client.get(path, headers=admin).text
     env.login("admin")
     pages = ["/", "/fragments/monitor", "/tasks", "/routes", "/audit", "/audit.csv", "/tasks?q=token"]
-    pages += [f"/tasks/{i}" for i in ids]
+    pages += [f"/tasks/{i}" for i in ids] + [f"/routes/{name}" for name in env.project.routes]
     for path in pages:
         bodies[path] = env.client.get(path).text
     the_one = next(i for i in ids if "SKU-C" in bodies[f"/api/v1/tasks/{i}"])
@@ -208,3 +209,111 @@ def test_a_paused_route_shows_why_and_activation_clears_it(env: Env) -> None:
     env.client.post("/routes/files/active", data={"csrf_token": csrf, "active": "1"})
     assert "Paused by crossdock" not in env.client.get("/routes").text
     assert env.store.route_states()["files"].paused_reason is None
+
+
+def test_a_skip_reason_is_a_neutral_reason_not_a_red_error(env: Env) -> None:
+    env.run("files")
+    env.run("files")  # the same records again: skipped as unchanged, with the task they match as the reason
+    env.login("viewer")
+    html = env.client.get("/tasks?status=skipped&route=files").text
+    assert "Error or reason" in html and "Last error</th>" not in html
+    cells = re.findall(r'<td class="([\w-]+)" title="unchanged since task \d+" data-testid="reason">', html)
+    assert cells == ["reason-text"] * 5
+    skipped = env.store.list_tasks(TaskFilter(route="files", statuses=[Status.SKIPPED]))[0][0]
+    page = env.client.get(f"/tasks/{skipped.id}").text
+    assert 'data-testid="task-reason"><strong>Reason</strong> unchanged since task' in page
+    assert 'data-testid="task-error"' not in page
+
+
+def test_a_rejected_task_says_why_it_has_no_actions(env: Env) -> None:
+    env.client.post("/api/v1/webhooks/hook", json={"name": "no sku"}, headers={"X-Crossdock-Secret": HOOK_SECRET})
+    [rejected] = env.store.list_tasks(TaskFilter(route="hook", statuses=[Status.REJECTED]))[0]
+    env.login("operator")
+    html = env.client.get(f"/tasks/{rejected.id}").text
+    assert 'data-testid="task-error"' in html  # the refusal is an error, in red
+    assert 'data-testid="rejected-hint"' in html and "comes back as a new task" in html
+    assert 'data-testid="task-actions"' not in html
+
+
+def test_identifier_filter_and_the_link_to_the_other_tasks_of_a_record(env: Env) -> None:
+    env.run("files")
+    env.run("files")
+    env.login("viewer")
+    first = env.store.list_tasks(TaskFilter(route="files", identifier="SKU-C"))[0][-1]
+    html = env.client.get(f"/tasks/{first.id}").text
+    assert 'href="/tasks?route=files&amp;identifier=SKU-C" data-testid="siblings">1 other task of SKU-C' in html
+    listed = env.client.get("/tasks?route=files&identifier=SKU-C").text
+    assert len(re.findall(r'<tr data-task="', listed)) == 2
+    assert 'data-testid="matching"><strong>2</strong>' in listed
+    assert 'name="identifier" value="SKU-C"' in listed  # kept in the filter form and in the bulk form
+
+
+def test_oldest_waiting_work_gives_its_count(env: Env) -> None:
+    env.run("approvals")
+    env.login("viewer")
+    html = env.client.get("/").text
+    assert re.search(r'data-testid="oldest-count"><strong>5</strong> waiting tasks on approvals', html)
+    assert re.search(r"waiting 5</a>", html)
+
+
+def test_schedules_in_words_and_run_outcomes(env: Env) -> None:
+    from crossdock.web.views import humanize_cron, run_outcome
+
+    assert humanize_cron("* * * * *") == "every minute"
+    assert humanize_cron("*/5 * * * *") == "every 5 minutes"
+    assert humanize_cron("0 2 * * *") == "at 02:00 UTC every day"
+    assert humanize_cron("30 6 * * 1-5") == "at 06:30 UTC on weekdays"
+    assert humanize_cron("0 3 1 * *") == "at 03:00 UTC on the 1st of every month"
+    assert humanize_cron("@hourly") == "every hour"
+    assert humanize_cron("0 0 * 1 *") == "0 0 * 1 *"  # not a common shape: as written
+    assert run_outcome("outgoing", "ok", {"by_status": {"finished": 2, "failed": 1}}).css == "run-failed"
+    assert run_outcome("outgoing", "ok", {"by_status": {"retry": 3}}).label == "3 to retry"
+    assert run_outcome("incoming", "ok", {"rejected": 2}).label == "2 rejected"
+    assert run_outcome("outgoing", "ok", {"by_status": {"finished": 2}}).label == "ok"
+    assert run_outcome("outgoing", "failed", {}, "boom").css == "run-failed"
+    env.run("to-shop")
+    env.login("operator")
+    html = env.client.get("/routes").text
+    assert 'title="cron: */5 * * * * (UTC)">every 5 minutes</span>' in html
+    assert 'title="cron: * * * * * (UTC)">every minute</span>' in html
+    outcomes = re.findall(r'<section class="card route-card" data-route="to-shop">.*?</section>', html, re.S)[0]
+    assert 'class="run-failed" data-testid="outcome" title="the run ended, 1 task(s) failed">1 failed<' in outcomes
+    assert 'href="/routes/to-shop" data-testid="route-link-to-shop"' in html
+    toggle = re.search(r'data-testid="toggle-files".*?</button>', html, re.S)
+    assert (
+        toggle and '<span class="toggle-state">Active</span>' in toggle.group(0) and "Deactivate" not in toggle.group(0)
+    )
+    assert 'data-testid="last-run-to-shop">✗ 1 failed<' in env.client.get("/").text
+
+
+def test_the_route_page(env: Env) -> None:
+    env.run("to-shop")
+    csrf = env.login("operator")
+    html = env.client.get("/routes/to-shop").text
+    assert "<h1>to-shop</h1>" in html
+    assert 'href="/tasks?route=to-shop&status=failed" data-testid="route-count-failed" data-count="1"' in html
+    assert 'data-testid="route-count-finished" data-count="2"' in html
+    assert 'data-testid="route-errors"' in html and "category not found" in html
+    assert 'class="run-failed" data-testid="outcome"' in html
+    config = re.search(r'data-testid="route-config">(.*?)</pre>', html, re.S)
+    assert config and "path: /products/{sku}" in config.group(1) and "connections:" in config.group(1)
+    assert "token: &#39;***&#39;" in config.group(1) or "token: '***'" in config.group(1)
+    assert SHOP_TOKEN not in html
+    hook = env.client.get("/routes/hook").text
+    assert HOOK_SECRET not in hook and "secret: &#39;***&#39;" in hook
+    files = env.client.get("/routes/files").text
+    fires = re.search(r'data-testid="next-runs">(.*?)</dl>', files, re.S)
+    assert fires and fires.group(1).count("<li>") == 10 and "every 5 minutes" in fires.group(1)
+    assert env.client.get("/routes/nope").status_code == 404
+    back = env.client.post(
+        "/routes/files/active",
+        data={"csrf_token": csrf, "active": "0", "next": "/routes/files"},
+        follow_redirects=False,
+    )
+    assert back.headers["location"] == "/routes/files"
+    away = env.client.post(
+        "/routes/files/active",
+        data={"csrf_token": csrf, "active": "1", "next": "//evil.example"},
+        follow_redirects=False,
+    )
+    assert away.headers["location"] == "/"

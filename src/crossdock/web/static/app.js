@@ -7,7 +7,9 @@
     if (!bar) return;
     var checked = document.querySelectorAll(".row-check:checked").length;
     var all = document.getElementById("select-all-matching");
-    document.getElementById("bulk-count").textContent = String(checked);
+    var count = document.getElementById("bulk-count");
+    // ticked, the bulk action covers the whole filter: say so, not how many rows of this page are checked
+    count.textContent = all && all.checked ? count.getAttribute("data-all") : String(checked);
     bar.classList.toggle("hidden", checked === 0 && !(all && all.checked));
   }
 
