@@ -36,6 +36,7 @@ from crossdock.cli_base import (
     run_async,
     short_time,
 )
+from crossdock.cli_filters import SearchOpt, StatusOpt, WhereOpt, checked_where, parse_when
 from crossdock.config.models import parse_duration
 from crossdock.errors import UsageError
 from crossdock.redact import NO_SECRETS, url_secrets
@@ -293,45 +294,6 @@ def _print_run(result: dict[str, Any]) -> None:
 
 # --- tasks ----------------------------------------------------------------------------------------
 
-StatusOpt = Annotated[
-    list[Status] | None,
-    typer.Option("--status", "-s", help="Filter by status (repeatable).", case_sensitive=False),
-]
-
-
-def _when(value: str | None, what: str) -> datetime | None:
-    """An ISO date/time, or an age such as 2h / 7d meaning that long ago."""
-    if not value:
-        return None
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"{what}: {value!r} is neither an ISO date/time nor an age like 2h or 7d") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-WhereOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--where",
-        help="An expression over the entity, e.g. \"price > 1000 and category == 'toys'\" (the transformer language).",
-    ),
-]
-SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in identifier or error.")]
-
-
-def _checked_where(where: str | None) -> str | None:
-    """Parse it now, so a typo is exit 2 with the reason before any database work."""
-    if where is not None:
-        from crossdock.store.payload_filter import payload_filter
-
-        payload_filter(where)
-    return where
-
 
 @tasks_app.command("list")
 def tasks_list(
@@ -356,9 +318,9 @@ def tasks_list(
             route=route,
             identifier=identifier,
             search=search,
-            where=_checked_where(where),
-            created_after=_when(created_after, "--created-after"),
-            created_before=_when(created_before, "--created-before"),
+            where=checked_where(where),
+            created_after=parse_when(created_after, "--created-after"),
+            created_before=parse_when(created_before, "--created-before"),
         )
         with opened_store(config, db) as store:
             items, next_cursor = store.list_tasks(selection, limit=limit, cursor=cursor)
@@ -488,9 +450,9 @@ def _act(
             route=route,
             identifier=identifier,
             search=search,
-            where=_checked_where(where),
-            created_after=_when(created_after, "--created-after"),
-            created_before=_when(created_before, "--created-before"),
+            where=checked_where(where),
+            created_after=parse_when(created_after, "--created-after"),
+            created_before=parse_when(created_before, "--created-before"),
         )
         with opened_store(config, db) as store:
             result = store.apply_action(
@@ -930,12 +892,14 @@ def _register_plugins() -> None:
     from crossdock.cli_alerts import register as register_alerts
     from crossdock.cli_circuits import register as register_circuits
     from crossdock.cli_routes import register as register_routes
+    from crossdock.cli_task_files import register as register_task_files
     from crossdock.web.cli_commands import register
 
     register(app)
     register_routes(app)
     register_circuits(app)
     register_alerts(app)
+    register_task_files(tasks_app)
 
 
 _register_plugins()

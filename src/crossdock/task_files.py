@@ -110,13 +110,15 @@ class ImportFile:
     mode: ImportMode
     entities: int = 0
     records: int = 0
+    #: ``auto``: the first line that parses is a line of ``tasks export``
+    export: bool = False
 
     @property
     def transforms(self) -> bool:
         """Whether the lines go through the transforms (records) or not (entities of an export)."""
         if self.mode != "auto":
             return self.mode == "record"
-        return self.entities == 0
+        return not self.export
 
 
 def is_export_line(value: Any) -> bool:
@@ -124,20 +126,29 @@ def is_export_line(value: Any) -> bool:
 
 
 def sniff(path: Path, mode: ImportMode) -> ImportFile:
-    """Decide, from the first line that parses, whether the file is an export; refuse a file that mixes both."""
+    """Decide whether the file is an export (``auto``: its first line that parses says so), and refuse, before
+    anything is imported, a file that mixes export lines and plain records: the two need different treatment."""
     found = ImportFile(path, mode)
     if mode != "auto":
         return found
+    first: bool | None = None
     with open(path, "rb") as handle:
-        for raw in handle:
-            if raw.strip():
-                try:
-                    first = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                if is_export_line(first):
-                    found.entities = 1
-                return found
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                exported = is_export_line(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                continue
+            if first is None:
+                first = found.export = exported
+            elif exported != first:
+                kind = "a line of `tasks export`" if exported else "a plain record"
+                other = "plain records" if first is False else "an export"
+                raise UsageError(
+                    f"{path}:{number}: {kind} in a file of {other}; import them separately, or say how to read "
+                    "every line with --as record|entity"
+                )
     return found
 
 
@@ -163,16 +174,9 @@ async def import_pages(found: ImportFile) -> AsyncIterator[list[Any]]:
 
 
 def _record_of(found: ImportFile, value: Any, number: int, raw: bytes) -> Any:
-    """An export line gives its entity (a record with --as record); a plain line is what it is. In ``auto`` mode
-    the first line decided, and a file that mixes both is refused: the two need different treatment."""
+    """An export line gives its entity (a record with --as record); a plain line is what it is (:func:`sniff`
+    refused a file that mixes both in ``auto`` mode)."""
     exported = is_export_line(value)
-    if found.mode == "auto" and exported != (not found.transforms):
-        kind = "a line of `tasks export`" if exported else "a plain record"
-        other = "plain records" if exported else "an export"
-        raise UsageError(
-            f"{found.path}:{number}: {kind} in a file of {other}; import them separately, or say how to read every "
-            "line with --as record|entity"
-        )
     if not exported:
         found.records += 1
         return value
