@@ -165,6 +165,7 @@ def run(
     from crossdock.engine.runner import RoutePass
     from crossdock.logs import configure_logging, redact_logs_with
     from crossdock.service import on_stop_signals
+    from crossdock.tracing import session as tracing_session
 
     stop_quietly_on_sigterm()
     own_the_process()
@@ -179,7 +180,8 @@ def run(
         configure_logging("json" if log_format == "json" else "text", level)
         project = load(config)
         redact_logs_with(project.redact)
-        with opened_store(config, db, project=project) as store:
+        # traces when OTEL_* asks for them (crossdock.tracing); the last spans are flushed before the exit
+        with opened_store(config, db, project=project) as store, tracing_session():
             store.ensure_routes(project.routes)
             progress = None if json_out or not sys.stdout.isatty() else _progress_bar()
             one = RoutePass(
@@ -818,6 +820,7 @@ def _service(
 ) -> None:
     from crossdock.logs import configure_logging, redact_logs_with
     from crossdock.service import ServiceOptions, run_serve, run_worker
+    from crossdock.tracing import session as tracing_session
 
     stop_quietly_on_sigterm()
     own_the_process()
@@ -833,7 +836,7 @@ def _service(
         url = db or project.database_url()
         project.redact.add(*url_secrets(url))  # a --db password is as secret as the config's
         redact_logs_with(project.redact)
-        with opened_store(config, db, project=project) as store:
+        with opened_store(config, db, project=project) as store, tracing_session():
             store.ensure_routes(project.routes)
             options = ServiceOptions(concurrency=concurrency, grace=grace_s, **web)
             runner = run_serve if kind == "serve" else run_worker

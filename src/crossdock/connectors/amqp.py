@@ -21,6 +21,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from pydantic import Field
 
+from crossdock import tracing
 from crossdock.connectors.base import (
     BatchTarget,
     ConnectorContext,
@@ -137,6 +138,7 @@ class AmqpTarget(BatchTarget):
         except TypeError as exc:
             return PermanentError(f"entity is not JSON-serialisable: {exc}")
         message_id = idempotency_key(task)
+        tracing.inject(headers, task)  # traceparent of this task's delivery span, when tracing is on
         message = aio_pika.Message(
             body,
             message_id=message_id,

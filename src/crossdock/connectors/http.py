@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from crossdock import tracing
 from crossdock.config.models import Duration
 from crossdock.connectors.base import (
     ConnectorContext,
@@ -611,6 +612,7 @@ class HttpTarget(Target):
         headers = {k: render(entity) for k, render in self._headers.items()}
         if opts.idempotency_header:
             headers[opts.idempotency_header] = idempotency_key(task)
+        tracing.inject(headers, task)  # traceparent of the delivery span, when tracing is on
         try:
             body = orjson.dumps(entity)
         except TypeError as exc:
@@ -722,6 +724,8 @@ class HttpTarget(Target):
         headers = dict(self._static_headers)
         if opts.idempotency_header:
             headers[opts.idempotency_header] = ",".join(keys)
+        # one request, one traceparent: the first task's delivery span (each task's span has the same status)
+        tracing.inject(headers, items[0][0])
         url = self.client.url(batch.path if batch.path is not None else opts.path)
         content_type = "application/x-ndjson" if batch.format == "ndjson" else "application/json"
         resp = await self.client.send(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from crossdock import tracing
 from crossdock.connectors.base import Delivered, Target
 from crossdock.engine.auto_pause import AutoPause
 from crossdock.engine.delivery_gate import BatchBreaker, DeliveryGate, Verdict
@@ -111,6 +112,8 @@ class Exporter:
         self._leases: dict[str, set[_Lease]] = {}
         #: a process-wide cap on deliveries in flight (the worker's --concurrency), shared by all routes
         self.slots = slots
+        #: per route, the span of the export run in progress (tracing on only)
+        self._traces: dict[str, tracing.ExportTrace] = {}
         self._stopping = False
         #: seconds to wait out a database outage before a run fails; None waits as long as it lasts (long-running
         #: services: their deliveries and results stay safe, and they resume when the database answers again)
@@ -144,6 +147,8 @@ class Exporter:
             run_id = await self._wait_for_store(
                 lambda: self.store.start_run(route.name, "outgoing", actor=actor, now=_now(), owner=self.worker)
             )
+        if tracing.active():
+            self._traces[route.name] = tracing.ExportTrace(route.name, eager=record_run)
         try:
             beating = heartbeat(self.store, lambda: [run_id]) if run_id is not None else contextlib.nullcontext()
             async with beating:
@@ -171,6 +176,9 @@ class Exporter:
             raise
         finally:
             summary.duration_s = time.perf_counter() - started
+            traced = self._traces.pop(route.name, None)
+            if traced is not None:
+                traced.end(summary)
             if run_id is not None:
                 await self._finish_run(run_id, summary)
         return summary
@@ -283,6 +291,8 @@ class Exporter:
                         await self.gate.give_back_probe(route)
                     break
                 summary.claimed += len(tasks)
+                if route.name in self._traces:
+                    self._traces[route.name].claimed()
                 if remaining is not None:
                     remaining -= len(tasks)
                 held = _Lease(claimed_at[0], out.lease)
@@ -351,6 +361,10 @@ class Exporter:
         breaker: BatchBreaker | None = self.gate.batch(route, probe=probe)
         # settle: batched lets results gather for a moment, so a fast target's results go in fewer transactions
         results = GroupCommit(self.store, linger=0.0 if route.config.outgoing.settle == "immediate" else BATCH_LINGER)
+        traced: tracing.Deliveries | None = None
+        if tracing.active():
+            kind = route.target_options.type
+            traced = await tracing.deliveries(self.store, route.name, kind, tasks, self._traces.get(route.name))
         try:
             if route.outgoing_pipeline:
                 ready: list[tuple[Task, Any]] = []
@@ -375,13 +389,23 @@ class Exporter:
                     ):
                         unstarted += [t for t, _ in ready]
                     else:
-                        outcomes = await target.deliver_batch(ready)
+                        spans = [traced.start(t, batch=True) for t, _ in ready] if traced is not None else None
+                        try:
+                            outcomes = await target.deliver_batch(ready)
+                        except BaseException:
+                            if spans is not None and traced is not None:
+                                traced.abandon(spans, [t for t, _ in ready])
+                            raise
                         settlements = []
-                        for (task, _entity), outcome in zip(ready, outcomes, strict=True):
+                        for i, ((task, _entity), outcome) in enumerate(zip(ready, outcomes, strict=True)):
                             if breaker is not None and breaker.count(outcome):
                                 refused.append(task)
+                                status = "released"
                             else:
                                 settlements.append(settle(task, outcome, None))
+                                status = _STATUS_OF[settlements[-1].action]
+                            if spans is not None and traced is not None:
+                                traced.end(spans[i], task, outcome, status)
                         await results.commit(settlements)
             elif ready:
                 pending = iter(ready)
@@ -404,17 +428,25 @@ class Exporter:
                                 unstarted.append(task)  # paused: back to where it was, its attempt not spent
                                 continue
                             started = perf_counter()
-                            try:
-                                outcome: Delivered | Exception = await target.deliver(task, entity)
-                            except Exception as exc:  # connectors should raise DeliveryError; anything else is a bug
-                                outcome = exc
+                            outcome: Delivered | Exception
+                            if traced is None:
+                                try:
+                                    outcome = await target.deliver(task, entity)
+                                except Exception as exc:  # connectors raise DeliveryError; anything else is a bug
+                                    outcome = exc
+                            else:
+                                outcome, span = await traced.deliver(target, task, entity)
                             if breaker is not None:
                                 counted_out = breaker.count(outcome)
                                 await breaker.flush_if_due()
                                 if counted_out:
                                     refused.append(task)
+                                    if traced is not None:
+                                        traced.end(span, task, outcome, "released")
                                     continue
                             settled = [settle(task, outcome, perf_counter() - started)]
+                            if traced is not None:
+                                traced.end(span, task, outcome, _STATUS_OF[settled[0].action])
                             if immediate:
                                 await results.commit(settled)
                             else:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import xxhash
 
+from crossdock import tracing
 from crossdock.connectors.base import Malformed
 from crossdock.engine.delivery_gate import import_hold
 from crossdock.engine.project import CompiledIncoming, CompiledRoute, Project
@@ -225,6 +226,13 @@ class Importer:
         batch_size = incoming.config.batch_size
         acceptors = [self._acceptor(group) for group in _same_work(states)]
         source = None
+        traced = (
+            tracing.start_import(
+                self.store, incoming.name, [s.route.name for s in states], [s.summary.run_id or 0 for s in states]
+            )
+            if tracing.active()
+            else None
+        )
         try:
             async with heartbeat(self.store, lambda: [s.summary.run_id for s in states if s.summary.run_id]):
                 if records is not None:
@@ -281,7 +289,11 @@ class Importer:
                 summary.source = source.report()
                 await source.close()
             summary.duration_s = time.perf_counter() - started
-            await self._finish_runs(incoming, states, summary)
+            try:
+                await self._finish_runs(incoming, states, summary)
+            finally:
+                if traced is not None:
+                    traced.end(summary)
         return summary
 
     async def _finish_runs(self, incoming: CompiledIncoming, states: list[_RouteState], summary: ImportSummary) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from crossdock import tracing
 from crossdock.connectors.webhook import (
     IDEMPOTENCY_HEADER,
     PayloadError,
@@ -95,7 +96,21 @@ async def webhook(request: Request, name: str) -> Response:
 
     With ``idempotency_window`` set, a repeated ``Idempotency-Key`` gets the first answer again, marked
     ``Idempotent-Replayed: true``, and imports nothing.
+
+    A ``traceparent`` header is continued: with tracing on, the request's span is the parent of the import of its
+    records, whose context their tasks keep for their deliveries (see :mod:`crossdock.tracing`).
     """
+    if not tracing.active():
+        return await receive(request, name)
+    with tracing.webhook_span(name, request.url.path, request.headers) as span:
+        answer = await receive(request, name)
+        if span is not None:
+            span.answered(answer.status_code)
+        return answer
+
+
+async def receive(request: Request, name: str) -> Response:
+    """Authenticate, read and import one webhook request (the checks in the order the module docstring gives)."""
     ctx = get_ctx(request)
     incoming = find_incoming(ctx, name)
     options = incoming.source_options
