@@ -132,6 +132,7 @@ class WebContext:
             or selection.search
             or selection.created_after
             or selection.created_before
+            or selection.where
         ):
             counts = self.store.stats(selection.route).by_status
             statuses = [s.value for s in selection.statuses] if selection.statuses else list(counts)
@@ -152,6 +153,7 @@ class WebContext:
             created_after=selection.created_after,
             created_before=selection.created_before,
             search=selection.search,
+            where=selection.where,
         )
         return self.matching_count(narrowed)
 

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import FormData
 
+from crossdock.errors import UsageError
 from crossdock.store import TaskFilter
+from crossdock.store.payload_filter import payload_filter
+from crossdock.task_files import ExportFormat, export_chunks
 from crossdock.tasks import TRANSITIONS, Action, LogLine, Status, Task, allowed_actions, is_allowed
 from crossdock.timeline import timeline
 from crossdock.web import views
@@ -277,6 +281,7 @@ def filter_from(params: Any) -> tuple[TaskFilter, dict[str, Any]]:
     route = params.get("route") or None
     identifier = (params.get("identifier") or "").strip() or None
     q = (params.get("q") or "").strip() or None
+    where = (params.get("where") or "").strip() or None
     created_from = params.get("created_from") or None
     created_to = params.get("created_to") or None
     selection = TaskFilter(
@@ -284,6 +289,7 @@ def filter_from(params: Any) -> tuple[TaskFilter, dict[str, Any]]:
         route=route,
         identifier=identifier,
         search=q,
+        where=where,
         created_after=_date(created_from, end=False),
         created_before=_date(created_to, end=True),
     )
@@ -292,6 +298,7 @@ def filter_from(params: Any) -> tuple[TaskFilter, dict[str, Any]]:
         "route": route,
         "identifier": identifier,
         "q": q,
+        "where": where,
         "created_from": created_from,
         "created_to": created_to,
     }
@@ -319,8 +326,14 @@ def tasks_page(request: Request) -> Response:
     selection, values = filter_from(request.query_params)
     cursor_text = request.query_params.get("cursor")
     cursor = int(cursor_text) if cursor_text and cursor_text.isdigit() else None
-    items, next_cursor = ctx.store.list_tasks(selection, limit=ctx.settings.page_size, cursor=cursor)
-    total = ctx.matching_count(selection)
+    where_error = None
+    try:
+        if selection.where:
+            payload_filter(selection.where)
+        items, next_cursor = ctx.store.list_tasks(selection, limit=ctx.settings.page_size, cursor=cursor)
+        total = ctx.matching_count(selection)
+    except UsageError as exc:  # a payload expression that does not parse: say why, show nothing
+        where_error, items, next_cursor, total = exc.message, [], None, 0
     statuses = (
         list(selection.statuses) if selection.statuses else sorted({t.status for t in items}, key=list(Status).index)
     )
@@ -337,6 +350,26 @@ def tasks_page(request: Request) -> Response:
         first_url=f"/tasks?{query_string(values)}" if cursor else None,
         filter_qs=query_string(values),
         bulk_actions=bulk_actions_for(statuses),
+        where_error=where_error,
+    )
+
+
+@router.get("/tasks/export")
+def tasks_export_page(request: Request) -> Response:
+    """The filtered list as a file, streamed a page at a time (secrets masked as on every page)."""
+    page_session(request)
+    ctx = get_ctx(request)
+    selection, _values = filter_from(request.query_params)
+    fmt: ExportFormat = "csv" if request.query_params.get("format") == "csv" else "ndjson"
+    if selection.where:
+        try:
+            payload_filter(selection.where)
+        except UsageError as exc:
+            raise HTTPException(400, exc.message) from None
+    return StreamingResponse(
+        iterate_in_threadpool(export_chunks(ctx.store, selection, fmt, redact=ctx.redact)),
+        media_type="text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="crossdock-tasks.{fmt}"'},
     )
 
 

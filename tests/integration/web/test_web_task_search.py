@@ -1,0 +1,40 @@
+"""The Tasks page's payload filter and export buttons (#17 items 3 and 4 in the dashboard)."""
+
+from __future__ import annotations
+
+import orjson
+from webenv import Env
+
+__all__ = ["Env"]
+
+
+def test_the_payload_filter_narrows_the_list_and_the_bulk_form(env: Env) -> None:
+    env.run("files")
+    env.login("operator")
+    html = env.client.get("/tasks", params={"route": "files", "where": "name == 'item C' or name == 'item D'"}).text
+    assert '<strong>2</strong> matching' in html
+    assert "SKU-C" in html and "SKU-D" in html and "SKU-A" not in html
+    assert 'name="where" value="name == &#39;item C&#39; or name == &#39;item D&#39;"' in html  # kept for bulk actions
+
+
+def test_a_payload_filter_that_does_not_parse_is_explained_not_a_server_error(env: Env) -> None:
+    env.login("viewer")
+    reply = env.client.get("/tasks", params={"where": "name =="})
+    assert reply.status_code == 200
+    assert 'data-testid="where-error"' in reply.text and "invalid expression" in reply.text
+    assert env.client.get("/tasks/export", params={"where": "name =="}).status_code == 400
+
+
+def test_export_buttons_download_the_filtered_list(env: Env) -> None:
+    env.run("files")
+    env.login("viewer")
+    html = env.client.get("/tasks", params={"route": "files"}).text
+    assert 'href="/tasks/export?route=files&amp;format=ndjson"' in html
+    lines = env.client.get("/tasks/export", params={"route": "files", "where": "name != 'item A'"}).content.splitlines()
+    exported = [orjson.loads(x) for x in lines]
+    assert sorted(x["identifier"] for x in exported) == ["SKU-B", "SKU-C", "SKU-D", "SKU-E"]
+    assert exported[0]["entity"]["name"].startswith("item ")
+    reply = env.client.get("/tasks/export", params={"route": "files", "format": "csv"})
+    assert reply.headers["content-type"].startswith("text/csv")
+    assert reply.text.splitlines()[0].startswith("id,route,identifier,status")
+    assert len(reply.text.splitlines()) == 6
