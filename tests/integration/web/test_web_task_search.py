@@ -12,7 +12,7 @@ def test_the_payload_filter_narrows_the_list_and_the_bulk_form(env: Env) -> None
     env.run("files")
     env.login("operator")
     html = env.client.get("/tasks", params={"route": "files", "where": "name == 'item C' or name == 'item D'"}).text
-    assert '<strong>2</strong> matching' in html
+    assert "<strong>2</strong> matching" in html
     assert "SKU-C" in html and "SKU-D" in html and "SKU-A" not in html
     assert 'name="where" value="name == &#39;item C&#39; or name == &#39;item D&#39;"' in html  # kept for bulk actions
 
