@@ -5,8 +5,8 @@
 Builds a project whose route has N failed tasks (each entity ``{sku, price, category, title}``, prices spread over
 0..1999), then times the real CLI as a subprocess:
 
-1. ``tasks list --where 'price > 1000'`` (the first page) and ``tasks list --where 'price > 1000 and
-   contains(lower(title), "lamp")'`` (SQL plus Python), checked against a full scan in Python;
+1. ``tasks list --where`` (the first page of 50) for common, rare and absent matches, decided by SQL or by
+   Python, each checked against a full scan in Python;
 2. ``tasks retry --where 'price > 1990'``: exactly the matching tasks change;
 3. ``tasks export --status failed --format ndjson -o FILE``: wall time and the child's peak RSS;
 4. ``tasks import FILE --route r`` of that export: the documented delta outcome (every entity unchanged, so no new
@@ -94,7 +94,14 @@ def main() -> int:
         build(root, n)
         print(f"built {n:,} failed tasks in {time.perf_counter() - started:.1f} s; load {os.getloadavg()[0]:.2f}")
 
-        for expr in ("price > 1000", "price > 1000 and contains(lower(title), 'lamp')"):
+        # common matches; a rare one (a page needs a tenth of the table); none at all (the whole table is read)
+        for expr in (
+            "price > 1000",
+            "price > 1000 and contains(lower(title), 'lamp')",
+            "price == 1999 and category == 'garden'",
+            "price > 5000",
+            "contains(title, 'no such thing')",
+        ):
             took, _rss, out = cli(root, "tasks", "list", "--where", expr, "--json", "--limit", "50")
             page = orjson.loads(out)["items"]
             wanted = payload_filter(expr)
