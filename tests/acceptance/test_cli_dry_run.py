@@ -57,9 +57,7 @@ def setup(project: Any) -> None:
     project.write("schemas/product.json", SCHEMA)
 
 
-def test_dry_run_counts_match_the_next_real_run_and_nothing_is_written_or_sent(
-    project: Any, shop: RunningShop
-) -> None:
+def test_dry_run_counts_match_the_next_real_run_and_nothing_is_written_or_sent(project: Any, shop: RunningShop) -> None:
     setup(project)
     records = catalogue(1000)
     project.write_ndjson("inbox/day1.ndjson", records)
