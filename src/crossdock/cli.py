@@ -154,6 +154,13 @@ def run(
     log_format: Annotated[
         str, typer.Option("--log-format", help="text, or json for one JSON object per line.", case_sensitive=False)
     ] = "text",
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Read and decide everything, write and send nothing: counts, diffs, requests."),
+    ] = False,
+    show: Annotated[
+        int, typer.Option("--show", min=0, max=1000, help="With --dry-run: changed records and requests shown.")
+    ] = 10,
     config: ConfigOpt = DEFAULT_CONFIG,
     db: DbOpt = None,
     json_out: JsonOpt = False,
@@ -161,12 +168,18 @@ def run(
     """One import and/or export pass now; prints counts per resulting status.
 
     SIGTERM or Ctrl-C stops it gracefully: reading and claiming stop, deliveries on the wire finish within --grace
-    and are recorded, unstarted tasks go back to new or retry. Exit 143 (SIGTERM) or 130 (SIGINT) then."""
+    and are recorded, unstarted tasks go back to new or retry. Exit 143 (SIGTERM) or 130 (SIGINT) then.
+
+    --dry-run reads the source and runs transforms, validation, delta and the outgoing transform against the
+    database as it is, but writes nothing (the database file is unchanged) and sends nothing."""
     from crossdock.engine.runner import RoutePass
     from crossdock.logs import configure_logging, redact_logs_with
     from crossdock.service import on_stop_signals
     from crossdock.tracing import session as tracing_session
 
+    if dry_run:
+        _dry_run(route, incoming, outgoing, full, show, verbose, log_level, config, db, json_out)
+        return
     stop_quietly_on_sigterm()
     own_the_process()
     with guarded():
@@ -215,6 +228,104 @@ def run(
     if one.stopped_by is not None:
         raise typer.Exit(_SIGNAL_EXIT.get(one.stopped_by, 1))
     raise typer.Exit(1 if result["status"] != "ok" else 0)
+
+
+def _dry_run(
+    route: str,
+    incoming: bool,
+    outgoing: bool,
+    full: bool,
+    show: int,
+    verbose: bool,
+    log_level: str | None,
+    config: Path,
+    db: str | None,
+    json_out: bool,
+) -> None:
+    """``run --dry-run``: the store opened read-only, the source read without being told, nothing sent."""
+    from crossdock.engine.dry_run import dry_run, open_read_only
+    from crossdock.logs import configure_logging, redact_logs_with
+    from crossdock.redact import Redactor
+
+    with guarded():
+        if outgoing:
+            raise UsageError("--dry-run previews the import and what it would send; it does not take --outgoing")
+        configure_logging("text", _log_level(log_level, verbose))
+        project = load(config)
+        redact_logs_with(project.redact)
+        url = project.database_url(db)
+        hide = Redactor([*project.redact.secrets, *url_secrets(url)])
+        try:
+            store, note = open_read_only(url, base=config.parent)
+        except OSError as exc:
+            raise UsageError(hide(f"cannot open database {url}: {exc}")) from None
+        store.redact = project.redact
+        try:
+            result = run_async(
+                dry_run(
+                    project, store, route, show=show, full=full, requests=not incoming, notes=[note] if note else []
+                )
+            )
+        finally:
+            store.close()
+    if json_out:
+        emit_json(result)
+    else:
+        _print_dry_run(result)
+    raise typer.Exit(1 if result["status"] != "ok" else 0)
+
+
+def _print_dry_run(result: dict[str, Any]) -> None:
+    """The dry run as text: counts, reasons, field diffs, then the requests."""
+
+    def show(value: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    c = result["counts"]
+    failed = f"  failed: {result['error']}" if result["status"] != "ok" else ""
+    out.print(
+        f"dry run of {result['route']}: read {result['read']:,} records in {result['duration_s']:.2f} s; "
+        f"nothing written, nothing sent{failed}",
+        markup=False,
+    )
+    out.print(
+        f"  would import: new {c['new']:,}  changed {c['changed']:,}  unchanged {c['unchanged']:,}  "
+        f"filtered {c['filtered']:,}  rejected {c['rejected']:,}  superseded {c['superseded']:,}",
+        markup=False,
+    )
+    for kind in ("filtered", "rejected"):
+        for r in result["reasons"][kind]:
+            out.print(f"  {kind} {r['count']:,}: {r['reason']}", markup=False)
+    for change in result["changes"]:
+        if change["delivered_task"] is None:
+            out.print(f"  changed {change['identifier']}: {change['note']}", markup=False)
+            continue
+        out.print(f"  changed {change['identifier']} (against task {change['delivered_task']}):", markup=False)
+        for f in change["fields"]:
+            old = show(f["old"]) if "old" in f else "(absent)"
+            new = show(f["new"]) if "new" in f else "(removed)"
+            out.print(f"    {f['path']}: {old} → {new}", markup=False)
+        if change["more_fields"]:
+            out.print(f"    … {change['more_fields']} more fields", markup=False)
+    o = result["outgoing"]
+    out.print(
+        f"  would send {o['would_send']:,} to {o['target']} ({o['new_tasks']:,} from this import, "
+        f"{o['queued_new']:,} already new; {o['retry_waiting']:,} in retry go when due)",
+        markup=False,
+    )
+    for r in result["requests"]:
+        if r["outcome"] != "send":
+            out.print(f"  {r['identifier']}: {r['outcome']}: {r['reason']}", markup=False)
+            continue
+        req = r["request"]
+        if "method" in req:
+            out.print(f"  {req['method']} {req['url']}  {show(req['body'])}", markup=False)
+        elif "text" in req:
+            out.print(f"  {req['file']} ({req['mode']}): {req['text'].rstrip()}", markup=False)
+        else:
+            out.print(f"  {req['target']}: {show(req['body'])}", markup=False)
+    for note in result["notes"]:
+        out.print(f"  note: {note}", markup=False)
 
 
 #: what --log-level accepts

@@ -153,6 +153,14 @@ class Target(abc.ABC):
         """Send many entities; one outcome per item, in order."""
         raise NotImplementedError
 
+    def preview(self, task: Task, entity: Any) -> dict[str, Any]:
+        """What :meth:`deliver` would send for ``entity``, without sending or opening anything (a dry run shows it).
+
+        Targets that know their wire format say more (HTTP: method, URL, headers, body; file: the path and text);
+        this default names the target and the entity it would get. Raise PermanentError for an entity it would
+        refuse before sending (a placeholder with no value)."""
+        return {"target": self.describe(), "body": entity}
+
     def describe(self) -> str:
         return self.options.type  # type: ignore[no-any-return]
 

@@ -634,6 +634,16 @@ class FileTarget(BatchTarget):
     def describe(self) -> str:
         return f"file {self.options.path}"
 
+    def preview(self, task: Task, entity: Any) -> dict[str, Any]:
+        """The file and the text this entity would become there (alone: a batch shares one file)."""
+        rendered = render_batch(self.options, [(task, entity)])
+        if rendered.outcomes and rendered.outcomes[0] is not None:
+            raise rendered.outcomes[0]
+        append = self.options.resolved_mode == "append"
+        where = self.options.path if append else batch_path(self.options, [task])
+        text = rendered.data.decode(self.options.encoding, "replace")
+        return {"target": self.describe(), "file": where, "mode": "append" if append else "new file", "text": text}
+
     async def deliver_batch(self, items: list[tuple[Task, Any]]) -> list[Delivered | Exception]:
         rendered = render_batch(self.options, items)
         if not rendered.written:

@@ -606,17 +606,52 @@ class HttpTarget(Target):
         path = self.options.batch.path if self.options.batch and self.options.batch.path else self.options.path
         return f"http {self.options.method} {self.client.redact(self.client.url(path))}"
 
-    async def deliver(self, task: Task, entity: Any) -> Delivered:
-        opts = self.options
+    def _request(self, task: Task, entity: Any) -> tuple[str, dict[str, str], bytes]:
+        """URL, the target's own headers and body of one delivery: what :meth:`deliver` sends and
+        :meth:`preview` shows."""
         url = self._url(entity) if self._url is not None else self.client.url(self._path(entity))
         headers = {k: render(entity) for k, render in self._headers.items()}
-        if opts.idempotency_header:
-            headers[opts.idempotency_header] = idempotency_key(task)
-        tracing.inject(headers, task)  # traceparent of the delivery span, when tracing is on
+        if self.options.idempotency_header:
+            headers[self.options.idempotency_header] = idempotency_key(task)
         try:
             body = orjson.dumps(entity)
         except TypeError as exc:
             raise PermanentError(f"entity is not JSON-serialisable: {exc}") from None
+        return url, headers, body
+
+    def preview(self, task: Task, entity: Any) -> dict[str, Any]:
+        """The request as it would go out, secrets masked: the connection's headers and its auth (always masked)
+        under the target's own."""
+        opts = self.options
+        if opts.batch is not None:
+            batch = opts.batch
+            method: str = batch.method
+            url = self.client.url(batch.path if batch.path is not None else opts.path)
+            headers = dict(self._static_headers)
+            if opts.idempotency_header:
+                headers[opts.idempotency_header] = idempotency_key(task)
+            if batch.idempotency_field and isinstance(entity, dict):
+                entity = {**entity, batch.idempotency_field: idempotency_key(task)}
+        else:
+            method = opts.method
+            url, headers, _body = self._request(task, entity)
+        sent = {"User-Agent": "crossdock", **self.client.options.headers}
+        auth = self.client.options.auth
+        if auth.type in ("bearer", "basic", "oauth2"):
+            sent["Authorization"] = MASK
+        elif auth.type == "api_key" and auth.location == "header":
+            sent[auth.name] = MASK
+        sent.update(headers)
+        shown = {k: MASK if k.lower() in _SECRET_HEADERS else self.client.redact(v) for k, v in sent.items()}
+        preview: dict[str, Any] = {"method": method, "url": self.client.redact(url), "headers": shown, "body": entity}
+        if opts.batch is not None:
+            preview["batch"] = f"sent in batches of up to {opts.batch.size} ({opts.batch.format}); this is its item"
+        return preview
+
+    async def deliver(self, task: Task, entity: Any) -> Delivered:
+        opts = self.options
+        url, headers, body = self._request(task, entity)
+        tracing.inject(headers, task)  # traceparent of the delivery span, when tracing is on (never in a preview)
         resp = await self.client.send(
             opts.method, url, body=body, headers=headers, success=opts.success_codes, transient=opts.transient_codes
         )

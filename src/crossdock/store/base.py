@@ -630,6 +630,14 @@ class Store(abc.ABC):
     # --- delta cache and storages --------------------------------------------------------------
 
     @abc.abstractmethod
+    def latest_entities(
+        self, route: str, identifiers: Sequence[str], statuses: Collection[Status] = (Status.FINISHED,)
+    ) -> dict[str, tuple[int, Status, Any]]:
+        """The newest task in ``statuses`` of each identifier: ``{identifier: (task id, status, entity)}``, those
+        without one left out. Read only, one statement per call; a dry run diffs against the last delivered
+        version with it."""
+
+    @abc.abstractmethod
     def cache_show(self, route: str, identifier: str) -> CacheEntry | None: ...
 
     @abc.abstractmethod

@@ -225,6 +225,10 @@ class Ledger(Store):
     def _latest(self, tx: Any, route: str, identifiers: list[str], unkeyed: list[bytes]) -> dict[DeltaKey, Latest]:
         """The latest fingerprinted task of each key: identifiers, and content fingerprints of tasks without one."""
 
+    def _reading(self) -> contextlib.AbstractContextManager[Any]:
+        """A transaction that only reads, for the primitives :meth:`delta_latest` calls (default: a write one)."""
+        return self._transaction()
+
     def _touch_unchanged(
         self, tx: Any, route: str, items: Sequence[ImportItem], now: datetime
     ) -> tuple[int, Sequence[ImportItem], dict[DeltaKey, Latest]] | None:
@@ -362,6 +366,23 @@ class Ledger(Store):
         lines at ``now`` and add the throughput to ``now``'s minute."""
 
     # --- import ------------------------------------------------------------------------------------------
+
+    def delta_latest(
+        self, route: str, identifiers: Sequence[str], unkeyed: Sequence[bytes] = ()
+    ) -> dict[DeltaKey, Latest]:
+        """What :meth:`import_batch` compares these keys with, read without writing: a dry run feeds it to the
+        same :func:`import_plan`, so its counts are the ones the real import would produce."""
+        if not identifiers and not unkeyed:
+            return {}
+        with self._reading() as tx:
+            return self._latest(tx, route, list(identifiers), list(unkeyed))
+
+    def created_at_of(self, ids: Sequence[int]) -> dict[int, datetime]:
+        """When each of these tasks was created (a dry run's ``resend_failed`` periods), read without writing."""
+        if not ids:
+            return {}
+        with self._reading() as tx:
+            return self._created_at(tx, list(ids))
 
     def import_batch(
         self,

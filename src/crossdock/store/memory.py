@@ -415,6 +415,16 @@ class MemoryStore(Ledger):
 
     # --- delta cache and storages ----------------------------------------------------------------
 
+    def latest_entities(
+        self, route: str, identifiers: Sequence[str], statuses: Collection[Status] = (Status.FINISHED,)
+    ) -> dict[str, tuple[int, Status, Any]]:
+        wanted, found = set(identifiers), {}
+        with self._lock:
+            for task in sorted(self.tasks.values(), key=lambda t: t.id):
+                if task.route == route and task.identifier in wanted and task.status in statuses:
+                    found[task.identifier] = (task.id, task.status, copy.deepcopy(task.entity))
+        return found
+
     def cache_show(self, route: str, identifier: str) -> CacheEntry | None:
         t = self._latest_task(route, identifier)
         if t is None or t.fingerprint is None:

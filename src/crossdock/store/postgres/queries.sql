@@ -247,6 +247,18 @@ WHERE route = %s ORDER BY id DESC LIMIT %s
 SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 WHERE route = %s AND part = %s AND status = 'ok' ORDER BY id DESC LIMIT 1
 
+-- name: latest_entities
+-- the newest task in the given statuses of each identifier: one step in tasks_route_identifier per identifier;
+-- a dry run diffs against its entity
+SELECT k.identifier, l.id, l.status, l.entity
+FROM unnest(%s::text[]) AS k(identifier)
+CROSS JOIN LATERAL (
+    SELECT t.id, t.status, t.entity FROM tasks t
+    WHERE t.route = %s AND t.identifier = k.identifier AND t.status = ANY(%s::text[])
+    ORDER BY t.id DESC
+    LIMIT 1
+) l
+
 -- name: cache_show
 SELECT route, identifier, fingerprint, id, status, COALESCE(last_seen_at, created_at) FROM tasks
 WHERE route = %s AND identifier = %s AND fingerprint IS NOT NULL

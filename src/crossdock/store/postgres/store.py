@@ -138,10 +138,19 @@ class PostgresStore(Ledger):
     backend = "postgresql"
 
     def __init__(
-        self, url: str, *, create: bool = True, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        create: bool = True,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         self.url = conninfo(url)
         self._timeout = timeout
+        #: a dry run's store: every transaction of its sessions is READ ONLY, so the server refuses any write
+        self.read_only = read_only
         self._pool = ConnectionPool(
             self.url,
             min_size=min_size,
@@ -150,6 +159,7 @@ class PostgresStore(Ledger):
             configure=_configure,
             name="crossdock",
             open=False,
+            kwargs={"options": "-c default_transaction_read_only=on"} if read_only else None,
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -212,6 +222,20 @@ class PostgresStore(Ledger):
     def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._pool.connection(timeout=self._connection_wait()) as conn:
             return conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """One read-only transaction: a consistent snapshot, and the server refuses a write in it."""
+        with self._tx() as conn:
+            conn.execute("SET TRANSACTION READ ONLY")
+            yield conn
+
+    def schema_version(self) -> int:
+        """The highest migration applied, without migrating (0 when the schema was never created)."""
+        rows = self._read("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not rows[0][0]:
+            return 0
+        return int(self._read("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
     def close(self) -> None:
         with self._listener_lock:
@@ -578,6 +602,17 @@ class PostgresStore(Ledger):
         return _run(rows[0]) if rows else None
 
     # --- delta cache and storages ----------------------------------------------------------------
+
+    def latest_entities(
+        self, route: str, identifiers: Sequence[str], statuses: Collection[Status] = (Status.FINISHED,)
+    ) -> dict[str, tuple[int, Status, Any]]:
+        if not identifiers:
+            return {}
+        rows = self._read(Q["latest_entities"], (list(identifiers), route, [s.value for s in statuses]))
+        return {
+            ident: (task_id, _STATUSES[status], orjson.loads(entity) if entity is not None else None)
+            for ident, task_id, status, entity in rows
+        }
 
     def cache_show(self, route: str, identifier: str) -> CacheEntry | None:
         rows = self._read(Q["cache_show"], (route, identifier))

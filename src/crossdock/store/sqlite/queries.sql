@@ -198,6 +198,17 @@ WHERE route = ? ORDER BY id DESC LIMIT ?
 SELECT id, route, part, started_at, finished_at, status, summary, error, actor, owner, heartbeat_at FROM runs
 WHERE route = ? AND part = ? AND status = 'ok' ORDER BY id DESC LIMIT 1
 
+-- name: latest_entities
+-- the newest task in the statuses ?3 (a JSON array) of each identifier in ?2: a backwards walk of
+-- tasks_route_identifier (route, identifier, rowid) per identifier; a dry run diffs against its entity
+SELECT j.value, t.id, t.status, t.entity
+FROM json_each(?2) j
+JOIN tasks t ON t.id = (
+    SELECT l.id FROM tasks l
+    WHERE l.route = ?1 AND l.identifier = j.value AND l.status IN (SELECT value FROM json_each(?3))
+    ORDER BY l.id DESC LIMIT 1
+)
+
 -- name: cache_show
 SELECT route, identifier, fingerprint, id, status,
        COALESCE((SELECT s.last_seen_at FROM task_seen s WHERE s.task_id = tasks.id), last_seen_at, created_at)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -216,13 +217,15 @@ class SQLiteStore(Ledger):
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, read_only: bool = False) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
+        #: opened ``mode=ro`` (a dry run): no migration, no pragma that writes, no reserve file; any write fails
+        self.read_only = read_only
+        if self.path != ":memory:" and not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         #: space held in reserve beside the database, given up when the disk fills so the failure can be recorded
-        self._ballast = Path(self.path + BALLAST_SUFFIX) if self.path != ":memory:" else None
+        self._ballast = Path(self.path + BALLAST_SUFFIX) if self.path != ":memory:" and not read_only else None
         _reserve(self._ballast)
         #: per route: whether the last import batch was mostly unchanged, so the next tries touch_unchanged first
         self._touch_first: dict[str, bool] = {}
@@ -243,6 +246,13 @@ class SQLiteStore(Ledger):
                 raise CrossdockError(f"cannot open the SQLite database {self.path}: {exc}") from exc
 
     def _open(self, create: bool) -> None:
+        if self.read_only:
+            # the main file's bytes stay as they are: a read-only connection never checkpoints the WAL into it
+            uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA query_only = 1")
+            return
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # --where expressions SQL cannot decide are evaluated in Python, row by row, inside the query
@@ -303,6 +313,20 @@ class SQLiteStore(Ledger):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A deferred transaction: one snapshot for the reads in it, no write lock taken."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("ROLLBACK")
+
+    def schema_version(self) -> int:
+        """The schema version the file is at (``PRAGMA user_version``), without migrating it."""
+        return int(self._read("PRAGMA user_version")[0][0])
 
     def close(self) -> None:
         with self._lock:
@@ -753,6 +777,18 @@ class SQLiteStore(Ledger):
         return _run(rows[0]) if rows else None
 
     # --- delta cache and storages ----------------------------------------------------------------
+
+    def latest_entities(
+        self, route: str, identifiers: Sequence[str], statuses: Collection[Status] = (Status.FINISHED,)
+    ) -> dict[str, tuple[int, Status, Any]]:
+        if not identifiers:
+            return {}
+        wanted = orjson.dumps([s.value for s in statuses])
+        rows = self._read(Q["latest_entities"], (route, orjson.dumps(list(identifiers)), wanted))
+        return {
+            ident: (task_id, _STATUSES[status], orjson.loads(entity) if entity is not None else None)
+            for ident, task_id, status, entity in rows
+        }
 
     def cache_show(self, route: str, identifier: str) -> CacheEntry | None:
         rows = self._read(Q["cache_show"], (route, identifier))
