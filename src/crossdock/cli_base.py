@@ -21,7 +21,9 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from crossdock.errors import ConfigError, ConfigErrors, CrossdockError, UsageError
 from crossdock.redact import Redactor, redacting_logs, url_secrets
@@ -146,17 +148,54 @@ def print_rows(
         lines = ["\t".join(columns), *("\t".join(_one_line(v) for v in row) for row in rows)]
         sys.stdout.write("\n".join(lines) + "\n")
         return
+    styles = styles or {}
+    if _too_narrow(columns, rows, out.width):
+        _print_stacked(columns, rows, styles)
+        return
     table = Table(show_header=True, header_style="bold")
     for col in columns:
         # short values (ids, statuses, times) stay whole; long text folds onto more lines, never cut off
         table.add_column(col, overflow="fold", no_wrap=col in _WHOLE)
-    styles = styles or {}
     for row in rows:
         cells = (
             styles[col](value) if col in styles else escape(value) for col, value in zip(columns, row, strict=True)
         )
         table.add_row(*cells)
     out.print(table)
+
+
+#: the least room the last (long text) column of a table gets before the listing stacks it under each row
+MIN_TEXT_WIDTH = 32
+
+
+def _too_narrow(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> bool:
+    """Whether a table would squeeze its last column (an error, a summary) to a few letters per line."""
+    fixed = sum(max(len(col), *(len(row[i]) for row in rows)) + 3 for i, col in enumerate(columns[:-1])) + 4
+    longest = max(len(row[-1]) for row in rows)
+    return longest > MIN_TEXT_WIDTH and width - fixed < MIN_TEXT_WIDTH
+
+
+def _print_stacked(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], styles: dict[str, Callable[[str], str]]
+) -> None:
+    """A narrow terminal: the short columns aligned on one line, the long last one whole on the lines below it,
+    indented, so an error reads as text instead of a word per line."""
+    shown = [
+        [styles[col](value) if col in styles else escape(value) for col, value in zip(columns, row, strict=True)]
+        for row in rows
+    ]
+    plain = [[Text.from_markup(cell).cell_len for cell in row] for row in shown]
+    widths = [max(len(col), *(row[i] for row in plain)) for i, col in enumerate(columns[:-1])]
+    head = [f"[bold]{col}[/]" + " " * (w - len(col)) for col, w in zip(columns, widths, strict=False)]
+    out.print("  ".join([*head, f"[bold]{columns[-1]}[/]"]))
+    for cells, lengths in zip(shown, plain, strict=True):
+        line = [cell + " " * (w - n) for cell, n, w in zip(cells, lengths, widths, strict=False)]
+        out.print("  ".join(line))
+        if cells[-1]:
+            # wrapped here, indented, whatever the console's soft wrap: the text stays readable under its row
+            out.print(
+                Padding(Text.from_markup(cells[-1], overflow="fold"), (0, 0, 0, 4), expand=False), soft_wrap=False
+            )
 
 
 def short_time(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -52,3 +53,31 @@ def test_an_empty_listing_says_so(tmp_path: Path) -> None:
     assert "no task matches these filters" in tasks.stderr
     runs = CliRunner().invoke(app, ["runs", "list", "--db", db])
     assert runs.exit_code == 0 and runs.stdout == "" and "no run yet" in runs.stderr
+
+
+def test_a_narrow_terminal_stacks_the_error_under_its_row(tmp_path: Path, monkeypatch: Any) -> None:
+    from rich.console import Console
+
+    import crossdock.cli_base as cli_base
+
+    db = f"sqlite:///{tmp_path / 'narrow.db'}"
+    failed_tasks(db, 2)
+    screen = Console(width=80, force_terminal=True, color_system=None, highlight=False, soft_wrap=True, record=True)
+    monkeypatch.setattr(cli_base, "out", screen)
+    import crossdock.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "out", screen)
+    shown = CliRunner().invoke(app, ["tasks", "list", "--status", "failed", "--db", db])
+    assert shown.exit_code == 0, shown.output
+    text = screen.export_text()
+    lines = text.splitlines()
+    assert lines[0].split() == ["id", "route", "identifier", "status", "attempts", "updated", "error"]
+    assert lines[1].split() == ["2", "shop", "SKU-1", "failed", "1", "2026-12-01", "12:00:00"]
+    body = []
+    for line in lines[2:]:
+        if not line.startswith("    "):
+            break
+        body.append(line.strip())
+    assert " ".join(body).startswith(LONG[:60]), text  # the error as text, a line of words at a time
+    assert all(len(line) <= 80 for line in lines)
+    assert max(len(b.split()) for b in body) > 5, "not a word per line"
