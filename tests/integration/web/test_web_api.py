@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -242,6 +243,29 @@ def test_openapi_docs(env: Env) -> None:
     assert env.client.get("/api/docs").status_code == 200
     spec = env.client.get("/api/openapi.json").json()
     assert "/api/v1/tasks/{task_id}/retry" in spec["paths"] and "/api/v1/webhooks/{name}" in spec["paths"]
+    paths = spec["paths"]
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    assert paths["/api/v1/health"]["get"]["security"] == []
+    assert paths["/api/v1/tasks"]["get"]["security"] == [{"bearer": ["viewer"]}]
+    assert paths["/api/v1/tasks/bulk"]["post"]["security"] == [{"bearer": ["operator"]}]
+    assert paths["/api/v1/tokens"]["post"]["security"] == [{"bearer": ["admin"]}]
+    assert {"401", "403", "404", "409"} <= set(paths["/api/v1/tasks/{task_id}/retry"]["post"]["responses"])
+    assert "202" in paths["/api/v1/routes/{name}/run"]["post"]["responses"]
+    assert {"202", "400", "401", "404", "409", "413"} <= set(paths["/api/v1/webhooks/{name}"]["post"]["responses"])
+    assert "text/csv" in paths["/api/v1/audit"]["get"]["responses"]["200"]["content"]
+    bulk_body = paths["/api/v1/tasks/bulk"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert len(bulk_body.get("anyOf") or bulk_body["oneOf"]) == 2
+    cursor = next(p for p in paths["/api/v1/tasks"]["get"]["parameters"] if p["name"] == "cursor")
+    assert "[0-9]" in json.dumps(cursor["schema"])
+    for path in ("/api/v1/tasks/bulk", "/api/v1/tokens"):
+        reply = env.client.options(path, headers=env.auth("admin"))
+        assert reply.status_code == 405
+        allowed = {m.strip() for m in reply.headers["allow"].split(",")}
+        assert allowed == {m.upper() for m in paths[path]}, (path, allowed)
 
 
 def test_metrics(env: Env) -> None:

@@ -33,7 +33,7 @@ from crossdock.web.settings import WebSettings
 pytest.importorskip("schemathesis")
 
 SEED = 20260119
-EXAMPLES = 6
+EXAMPLES = 4
 BEARER = "bearer"
 
 
@@ -147,7 +147,7 @@ def test_schemathesis_finds_nothing(contract_server: tuple[str, dict[str, str], 
         "--checks",
         "all",
         "--workers",
-        "1",
+        "2",
         "--generation-database",
         "none",
     ]
