@@ -6,13 +6,16 @@ import asyncio
 import csv
 import io
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from crossdock.engine.runner import run_once
 from crossdock.errors import CrossdockError, StoreUnavailable
@@ -23,16 +26,30 @@ from crossdock.timeline import timeline
 from crossdock.web.auth import ROLES, Principal, issue_token
 from crossdock.web.context import PARTS, WebContext, get_ctx
 from crossdock.web.display import bounded_result, bounded_text, entity_download, entity_fields
+from crossdock.web.openapi import error
 
 log = logging.getLogger("crossdock.web")
 
 Ctx = Annotated[WebContext, Depends(get_ctx)]
 
 
-def require(minimum: str) -> Callable[[Request], Principal]:
+#: API tokens as the OpenAPI document declares them; ``require`` reads the header itself (no auto error), so
+#: its 401 and 403 answers stay as documented while each route's security names the role it needs
+BEARER_SCHEME = HTTPBearer(
+    scheme_name="bearer",
+    auto_error=False,
+    description="An API token (`crossdock token create`). Roles are ordered viewer < operator < admin; each "
+    "operation names the least role it needs in its security requirement.",
+)
+
+
+def require(minimum: str) -> Callable[..., Principal]:
     """A dependency: the bearer token's principal, 401 without a valid token, 403 below ``minimum``."""
 
-    def dependency(request: Request) -> Principal:
+    def dependency(
+        request: Request,
+        _declared: HTTPAuthorizationCredentials | None = Security(BEARER_SCHEME, scopes=[minimum]),
+    ) -> Principal:
         ctx = get_ctx(request)
         principal = ctx.auth.from_authorization(request.headers.get("authorization"))
         if principal is None:
@@ -53,6 +70,45 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 
 router = APIRouter(prefix="/api/v1")
 
+#: the largest id asked for: a larger number is refused (422) rather than overflow the database's 64-bit ids, and
+#: 2**53 - 1 rather than 2**63 - 1 because JSON tools read integers as doubles (exact only up to 2**53)
+MAX_ID = 2**53 - 1
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON integer as JSON Schema counts them (``3.0`` is one), never ``true`` nor ``"3"``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+#: an id in a JSON body
+JsonId = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_json_integer)]
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?"
+)
+
+
+def _date_time_text(value: Any) -> Any:
+    """Only what the document promises: RFC 3339 date-times or dates (Pydantic would also take unix numbers)."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATE_TIME.fullmatch(value)):
+        return value
+    raise ValueError("expected an RFC 3339 date-time such as 2026-01-02T03:04:05Z, or a date such as 2026-01-02")
+
+
+#: a time filter: RFC 3339, with the offset, or a plain date (its midnight)
+DateTime = Annotated[
+    datetime,
+    BeforeValidator(_date_time_text),
+    WithJsonSchema({"type": "string", "anyOf": [{"format": "date-time"}, {"format": "date"}]}),
+]
+
+#: a page's ``next_cursor`` is digits; anything else is refused (422) before the handler runs
+Cursor = Annotated[str | None, Query(pattern=r"^[0-9]*$", description="the previous page's `next_cursor`")]
+
 
 # --- models ----------------------------------------------------------------------------------------
 
@@ -63,22 +119,196 @@ class Reason(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+#: optional but never null, so the schema says exactly what an empty filter is: no field at all
+Criterion = Annotated[str, Field(min_length=1)] | SkipJsonSchema[None]
+
+
 class BulkFilter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: list[Status] | None = None
-    route: str | None = None
-    identifier: str | None = None
-    search: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    """At least one criterion, so "act on every task" is never one typo away."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    status: Annotated[list[Status], Field(min_length=1)] | SkipJsonSchema[None] = None
+    route: Criterion = None
+    identifier: Criterion = None
+    search: Annotated[Criterion, Field(description="text in the identifier or the error")] = None
+    created_after: DateTime | SkipJsonSchema[None] = None
+    created_before: DateTime | SkipJsonSchema[None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(value is None for value in data.values()):
+            raise ValueError("leave a criterion out rather than null")
+        return data
+
+    @model_validator(mode="after")
+    def not_empty(self) -> BulkFilter:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            raise ValueError("the filter is empty; name at least a status or a route")
+        return self
 
 
-class BulkRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    action: Literal["retry", "skip", "finish", "fail"]
-    ids: list[int] | None = Field(default=None, max_length=100_000)
-    filter: BulkFilter | None = None
-    reason: str | None = Field(default=None, max_length=2000)
+BulkAction = Literal["retry", "skip", "finish", "fail"]
+Reason2000 = Annotated[
+    Annotated[str, Field(max_length=2000)] | None, Field(description="kept in the task logs and the audit log")
+]
+
+
+class BulkByIds(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="BulkByIds")
+    action: BulkAction
+    ids: list[JsonId] = Field(min_length=1, max_length=100_000)
+    reason: Reason2000 = None
+
+
+class BulkByFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="BulkByFilter")
+    action: BulkAction
+    filter: BulkFilter
+    reason: Reason2000 = None
+
+
+#: ids or a filter, never both, never neither: the schema itself refuses the rest (422)
+BulkRequest = Annotated[BulkByIds | BulkByFilter, Body()]
+
+
+class BulkOut(BaseModel):
+    matched: int = Field(description="tasks the ids or filter selected")
+    changed: int
+    refused: list[str] = Field(description="why the others were left alone")
+    superseded: int = Field(description="older due copies of the retried records skipped")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    database: str
+
+
+class HealthDownOut(BaseModel):
+    status: Literal["unavailable"]
+    database: str
+    error: str
+    down_since: str | None
+
+
+class StatsOut(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_route: dict[str, dict[str, int]]
+
+
+class TaskOut(BaseModel):
+    """A task; a stored response over 256 KiB comes as ``result: null`` with ``result_truncated`` and the rest."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    route: str
+    identifier: str | None
+    status: Status
+    attempts: int
+    created_at: str | None
+    updated_at: str | None
+    next_attempt_at: str | None
+    error: str | None
+    seen_count: int
+    last_seen_at: str | None
+    related_task_id: int | None
+    run_id: int | None
+    result: Any = None
+    result_truncated: bool | SkipJsonSchema[None] = None
+    result_bytes: int | SkipJsonSchema[None] = None
+    result_preview: str | SkipJsonSchema[None] = None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None = Field(pattern=r"^[0-9]+$", description="pass back as `cursor` for older tasks")
+
+
+class LogLineOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    at: str | None
+    level: str
+    phase: str
+    actor: str | None
+    from_: str | None = Field(alias="from")
+    to: str | None
+    message: str
+    details: dict[str, Any]
+
+
+class TaskDetailOut(TaskOut):
+    entity: Any = None
+    entity_bytes: int | None
+    entity_truncated: bool
+    entity_url: str | None
+    entity_preview: str | SkipJsonSchema[None] = None
+    raw: str | None
+    raw_truncated: bool | SkipJsonSchema[None] = None
+    logs: list[LogLineOut]
+    allowed_actions: list[str]
+
+
+class RunStartedOut(BaseModel):
+    route: str
+    parts: list[Literal["incoming", "outgoing"]]
+    started_at: str
+    status: Literal["started"]
+
+
+class RouteActiveOut(BaseModel):
+    name: str
+    active: bool
+
+
+class RunOut(BaseModel):
+    id: int
+    route: str
+    part: str
+    started_at: str | None
+    finished_at: str | None
+    status: str
+    summary: dict[str, Any] | None
+    error: str | None
+    actor: str | None
+    owner: str | None
+    heartbeat_at: str | None
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: str | None
+    actor: str
+    action: str
+    target: dict[str, Any]
+    changed: int | None
+    detail: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_cursor: str | None = Field(pattern=r"^[0-9]+$")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    created_at: str | None
+    last_used: str | None
+    revoked: bool
+
+
+class NewTokenOut(BaseModel):
+    id: int
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    token: str = Field(description="shown only in this answer")
+
+
+class RevokedOut(BaseModel):
+    id: int
+    revoked: Literal[True]
 
 
 class CircuitOut(BaseModel):
@@ -138,7 +368,14 @@ class NewToken(BaseModel):
 @router.get(
     "/health",
     tags=["system"],
-    responses={503: {"description": "The database cannot be used right now: status, error and since when."}},
+    response_model=HealthOut,
+    responses={
+        503: {
+            "model": HealthDownOut,
+            "description": "The database cannot be used right now: status, error and since when (`Retry-After: 5`).",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        }
+    },
 )
 def health(request: Request, ctx: Ctx) -> Any:
     """Liveness plus a cheap database read. Open unless ``health_requires_auth`` is set."""
@@ -159,7 +396,7 @@ def health(request: Request, ctx: Ctx) -> Any:
     return {"status": "ok", "database": ctx.store.backend}
 
 
-@router.get("/stats", tags=["tasks"])
+@router.get("/stats", tags=["tasks"], response_model=StatsOut)
 def stats(ctx: Ctx, _: Viewer, route: str | None = None) -> dict[str, Any]:
     """Counts per status, total and per route, from the counters (the same shape as ``crossdock stats``)."""
     data: dict[str, Any] = ctx.store.stats(route).to_json()
@@ -195,7 +432,7 @@ def parse_cursor(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-@router.get("/tasks", tags=["tasks"])
+@router.get("/tasks", tags=["tasks"], response_model=TaskPage, response_model_exclude_unset=True)
 def list_tasks(
     ctx: Ctx,
     _: Viewer,
@@ -203,10 +440,10 @@ def list_tasks(
     route: str | None = None,
     identifier: str | None = None,
     search: Annotated[str | None, Query(description="text in the identifier or the error")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: DateTime | None = None,
+    created_before: DateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next (older) page."""
     selection = task_filter(status, route, identifier, search, created_after, created_before)
@@ -236,11 +473,20 @@ def get_task_or_404(ctx: WebContext, task_id: int) -> Task:
     return task
 
 
-@router.get("/tasks/{task_id}", tags=["tasks"])
+NO_TASK: dict[int | str, dict[str, Any]] = {404: error("No task with this id.")}
+
+
+@router.get(
+    "/tasks/{task_id:int}",
+    tags=["tasks"],
+    response_model=TaskDetailOut,
+    response_model_exclude_unset=True,
+    responses=NO_TASK,
+)
 def get_task(
     ctx: Ctx,
     _: Viewer,
-    task_id: int,
+    task_id: TaskId,
     full: Annotated[bool, Query(description="the entity whole, whatever its size")] = False,
 ) -> dict[str, Any]:
     """One task with its entity and its history (``logs``, oldest first).
@@ -251,7 +497,7 @@ def get_task(
 
 
 @router.get(
-    "/tasks/{task_id}/entity",
+    "/tasks/{task_id:int}/entity",
     tags=["tasks"],
     response_class=Response,
     responses={
@@ -259,10 +505,10 @@ def get_task(
             "description": "The whole entity as a JSON file (``Content-Disposition: attachment``), redacted.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
-        404: {"description": "No task with this id, or the task has no entity stored."},
+        404: error("No task with this id, or the task has no entity stored."),
     },
 )
-def get_task_entity(ctx: Ctx, _: Viewer, task_id: int) -> Response:
+def get_task_entity(ctx: Ctx, _: Viewer, task_id: TaskId) -> Response:
     """Download a task's whole entity, however large; secrets are masked as in every other answer."""
     task = get_task_or_404(ctx, task_id)
     if task.entity is None:
@@ -285,33 +531,37 @@ def act_on_task(ctx: WebContext, who: Principal, task_id: int, action: Action, r
 
 def _action_endpoint(action: Action) -> None:
     def endpoint(
-        ctx: Ctx, who: Operator, task_id: int, body: Annotated[Reason | None, Body()] = None
+        ctx: Ctx, who: Operator, task_id: TaskId, body: Annotated[Reason | None, Body()] = None
     ) -> dict[str, Any]:
         task = act_on_task(ctx, who, task_id, action, body.reason if body else None)
         return task_detail(ctx, task)
 
     endpoint.__name__ = f"task_{action.value}"
     endpoint.__doc__ = f"{action.value.capitalize()} one task. 409 with the allowed transitions when refused."
-    router.post(f"/tasks/{{task_id}}/{action.value}", tags=["tasks"])(endpoint)
+    router.post(
+        f"/tasks/{{task_id:int}}/{action.value}",
+        tags=["tasks"],
+        response_model=TaskDetailOut,
+        response_model_exclude_unset=True,
+        responses={
+            **NO_TASK,
+            409: error("The task's status does not allow this action; the message names the allowed transitions."),
+        },
+    )(endpoint)
 
 
-def bulk_selection(body: BulkRequest) -> TaskFilter:
-    if body.ids is not None and body.filter is not None:
-        raise HTTPException(400, "give either ids or a filter, not both")
-    if body.ids is not None:
-        if not body.ids:
-            raise HTTPException(400, "ids is empty")
+def bulk_selection(body: BulkByIds | BulkByFilter) -> TaskFilter:
+    """The tasks a bulk request names; the models already refuse both, neither, no ids and an empty filter."""
+    if isinstance(body, BulkByIds):
         return TaskFilter(ids=body.ids)
-    if body.filter is None:
-        raise HTTPException(400, "give ids or a filter")
     f = body.filter
     selection = task_filter(f.status, f.route, f.identifier, f.search, f.created_after, f.created_before)
-    if selection.is_empty():
-        raise HTTPException(400, "the filter is empty; name at least a status or a route")
+    if selection.is_empty():  # pragma: no cover - BulkFilter refuses it
+        raise HTTPException(422, "the filter is empty; name at least a status or a route")
     return selection
 
 
-@router.post("/tasks/bulk", tags=["tasks"])
+@router.post("/tasks/bulk", tags=["tasks"], response_model=BulkOut)
 def bulk(ctx: Ctx, who: Operator, body: BulkRequest) -> dict[str, Any]:
     """One action on many tasks, by ids or by filter; tasks in other statuses are counted but not changed."""
     selection = bulk_selection(body)
@@ -327,6 +577,9 @@ for _action in (Action.RETRY, Action.SKIP, Action.FINISH, Action.FAIL):
 # --- routes and runs -------------------------------------------------------------------------------
 
 
+NO_ROUTE: dict[int | str, dict[str, Any]] = {404: error("No route with this name.")}
+
+
 @router.get("/routes", tags=["routes"], response_model=list[RouteOut])
 def routes(ctx: Ctx, _: Viewer) -> list[dict[str, Any]]:
     """Every configured route with its counts, schedules, next fire times, last runs, and its gates: a
@@ -340,7 +593,12 @@ def circuits(ctx: Ctx, _: Viewer) -> list[dict[str, Any]]:
     return ctx.circuits_json()
 
 
-@router.post("/circuits/{key}/close", tags=["routes"], response_model=CircuitOut)
+@router.post(
+    "/circuits/{key}/close",
+    tags=["routes"],
+    response_model=CircuitOut,
+    responses={404: error("No circuit breaker with this key.")},
+)
 def close_circuit(ctx: Ctx, who: Operator, key: str) -> dict[str, Any]:
     """Close a breaker by hand (the target is known to be back): deliveries resume at once, counting from zero.
     Audited as ``circuit.close``."""
@@ -403,14 +661,28 @@ async def start_run(ctx: WebContext, who: Principal, name: str, parts: tuple[str
     return None
 
 
-@router.post("/routes/{name}/run", tags=["routes"])
+@router.post(
+    "/routes/{name}/run",
+    tags=["routes"],
+    status_code=202,
+    response_model=None,
+    responses={
+        202: {"model": RunStartedOut, "description": "The run started in the background."},
+        200: {
+            "description": "With `wait=true`: the run's summary, as `crossdock run --json` prints it.",
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        },
+        **NO_ROUTE,
+        409: error("The route is inactive, that part is already running, or (`wait=true`) the run failed."),
+    },
+)
 async def run_route(
     request: Request,
     response: Response,
     ctx: Ctx,
     who: Operator,
     name: str,
-    part: Annotated[str | None, Query(description="incoming, outgoing or both (default)")] = None,
+    part: Annotated[Literal["incoming", "outgoing", "both"] | None, Query(description="default: both")] = None,
     wait: Annotated[bool, Query(description="run inline and answer 200 with the summary")] = False,
 ) -> dict[str, Any]:
     """Run a route now. By default it starts in the background and answers 202 with what started;
@@ -418,9 +690,9 @@ async def run_route(
     parts = run_parts(part)
     result = await start_run(ctx, who, name, parts, wait=wait)
     if wait:
+        response.status_code = 200
         data: dict[str, Any] = result
         return data
-    response.status_code = 202
     return {"route": name, "parts": list(parts), "started_at": iso(ctx.now()), "status": "started"}
 
 
@@ -431,19 +703,19 @@ def set_active(ctx: WebContext, who: Principal, name: str, active: bool) -> dict
     return {"name": name, "active": ctx.route_active(name)}
 
 
-@router.post("/routes/{name}/activate", tags=["routes"])
+@router.post("/routes/{name}/activate", tags=["routes"], response_model=RouteActiveOut, responses=NO_ROUTE)
 def activate(ctx: Ctx, who: Operator, name: str) -> dict[str, Any]:
     """Switch a route on (overrides the config's ``active`` until deactivated)."""
     return set_active(ctx, who, name, True)
 
 
-@router.post("/routes/{name}/deactivate", tags=["routes"])
+@router.post("/routes/{name}/deactivate", tags=["routes"], response_model=RouteActiveOut, responses=NO_ROUTE)
 def deactivate(ctx: Ctx, who: Operator, name: str) -> dict[str, Any]:
     """Switch a route off: the scheduler and "run now" leave it alone; its tasks stay."""
     return set_active(ctx, who, name, False)
 
 
-@router.get("/runs", tags=["routes"])
+@router.get("/runs", tags=["routes"], response_model=list[RunOut])
 def runs(
     ctx: Ctx, _: Viewer, route: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 20
 ) -> list[dict[str, Any]]:
@@ -513,7 +785,26 @@ def _csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
 
 
-@router.get("/audit", tags=["audit"], response_model=None)
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The rows as CSV (`Content-Disposition: attachment`); cells starting with = + - @ are quoted.",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get(
+    "/audit",
+    tags=["audit"],
+    response_model=None,
+    responses={
+        200: {
+            "model": AuditPage,
+            "description": "JSON by default; CSV with `format=csv` (`Content-Disposition: attachment`).",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def audit(
     ctx: Ctx,
     _: Viewer,
@@ -521,7 +812,7 @@ def audit(
     action: str | None = None,
     search: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     format: Literal["json", "csv"] = "json",
 ) -> dict[str, Any] | Response:
     """Who did what: newest first. ``format=csv`` (or ``/audit.csv``) downloads the same rows as CSV."""
@@ -541,7 +832,7 @@ def csv_response(text: str) -> Response:
     )
 
 
-@router.get("/audit.csv", tags=["audit"], response_class=Response)
+@router.get("/audit.csv", tags=["audit"], response_class=Response, responses=CSV_ANSWER)
 def audit_export(
     ctx: Ctx,
     _: Viewer,
@@ -558,7 +849,7 @@ def audit_export(
 # --- tokens (admin) --------------------------------------------------------------------------------
 
 
-@router.get("/tokens", tags=["auth"])
+@router.get("/tokens", tags=["auth"], response_model=list[TokenOut])
 def tokens(ctx: Ctx, _: Admin) -> list[dict[str, Any]]:
     """Every token: name, role, created, last used, revoked. Never the token itself."""
     return [
@@ -574,7 +865,7 @@ def tokens(ctx: Ctx, _: Admin) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/tokens", tags=["auth"], status_code=201)
+@router.post("/tokens", tags=["auth"], status_code=201, response_model=NewTokenOut)
 def create_token(ctx: Ctx, who: Admin, body: NewToken) -> dict[str, Any]:
     """Create a token; the answer is the only time it is shown."""
     if body.role not in ROLES:  # pragma: no cover - the model already refuses it
@@ -584,8 +875,10 @@ def create_token(ctx: Ctx, who: Admin, body: NewToken) -> dict[str, Any]:
     return {"id": token_id, "name": body.name, "role": body.role, "token": token}
 
 
-@router.delete("/tokens/{token_id}", tags=["auth"])
-def revoke(ctx: Ctx, who: Admin, token_id: int) -> dict[str, Any]:
+@router.delete(
+    "/tokens/{token_id:int}", tags=["auth"], response_model=RevokedOut, responses={404: error("No token with this id.")}
+)
+def revoke(ctx: Ctx, who: Admin, token_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
     """Revoke a token; its sessions end within a few seconds."""
     if not ctx.store.revoke_token(token_id):
         raise HTTPException(404, f"no token with id {token_id}")

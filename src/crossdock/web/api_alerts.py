@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from crossdock.alerts.service import alerter_for
 from crossdock.web.api import Ctx, Operator, Viewer
 from crossdock.web.context import WebContext
+from crossdock.web.openapi import error
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -33,7 +34,7 @@ class AlertOut(BaseModel):
 
 class AlertPage(BaseModel):
     items: list[AlertOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(pattern=r"^[0-9]+$")
 
 
 class ChannelOut(BaseModel):
@@ -76,7 +77,7 @@ def alerts(
     status: Literal["pending", "sent", "failed"] | None = None,
     route: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]+$", description="the previous page's `next_cursor`")] = None,
 ) -> dict[str, Any]:
     """Queued messages, newest first, with their delivery state; follow ``next_cursor`` for older ones."""
     records = ctx.store.list_alerts(limit=limit + 1, cursor=int(cursor) if cursor else None, status=status, route=route)
@@ -129,7 +130,11 @@ async def send_test(ctx: WebContext, request: Request, actor: str, channel: str 
     return [{"channel": r.channel, "sent": r.error is None, "error": r.error} for r in results]
 
 
-@router.post("/alerts/test", response_model=list[TestResultOut])
+@router.post(
+    "/alerts/test",
+    response_model=list[TestResultOut],
+    responses={404: error("No alert channel of this name."), 409: error("No channel is configured.")},
+)
 async def alerts_test(request: Request, ctx: Ctx, who: Operator, body: TestRequest | None = None) -> Any:
     """Send a test message now to one channel or all; each result says whether it went out and why not."""
     return await send_test(ctx, request, who.actor, body.channel if body else None)

@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from crossdock.engine.project import Project
 from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
-from crossdock.web import alerts_page, api, api_alerts, api_dry_run, pages, webhooks
+from crossdock.web import alerts_page, api, api_alerts, api_dry_run, openapi, pages, webhooks
 from crossdock.web.auth import Authenticator
 from crossdock.web.context import WebContext, redact_data
 from crossdock.web.login_limits import LoginLimiter, install_login_limits
@@ -95,13 +96,20 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
     app.include_router(alerts_page.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    @app.get("/metrics", tags=["system"], response_class=Response)
-    def metrics(request: Request) -> Response:
+    @app.get(
+        "/metrics",
+        tags=["system"],
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        },
+    )
+    def metrics(_: api.Viewer) -> Response:
         """Prometheus text format. Needs a viewer token (Prometheus sends it with ``authorization``)."""
-        api.require("viewer")(request)
         return Response(project.redact(render(registry).decode()), media_type=CONTENT_TYPE)
 
     install_handlers(app)
+    openapi.install(app, health_open=not settings.health_requires_auth)
     limiter = LoginLimiter(
         burst=settings.login_failure_burst,
         per_second=settings.login_failure_rate,
@@ -137,6 +145,19 @@ def _wants_html(request: Request) -> bool:
     return not (path.startswith("/api/") or path == "/metrics" or path.startswith("/static/"))
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    """Every method some route answers on this path; Starlette's 405 names only the first route's (GET of the
+    GET and POST of ``/tokens``)."""
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    ]
+
+
 def install_handlers(app: FastAPI) -> None:
     """API errors stay JSON; dashboard errors become a styled page; missing sessions go to the login form."""
 
@@ -146,9 +167,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(app, request.scope))}
         if _wants_html(request):
             session = pages.session_of(request)
-            return pages.render(
+            page = pages.render(
                 request,
                 "error.html",
                 session,
@@ -156,7 +180,9 @@ def install_handlers(app: FastAPI) -> None:
                 code=exc.status_code,
                 message=str(exc.detail),
             )
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+            page.headers.update(headers or {})
+            return page
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> Response:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from crossdock import tracing
 from crossdock.connectors.webhook import (
@@ -36,6 +37,7 @@ from crossdock.engine.project import CompiledIncoming, CompiledRoute
 from crossdock.store.base import IdempotencyRecord
 from crossdock.web.api import require
 from crossdock.web.context import WebContext, get_ctx
+from crossdock.web.openapi import error
 
 log = logging.getLogger("crossdock.web")
 router = APIRouter(prefix="/api/v1")
@@ -45,18 +47,41 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 #: how long a claimed key waits for its request to finish before another copy may take it (a crashed process)
 PENDING_FOR = timedelta(minutes=10)
 
-_ERROR = {"content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}}
+
+class WebhookOut(BaseModel):
+    """What a push created: the task ids (new, and skipped as unchanged) and each route's summary."""
+
+    tasks: list[int]
+    read: int
+    status: Literal["ok"]
+    error: str | None
+    routes: dict[str, dict[str, Any]]
+
+
 WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "empty or unreadable body, or a malformed Idempotency-Key", **_ERROR},
-    401: {
-        "description": "missing or wrong secret or signature, a signed timestamp outside timestamp_tolerance, "
-        "or (a source without secrets) no valid operator token",
-        **_ERROR,
+    202: {
+        "model": WebhookOut,
+        "description": "Imported. A repeated Idempotency-Key gets the first answer again, with "
+        "`Idempotent-Replayed: true`.",
+        "headers": {REPLAYED_HEADER: {"schema": {"type": "string", "enum": ["true"]}}},
     },
-    409: {"description": "no route of it is active, or the same Idempotency-Key is still being processed", **_ERROR},
-    413: {"description": "the body is over max_body_bytes", **_ERROR},
-    422: {"description": "the Idempotency-Key was already used with a different body", **_ERROR},
-    429: {"description": "too many failed bearer tokens from this address (sources without secrets)", **_ERROR},
+    400: error("Empty or unreadable body, a bad Content-Length, or a malformed Idempotency-Key."),
+    401: {
+        **error(
+            "Missing or wrong secret or signature, a signed timestamp outside timestamp_tolerance, "
+            "or (a source without secrets) no valid operator token."
+        ),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    403: error("A source without secrets: the bearer token's role is below operator."),
+    404: error("No route or shared incoming of this name takes webhooks."),
+    409: {
+        **error("No route of it is active, or the same Idempotency-Key is still being processed."),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    413: error("The body is over max_body_bytes."),
+    422: error("The Idempotency-Key was already used with a different body."),
+    500: error("The import failed; nothing was remembered for the Idempotency-Key."),
 }
 
 
@@ -90,7 +115,24 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/webhooks/{name}", tags=["webhooks"], status_code=202, responses=WEBHOOK_RESPONSES)
+#: the body as the document shows it; the handler reads it raw, so NDJSON and XML are described in words
+WEBHOOK_BODY = {
+    "required": True,
+    "description": "A JSON object (one record) or a non-empty list (one record per item; non-objects become "
+    "rejected tasks). Also taken: NDJSON (`application/x-ndjson`, one object per line) and XML "
+    "(`application/xml`, `text/xml`: the root's children when they share one tag, else the root).",
+    "content": {"application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "minItems": 1}]}}},
+}
+
+
+@router.post(
+    "/webhooks/{name}",
+    tags=["webhooks"],
+    status_code=202,
+    response_model=None,
+    responses=WEBHOOK_RESPONSES,
+    openapi_extra={"requestBody": WEBHOOK_BODY},
+)
 async def webhook(request: Request, name: str) -> Response:
     """Pushed JSON (object or list), NDJSON or XML → tasks. Answers 202 ``{"tasks": [ids]}``.
 

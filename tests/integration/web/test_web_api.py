@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -65,7 +66,8 @@ def test_task_list_filters_and_cursor_paging(env: Env) -> None:
         "items"
     ]
     assert later == []
-    assert env.client.get("/api/v1/tasks", params={"cursor": "x"}, headers=viewer).status_code == 400
+    assert env.client.get("/api/v1/tasks", params={"cursor": "x"}, headers=viewer).status_code == 422
+    assert env.client.get("/api/v1/tasks", params={"created_after": "0.5"}, headers=viewer).status_code == 422
     assert env.client.get("/api/v1/tasks", params={"status": "bogus"}, headers=viewer).status_code == 422
 
 
@@ -144,10 +146,15 @@ def test_bulk_by_ids_and_by_filter(env: Env) -> None:
     assert by_filter["refused"]  # the two finished ones, with the reason
     stats = env.client.get("/api/v1/stats", params={"route": "approvals"}, headers=op).json()
     assert stats["by_status"]["finished"] == 5
-    assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry"}, headers=op).status_code == 400
-    assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry", "filter": {}}, headers=op).status_code == 400
+    # neither, an empty filter, both, no ids: the schema itself refuses them (422), as the OpenAPI document says
+    assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry"}, headers=op).status_code == 422
+    assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry", "filter": {}}, headers=op).status_code == 422
+    nulls = {"action": "retry", "filter": {"route": None}}
+    assert env.client.post("/api/v1/tasks/bulk", json=nulls, headers=op).status_code == 422
     both = {"action": "retry", "ids": [1], "filter": {"route": "files"}}
-    assert env.client.post("/api/v1/tasks/bulk", json=both, headers=op).status_code == 400
+    assert env.client.post("/api/v1/tasks/bulk", json=both, headers=op).status_code == 422
+    assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry", "ids": []}, headers=op).status_code == 422
+    assert env.client.post("/api/v1/tasks/bulk", json={"action": "retry", "ids": [True]}, headers=op).status_code == 422
     assert env.client.post("/api/v1/tasks/bulk", json={"action": "claim", "ids": [1]}, headers=op).status_code == 422
 
 
@@ -181,7 +188,7 @@ def test_run_in_background_answers_202(env: Env) -> None:
             break
         time.sleep(0.05)
     assert stats["by_status"]["new"] == 5  # imported, not exported: only the incoming part ran
-    assert env.client.post("/api/v1/routes/files/run", params={"part": "sideways"}, headers=op).status_code == 400
+    assert env.client.post("/api/v1/routes/files/run", params={"part": "sideways"}, headers=op).status_code == 422
     assert env.client.post("/api/v1/routes/nope/run", headers=op).status_code == 404
 
 
@@ -236,6 +243,29 @@ def test_openapi_docs(env: Env) -> None:
     assert env.client.get("/api/docs").status_code == 200
     spec = env.client.get("/api/openapi.json").json()
     assert "/api/v1/tasks/{task_id}/retry" in spec["paths"] and "/api/v1/webhooks/{name}" in spec["paths"]
+    paths = spec["paths"]
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    assert paths["/api/v1/health"]["get"]["security"] == []
+    assert paths["/api/v1/tasks"]["get"]["security"] == [{"bearer": ["viewer"]}]
+    assert paths["/api/v1/tasks/bulk"]["post"]["security"] == [{"bearer": ["operator"]}]
+    assert paths["/api/v1/tokens"]["post"]["security"] == [{"bearer": ["admin"]}]
+    assert {"401", "403", "404", "409"} <= set(paths["/api/v1/tasks/{task_id}/retry"]["post"]["responses"])
+    assert "202" in paths["/api/v1/routes/{name}/run"]["post"]["responses"]
+    assert {"202", "400", "401", "404", "409", "413"} <= set(paths["/api/v1/webhooks/{name}"]["post"]["responses"])
+    assert "text/csv" in paths["/api/v1/audit"]["get"]["responses"]["200"]["content"]
+    bulk_body = paths["/api/v1/tasks/bulk"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert len(bulk_body.get("anyOf") or bulk_body["oneOf"]) == 2
+    cursor = next(p for p in paths["/api/v1/tasks"]["get"]["parameters"] if p["name"] == "cursor")
+    assert "[0-9]" in json.dumps(cursor["schema"])
+    for path in ("/api/v1/tasks/bulk", "/api/v1/tokens"):
+        reply = env.client.options(path, headers=env.auth("admin"))
+        assert reply.status_code == 405
+        allowed = {m.strip() for m in reply.headers["allow"].split(",")}
+        assert allowed == {m.upper() for m in paths[path]}, (path, allowed)
 
 
 def test_metrics(env: Env) -> None:
