@@ -18,9 +18,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.json_schema import SkipJsonSchema
 
 from crossdock.engine.runner import run_once
-from crossdock.errors import CrossdockError, StoreUnavailable
+from crossdock.errors import CrossdockError, StoreUnavailable, UsageError
 from crossdock.store import TaskFilter
 from crossdock.store.base import AuditEntry
+from crossdock.store.payload_filter import payload_filter
 from crossdock.tasks import Action, Status, Task, allowed_actions, is_allowed, iso, refusal_message
 from crossdock.timeline import timeline
 from crossdock.web.auth import ROLES, Principal, issue_token
@@ -120,6 +121,13 @@ class Reason(BaseModel):
 
 
 #: optional but never null, so the schema says exactly what an empty filter is: no field at all
+#: what ``where`` means, in the OpenAPI document
+WHERE_HELP = (
+    "an expression over the entity in the transformer language, e.g. price > 1000 and category == 'toys'; "
+    "400 when it does not parse"
+)
+BAD_WHERE: dict[int | str, dict[str, Any]] = {400: error("The where expression does not parse; the detail says where.")}
+
 Criterion = Annotated[str, Field(min_length=1)] | SkipJsonSchema[None]
 
 
@@ -131,6 +139,7 @@ class BulkFilter(BaseModel):
     route: Criterion = None
     identifier: Criterion = None
     search: Annotated[Criterion, Field(description="text in the identifier or the error")] = None
+    where: Annotated[Criterion, Field(description=WHERE_HELP)] = None
     created_after: DateTime | SkipJsonSchema[None] = None
     created_before: DateTime | SkipJsonSchema[None] = None
 
@@ -413,7 +422,14 @@ def task_filter(
     search: str | None,
     created_after: datetime | None,
     created_before: datetime | None,
+    where: str | None = None,
 ) -> TaskFilter:
+    """The selection; a ``where`` expression that does not parse is a 400 that says where it went wrong."""
+    if where:
+        try:
+            payload_filter(where)
+        except UsageError as exc:
+            raise HTTPException(400, exc.message.replace("--where: ", "where: ", 1)) from None
     return TaskFilter(
         statuses=status or None,
         route=route or None,
@@ -421,6 +437,7 @@ def task_filter(
         search=search or None,
         created_after=created_after,
         created_before=created_before,
+        where=where or None,
     )
 
 
@@ -432,7 +449,7 @@ def parse_cursor(cursor: str | None) -> int | None:
     return int(cursor)
 
 
-@router.get("/tasks", tags=["tasks"], response_model=TaskPage, response_model_exclude_unset=True)
+@router.get("/tasks", tags=["tasks"], response_model=TaskPage, response_model_exclude_unset=True, responses=BAD_WHERE)
 def list_tasks(
     ctx: Ctx,
     _: Viewer,
@@ -440,13 +457,14 @@ def list_tasks(
     route: str | None = None,
     identifier: str | None = None,
     search: Annotated[str | None, Query(description="text in the identifier or the error")] = None,
+    where: Annotated[str | None, Query(description=WHERE_HELP)] = None,
     created_after: DateTime | None = None,
     created_before: DateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next (older) page."""
-    selection = task_filter(status, route, identifier, search, created_after, created_before)
+    selection = task_filter(status, route, identifier, search, created_after, created_before, where)
     items, next_cursor = ctx.store.list_tasks(selection, limit=limit, cursor=parse_cursor(cursor))
     answers = [t.to_json() for t in items]
     for answer in answers:
@@ -555,13 +573,13 @@ def bulk_selection(body: BulkByIds | BulkByFilter) -> TaskFilter:
     if isinstance(body, BulkByIds):
         return TaskFilter(ids=body.ids)
     f = body.filter
-    selection = task_filter(f.status, f.route, f.identifier, f.search, f.created_after, f.created_before)
+    selection = task_filter(f.status, f.route, f.identifier, f.search, f.created_after, f.created_before, f.where)
     if selection.is_empty():  # pragma: no cover - BulkFilter refuses it
         raise HTTPException(422, "the filter is empty; name at least a status or a route")
     return selection
 
 
-@router.post("/tasks/bulk", tags=["tasks"], response_model=BulkOut)
+@router.post("/tasks/bulk", tags=["tasks"], response_model=BulkOut, responses=BAD_WHERE)
 def bulk(ctx: Ctx, who: Operator, body: BulkRequest) -> dict[str, Any]:
     """One action on many tasks, by ids or by filter; tasks in other statuses are counted but not changed."""
     selection = bulk_selection(body)

@@ -21,7 +21,7 @@ from starlette.routing import Match
 from crossdock.engine.project import Project
 from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
-from crossdock.web import alerts_page, api, api_alerts, api_dry_run, openapi, pages, webhooks
+from crossdock.web import alerts_page, api, api_alerts, api_dry_run, api_task_files, openapi, pages, webhooks
 from crossdock.web.auth import Authenticator
 from crossdock.web.context import WebContext, redact_data
 from crossdock.web.login_limits import LoginLimiter, install_login_limits
@@ -91,6 +91,7 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
     app.include_router(api.router)
     app.include_router(api_alerts.router)
     app.include_router(api_dry_run.router)
+    app.include_router(api_task_files.router)
     app.include_router(webhooks.router)
     app.include_router(pages.router)
     app.include_router(alerts_page.router)

@@ -38,3 +38,43 @@ def test_export_buttons_download_the_filtered_list(env: Env) -> None:
     assert reply.headers["content-type"].startswith("text/csv")
     assert reply.text.splitlines()[0].startswith("id,route,identifier,status")
     assert len(reply.text.splitlines()) == 6
+
+
+def test_the_api_lists_acts_on_and_exports_by_payload(env: Env) -> None:
+    env.run("files")
+    viewer, operator = env.auth("viewer"), env.auth("operator")
+    page = env.client.get("/api/v1/tasks", params={"route": "files", "where": "name >= 'item D'"}, headers=viewer)
+    assert page.status_code == 200, page.text
+    assert sorted(t["identifier"] for t in page.json()["items"]) == ["SKU-D", "SKU-E"]
+    bad = env.client.get("/api/v1/tasks", params={"where": "name >="}, headers=viewer)
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("where: invalid expression")
+    bulk = env.client.post(
+        "/api/v1/tasks/bulk",
+        json={"action": "retry", "filter": {"route": "files", "where": "name == 'item B'"}},
+        headers=operator,
+    )
+    assert bulk.status_code == 200 and bulk.json()["changed"] == 1, bulk.text
+    exported = env.client.get("/api/v1/tasks/export", params={"route": "files", "status": "new"}, headers=viewer)
+    assert exported.headers["content-type"].startswith("application/x-ndjson")
+    assert [orjson.loads(x)["identifier"] for x in exported.content.splitlines()] == ["SKU-B"]
+
+
+def test_the_api_imports_records_and_fixed_exports(env: Env) -> None:
+    env.run("files")
+    operator = env.auth("operator")
+    line = orjson.loads(env.client.get("/api/v1/tasks/export", params={"identifier": "SKU-A", "route": "files"},
+                                       headers=env.auth("viewer")).content.splitlines()[0])  # fmt: skip
+    line["entity"]["name"] = "item A, fixed"
+    fixed = env.client.post("/api/v1/routes/files/import", json={"records": [line]}, headers=operator)
+    assert fixed.status_code == 200, fixed.text
+    answer = fixed.json()
+    assert (answer["transformed"], answer["counts"]["changed"], len(answer["task_ids"])) == (False, 1, 1)
+    plain = env.client.post(
+        "/api/v1/routes/files/import", json={"records": [{"sku": "SKU-Z", "name": "z"}]}, headers=operator
+    )
+    assert plain.json()["transformed"] is True and plain.json()["counts"]["new"] == 1
+    mixed = env.client.post("/api/v1/routes/files/import", json={"records": [line, {"sku": "SKU-Y"}]}, headers=operator)
+    assert mixed.status_code == 400
+    viewer = env.client.post("/api/v1/routes/files/import", json={"records": [line]}, headers=env.auth("viewer"))
+    assert viewer.status_code == 403
+    assert env.client.post("/api/v1/routes/nope/import", json={"records": [line]}, headers=operator).status_code == 404
