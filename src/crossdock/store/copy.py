@@ -241,7 +241,9 @@ class _SQLiteEnd(_End):
         self.url = url
         self.path = path
         if not create and not path.exists():
-            raise CrossdockError(f"there is no SQLite database at {path}; check --db or the config's database:")
+            raise CrossdockError(
+                f"there is no SQLite database at {path.resolve()}; check --db or the config's database:"
+            )
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         self.conn.execute("PRAGMA synchronous = NORMAL")
