@@ -93,7 +93,7 @@ def test_db_copy_moves_the_configured_database_to_postgresql_and_back(tmp_path: 
     assert again["resumed"] is True
     assert again["tables"]["tasks"] == {"source": 500, "target": 500, "copied": 0}
 
-    back = f"sqlite:///{tmp_path / 'back.db'}"
+    back = f"sqlite:///{tmp_path / 'new-folder' / 'back.db'}"  # a folder that does not exist yet
     code, report, stderr = crossdock_cli(tmp_path, "db", "copy", "--db", pg, "--to", back)
     assert code == 0, stderr
     assert report["tables"]["tasks"]["target"] == 500

@@ -244,6 +244,8 @@ class _SQLiteEnd(_End):
             raise CrossdockError(
                 f"there is no SQLite database at {path.resolve()}; check --db or the config's database:"
             )
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         self.conn.execute("PRAGMA synchronous = NORMAL")
