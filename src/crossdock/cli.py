@@ -1001,10 +1001,11 @@ def connectors(json_out: JsonOpt = False, config: ConfigOpt = DEFAULT_CONFIG) ->
 
 
 def _register_plugins() -> None:
-    """Commands that live with their feature (tokens with the web app; routes, circuits and alerts in their own
-    modules)."""
+    """Commands that live with their feature (tokens with the web app; routes, circuits, alerts and db copy in
+    their own modules)."""
     from crossdock.cli_alerts import register as register_alerts
     from crossdock.cli_circuits import register as register_circuits
+    from crossdock.cli_db_copy import register as register_db_copy
     from crossdock.cli_routes import register as register_routes
     from crossdock.cli_task_files import register as register_task_files
     from crossdock.web.cli_commands import register
@@ -1014,6 +1015,7 @@ def _register_plugins() -> None:
     register_circuits(app)
     register_alerts(app)
     register_task_files(tasks_app)
+    register_db_copy(db_app)
 
 
 _register_plugins()

@@ -86,8 +86,11 @@ def load(config: Path) -> Any:
     return load_project(config)
 
 
-def store_for(config: Path, db: str | None, *, project: Any = None, need_config: bool = False) -> Store:
-    """The store named by --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it."""
+def database_url(
+    config: Path, db: str | None, *, project: Any = None, need_config: bool = False
+) -> tuple[str, Path, set[str]]:
+    """The URL of --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it; the folder a
+    relative SQLite path is relative to; and the secrets the URL holds or the config's ``${...}`` values gave."""
     url = db
     base = config.parent if config else Path.cwd()
     #: what the config's ${...} values gave that must not show (a password read from a secret file)
@@ -105,7 +108,13 @@ def store_for(config: Path, db: str | None, *, project: Any = None, need_config:
             )
     url = url or "sqlite:///crossdock.db"
     backend_name(url)
-    hide = Redactor([*secrets, *url_secrets(url)])  # the driver may quote the URL's password in a warning or an error
+    return url, base, {*secrets, *url_secrets(url)}
+
+
+def store_for(config: Path, db: str | None, *, project: Any = None, need_config: bool = False) -> Store:
+    """The store named by --db, CROSSDOCK_DB, the config's database:, or sqlite:///crossdock.db beside it."""
+    url, base, secrets = database_url(config, db, project=project, need_config=need_config)
+    hide = Redactor(sorted(secrets))  # the driver may quote the URL's password in a warning or an error
     try:
         with redacting_logs(hide, "psycopg", "psycopg.pool"):
             store = open_store(url, base=base)
