@@ -895,7 +895,7 @@ def _print_sample(number: int, result: dict[str, Any]) -> None:
         out.print(head + (f": the task would be {status}" if status else ": no new task"), markup=False)
         check = entity["validation"]
         size = f"{check['bytes']} of {check['max_entity_bytes']} bytes" if check["bytes"] is not None else ""
-        schema = f"schema {check['schema']}: {check['schema_verdict']}" if check["schema"] else "no schema"
+        schema = f"schema {check['schema_file']}: {check['schema_verdict']}" if check["schema_file"] else "no schema"
         out.print(f"  validation: {check['verdict']} ({', '.join(p for p in (schema, size) if p)})", markup=False)
         delta = entity["delta"]
         out.print(f"  delta: {delta['outcome']} — {delta['text']}", markup=False)

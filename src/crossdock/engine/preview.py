@@ -259,7 +259,7 @@ def _validation(route: CompiledRoute, item: ImportItem, outcome: str) -> dict[st
         "verdict": "passed",
         "bytes": len(item.entity) if item.entity is not None else None,
         "max_entity_bytes": config.max_entity_bytes,
-        "schema": schema,
+        "schema_file": schema,
         "schema_verdict": "passed" if schema else "none",
         "reason": None,
     }
