@@ -830,37 +830,100 @@ def cache_clear(
 def transform(
     route: Annotated[str, typer.Argument(help="Route whose transformers to apply.")],
     input_file: Annotated[Path, typer.Option("--input", "-i", help="A JSON object, a JSON array, or NDJSON.")],
-    outgoing: Annotated[bool, typer.Option("--outgoing", help="Also apply the outgoing transform.")] = False,
+    outgoing: Annotated[
+        bool, typer.Option("--outgoing", help="Also apply the outgoing transform and show the request.")
+    ] = False,
     trace: Annotated[bool, typer.Option("--trace", help="Show the entity after each step.")] = False,
     config: ConfigOpt = DEFAULT_CONFIG,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Preview what a route's transformers make of sample records (filtered and rejected say why)."""
-    from crossdock.engine.preview import preview_records
+    """Test sample records as a real run would take them: transforms, identifier, validation, delta (nothing
+    is written or sent)."""
+    from crossdock.engine.dry_run import open_read_only
+    from crossdock.engine.preview import evaluate_samples, parse_samples
+    from crossdock.redact import Redactor
 
     with guarded():
         project = load(config)
-        compiled = project.route(route)
+        project.route(route)
         try:
             raw = input_file.read_bytes()
         except OSError as exc:
             raise UsageError(f"--input {input_file}: {exc.strerror}") from None
-        with opened_store(config, db, project=project) as store:
-            project.bind_store(store)
-            results = preview_records(project, compiled, raw, outgoing=outgoing, trace=trace)
+        records = parse_samples(raw)
+        url = project.database_url(db)
+        hide = Redactor([*project.redact.secrets, *url_secrets(url)])
+        try:
+            store, _note = open_read_only(url, base=config.parent)
+        except OSError as exc:
+            raise UsageError(hide(f"cannot open database {url}: {exc}")) from None
+        store.redact = project.redact
+        try:
+            results = run_async(evaluate_samples(project, store, route, records, outgoing=outgoing, trace=trace))
+        finally:
+            store.close()
     if json_out:
         emit_json(results)
         return
     for i, result in enumerate(results, 1):
-        out.print(
-            f"[bold]record {i}[/]: {result['outcome']}" + (f" — {result['reason']}" if result.get("reason") else "")
-        )
-        for label, entity in result.get("trace", []):
-            out.print(f"  after {label}:", markup=False)
-            out.print("    " + orjson.dumps(entity).decode(), markup=False)
-        for entity in result.get("entities", []):
-            out.print(orjson.dumps(entity, option=orjson.OPT_INDENT_2).decode(), markup=False)
+        _print_sample(i, result)
+
+
+def _print_sample(number: int, result: dict[str, Any]) -> None:
+    """One sample as text: its verdict, the steps (``--trace``), and per entity validation, delta and output."""
+    from rich.markup import escape
+
+    def dump(value: Any, indent: str = "    ") -> None:
+        for line in orjson.dumps(value, option=orjson.OPT_INDENT_2).decode().splitlines():
+            out.print(indent + line, markup=False)
+
+    reason = f" — {result['reason']}" if result.get("reason") else ""
+    out.print(f"[bold]record {number}[/]: {result['outcome']}" + escape(reason))
+    for row in result.get("trace", []):
+        if row["stage"] == "input":
+            continue
+        if "stopped" in row:
+            out.print(f"  {row['stage']} {row['step']}: {row['stopped']} — {row['reason']}", markup=False)
+            continue
+        out.print(f"  after {row['stage']} {row['step']}:", markup=False)
+        out.print("    " + orjson.dumps(row["output"]).decode(), markup=False)
+    for entity in result.get("results", []):
+        ident = entity["identifier"]
+        head = f"  identifier {ident}" if ident is not None else "  no identifier"
+        status = entity["task_status"]
+        out.print(head + (f": the task would be {status}" if status else ": no new task"), markup=False)
+        check = entity["validation"]
+        size = f"{check['bytes']} of {check['max_entity_bytes']} bytes" if check["bytes"] is not None else ""
+        schema = f"schema {check['schema_file']}: {check['schema_verdict']}" if check["schema_file"] else "no schema"
+        out.print(f"  validation: {check['verdict']} ({', '.join(p for p in (schema, size) if p)})", markup=False)
+        delta = entity["delta"]
+        out.print(f"  delta: {delta['outcome']} — {delta['text']}", markup=False)
+        for change in delta.get("fields", []):
+            old = orjson.dumps(change["old"]).decode() if "old" in change else "(none)"
+            new = orjson.dumps(change["new"]).decode() if "new" in change else "(removed)"
+            out.print(f"    {change['path']}: {old} → {new}", markup=False)
+        if delta.get("more_fields"):
+            out.print(f"    … and {delta['more_fields']} more field(s)", markup=False)
+        sent = entity.get("outgoing")
+        if sent is None:
+            if entity["outcome"] == "ok":
+                dump(entity["entity"], "  ")
+            continue
+        for row in sent["trace"]:
+            if "stopped" in row:
+                out.print(f"  outgoing {row['step']}: {row['stopped']} — {row['reason']}", markup=False)
+            else:
+                out.print(f"  after outgoing {row['step']}:", markup=False)
+                out.print("    " + orjson.dumps(row["output"]).decode(), markup=False)
+        if sent["output"] is not None:
+            dump(sent["output"], "  ")
+        if sent["outcome"] == "send":
+            when = "as it would go out" if sent["would_send"] else "if it were sent; delta sends nothing now"
+            out.print(f"  request ({when}):", markup=False)
+            dump(sent["request"])
+        else:
+            out.print(f"  outgoing: {sent['outcome']} — {sent['reason']}", markup=False)
 
 
 # --- demo ------------------------------------------------------------------------------------------

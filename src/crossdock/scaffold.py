@@ -74,6 +74,11 @@ README = """\
     crossdock run products-to-shop       # import data/products.ndjson, deliver to out/shop-products.ndjson
     crossdock tasks list --status rejected
     crossdock stats
+    crossdock transform products-to-shop --input sample.json --outgoing --trace   # test sample records
+
+`sample.json` holds three records to test the route with: a changed price, an out-of-stock product and one
+without a price. `crossdock transform` (and the dashboard's "Test the transforms" on the route page) shows what a
+run would make of them: each step's output, the identifier, validation, delta and the request, writing nothing.
 
 Edit `data/products.ndjson` and run again: only changed records travel.
 """
@@ -96,6 +101,15 @@ def sample_products(n: int = 20, seed: int = 7) -> list[dict[str, object]]:
     return products
 
 
+def sample_records() -> list[dict[str, object]]:
+    """``sample.json``: records of the example route's data as `crossdock transform` tests them: the first product
+    with a new price (changed, once imported), an out-of-stock one (filtered) and the one without a price
+    (rejected by the schema)."""
+    products = sample_products()
+    changed = {**products[0], "price": "1.99" if products[0]["price"] != "1.99" else "2.99"}
+    return [changed, products[9], products[-1]]
+
+
 def write_project(
     directory: Path, *, force: bool = False, config_name: str = "crossdock.yaml", database: str | None = None
 ) -> list[Path]:
@@ -104,6 +118,7 @@ def write_project(
         directory / config_name: config.encode(),
         directory / "schemas" / "product.json": orjson.dumps(SCHEMA, option=orjson.OPT_INDENT_2) + b"\n",
         directory / "data" / "products.ndjson": b"".join(orjson.dumps(p) + b"\n" for p in sample_products()),
+        directory / "sample.json": orjson.dumps(sample_records(), option=orjson.OPT_INDENT_2) + b"\n",
         directory / "README.md": README.encode(),
     }
     existing = [p for p in files if p.exists()]

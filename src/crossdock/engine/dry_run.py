@@ -29,7 +29,15 @@ from crossdock.engine.importer import Importer, ImportSummary, RouteImportSummar
 from crossdock.engine.project import CompiledRoute, Project, StorageBridge, effective_active
 from crossdock.errors import CrossdockError, DeliveryError, RecordFiltered, RecordRejected, describe_error
 from crossdock.store import ImportItem, ImportOptions, Store, backend_name, sqlite_path
-from crossdock.store.import_plan import DeltaKey, Latest, delta_keys, import_plan, resend_candidates, unkeyed_key
+from crossdock.store.import_plan import (
+    DeltaKey,
+    ImportPlan,
+    Latest,
+    delta_keys,
+    import_plan,
+    resend_candidates,
+    unkeyed_key,
+)
 from crossdock.store.ledger import Ledger
 from crossdock.tasks import Status, Task
 from crossdock.transform import compile_steps
@@ -260,13 +268,7 @@ class DryRun(Importer):
                 notes.append(
                     f"{incoming.name} is a shared incoming: a real run feeds {', '.join(others)} too (not shown)"
                 )
-        self._options = ImportOptions(
-            delta=route.config.delta,
-            supersede=route.config.supersede,
-            full=full,
-            priority=route.priority,
-            resend_failed=route.config.resend_failed,
-        )
+        self._options = import_options(route, full=full)
         summary = ImportSummary(incoming.name)
         rs = RouteImportSummary(name)
         state = _RouteState(route, rs, options=self._options)
@@ -319,7 +321,9 @@ class DryRun(Importer):
             items, state.items = state.items, []
             self._plan(state, items)
 
-    def _plan(self, state: _RouteState, items: list[ImportItem]) -> None:
+    def _plan(self, state: _RouteState, items: list[ImportItem]) -> tuple[ImportPlan, dict[DeltaKey, Latest]]:
+        """Decide a batch as the ledger's import would, and remember what it would have written; the plan and the
+        latest tasks it was decided against (negative ids: tasks an earlier batch of this dry run would make)."""
         plans, options, route = self._plans, self._options, state.route.name
         for item in items:
             if item.status is Status.SKIPPED and item.reason:
@@ -371,6 +375,7 @@ class DryRun(Importer):
             if create.record_fingerprint and key is not None and item.fingerprint is not None:
                 before[key] = item.fingerprint
                 plans.overlay[key] = (item.fingerprint, create.task_id, create.status)
+        return plan, latest
 
     # --- the report ---
 
@@ -417,28 +422,40 @@ class DryRun(Importer):
         sending = self._plans.sending[: self.show]
         if not sending:
             return []
-        shown: list[dict[str, Any]] = []
-        for _id, ident, data in sending:
-            task = Task(0, route.name, ident, Status.PROCESSING, orjson.loads(data))
-            row: dict[str, Any] = {"identifier": ident}
-            try:
-                results = route.outgoing_pipeline.apply(task.entity) if route.outgoing_pipeline else [task.entity]
-            except RecordFiltered as exc:
-                shown.append({**row, "outcome": "filtered", "reason": f"outgoing filter: {exc.message}"})
-                continue
-            except RecordRejected as exc:
-                shown.append({**row, "outcome": "failed", "reason": f"outgoing transform: {exc.message}"})
-                continue
-            entity = results[0] if len(results) == 1 else results
-            try:
-                request = target.preview(task, entity)
-            except DeliveryError as exc:
-                shown.append({**row, "outcome": "failed", "reason": exc.message})
-                continue
-            # the task id is not known before the import: the key names where it goes
-            request = _replace_text(request, idempotency_key(task), f"crossdock-{route.name}-<task id>")
-            shown.append({**row, "outcome": "send", "request": request})
-        return shown
+        return [self._request(route, target, ident, orjson.loads(data))[0] for _id, ident, data in sending]
+
+    def _request(
+        self, route: CompiledRoute, target: Target, ident: str | None, stored: Any
+    ) -> tuple[dict[str, Any], Any]:
+        """One stored entity through the outgoing transform and the target's preview, as the exporter would send
+        it: the request row (``outcome`` send, filtered or failed) and the transformed entity (None if none)."""
+        task = Task(0, route.name, ident, Status.PROCESSING, stored)
+        row: dict[str, Any] = {"identifier": ident}
+        try:
+            results = route.outgoing_pipeline.apply(task.entity) if route.outgoing_pipeline else [task.entity]
+        except RecordFiltered as exc:
+            return {**row, "outcome": "filtered", "reason": f"outgoing filter: {exc.message}"}, None
+        except RecordRejected as exc:
+            return {**row, "outcome": "failed", "reason": f"outgoing transform: {exc.message}"}, None
+        entity = results[0] if len(results) == 1 else results
+        try:
+            request = target.preview(task, entity)
+        except DeliveryError as exc:
+            return {**row, "outcome": "failed", "reason": exc.message}, entity
+        # the task id is not known before the import: the key names where it goes
+        request = _replace_text(request, idempotency_key(task), f"crossdock-{route.name}-<task id>")
+        return {**row, "outcome": "send", "request": request}, entity
+
+
+def import_options(route: CompiledRoute, *, full: bool = False) -> ImportOptions:
+    """The import options a run of ``route`` uses (delta, supersede, priority, resend_failed)."""
+    return ImportOptions(
+        delta=route.config.delta,
+        supersede=route.config.supersede,
+        full=full,
+        priority=route.priority,
+        resend_failed=route.config.resend_failed,
+    )
 
 
 def _top(reasons: Counter[str]) -> list[dict[str, Any]]:

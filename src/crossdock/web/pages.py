@@ -577,7 +577,13 @@ def routes_page(request: Request) -> Response:
 @router.get("/routes/{name}", response_class=HTMLResponse)
 def route_page(request: Request, name: str) -> Response:
     """One route: its card, counts per status, next runs, top errors, throughput and its config (secrets masked)."""
-    session = page_session(request)
+    return route_page_response(request, name, page_session(request))
+
+
+def route_page_response(request: Request, name: str, session: tuple[Principal, str], **extra: Any) -> Response:
+    """The route page; ``extra`` replaces parts of it (the tester panel with a result, after a plain form post)."""
+    from crossdock.web.tester import panel
+
     ctx = get_ctx(request)
     if name not in ctx.project.routes:
         return render(request, "not_found.html", session, status=404, what=f"route {name}")
@@ -600,6 +606,7 @@ def route_page(request: Request, name: str) -> Response:
         errors=errors,
         chart=views.throughput_chart(ctx, route=name),
         config=views.route_config_text(ctx, name),
+        **{"tester": panel(ctx, name), **extra},
     )
 
 
