@@ -895,6 +895,7 @@ def _register_plugins() -> None:
     from crossdock.cli_alerts import register as register_alerts
     from crossdock.cli_circuits import register as register_circuits
     from crossdock.cli_routes import register as register_routes
+    from crossdock.cli_task_edit import register as register_task_edit
     from crossdock.cli_task_files import register as register_task_files
     from crossdock.web.cli_commands import register
 
@@ -903,6 +904,7 @@ def _register_plugins() -> None:
     register_circuits(app)
     register_alerts(app)
     register_task_files(tasks_app)
+    register_task_edit(tasks_app)
 
 
 _register_plugins()

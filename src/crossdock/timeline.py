@@ -6,7 +6,10 @@ from crossdock.tasks import LogLine, Status, Task
 
 
 def timeline(task: Task, logs: list[LogLine]) -> list[LogLine]:
-    """Prepend the import event, which is recorded on the task row itself rather than as a log line."""
+    """Prepend the import event, which is recorded on the task row itself rather than as a log line. A task an edit
+    created was not imported: its first line ("edited from task N") is its start."""
+    if logs and "edited_from" in logs[0].details:
+        return list(logs)
     first = _initial_status(task, logs)
     if first in (Status.SKIPPED, Status.REJECTED):
         message = (task.error or first.value) if not logs else _import_reason(task, logs)
