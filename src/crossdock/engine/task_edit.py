@@ -84,8 +84,16 @@ def _segments(path: str, option: str) -> tuple[Segment, ...]:
         raise UsageError(f'{option} {path}: {exc.message} (paths read like a.b, items[0].sku, ["odd key"])') from None
 
 
-def apply_changes(entity: Any, sets: Sequence[tuple[str, Any]] = (), unsets: Sequence[str] = ()) -> Any:
-    """A copy of ``entity`` with each ``(path, value)`` set and each path removed, in that order."""
+def apply_changes(
+    entity: Any,
+    sets: Sequence[tuple[str, Any]] = (),
+    unsets: Sequence[str] = (),
+    *,
+    labels: tuple[str, str] = ("--set", "--unset"),
+) -> Any:
+    """A copy of ``entity`` with each ``(path, value)`` set and each path removed, in that order; ``labels`` name
+    the two in errors (the CLI's options, the API's fields)."""
+    set_label, unset_label = labels
     if not isinstance(entity, dict):
         raise UsageError(
             "the task has no entity object to change field by field (a record that could not be read is kept as its "
@@ -93,14 +101,16 @@ def apply_changes(entity: Any, sets: Sequence[tuple[str, Any]] = (), unsets: Seq
         )
     edited: dict[str, Any] = copy.deepcopy(entity)
     for path, value in sets:
-        segments = _segments(path, "--set")
+        segments = _segments(path, set_label)
         try:
             set_path(edited, segments, value)
         except (TypeError, IndexError) as exc:
-            raise UsageError(f"--set {path}: {exc}; a list index must exist already, or be the list's length") from None
+            raise UsageError(
+                f"{set_label} {path}: {exc}; a list index must exist already, or be the list's length"
+            ) from None
     for path in unsets:
-        if delete_path(edited, _segments(path, "--unset")) is MISSING:
-            raise UsageError(f"--unset {path}: the entity has nothing at {path}")
+        if delete_path(edited, _segments(path, unset_label)) is MISSING:
+            raise UsageError(f"{unset_label} {path}: the entity has nothing at {path}")
     return edited
 
 

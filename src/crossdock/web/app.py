@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from crossdock.engine.project import Project
 from crossdock.errors import StoreUnavailable
 from crossdock.store import Store
-from crossdock.web import alerts_page, api, api_alerts, pages, webhooks
+from crossdock.web import alerts_page, api, api_alerts, api_task_edit, pages, pages_task_edit, webhooks
 from crossdock.web.auth import Authenticator
 from crossdock.web.context import WebContext, redact_data
 from crossdock.web.login_limits import LoginLimiter, install_login_limits
@@ -89,9 +89,11 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
     app.state.registry = registry
     app.include_router(api.router)
     app.include_router(api_alerts.router)
+    app.include_router(api_task_edit.router)
     app.include_router(webhooks.router)
     app.include_router(pages.router)
     app.include_router(alerts_page.router)
+    app.include_router(pages_task_edit.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/metrics", tags=["system"], response_class=Response)
