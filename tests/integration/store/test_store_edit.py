@@ -27,6 +27,7 @@ from crossdock.store.base import Store, TaskEdit, TaskFilter
 from crossdock.store.events import LedgerEvent, TaskEdited
 from crossdock.store.ledger import EDIT_SKIPS, subscribed
 from crossdock.tasks import ALL_STATUSES, Action, Status
+from crossdock.timeline import timeline
 
 DIFF = [{"path": "v", "old": '"bad"', "new": '"good"'}]
 
@@ -160,3 +161,9 @@ def test_a_rejected_record_without_identifier_gets_the_edited_one(store: Store) 
     assert (replay.identifier, replay.status, replay.related_task_id) == ("z", Status.NEW, original)
     assert store.cache_show(ROUTE, "z") is not None
     assert_counters_exact(store)
+    # the timelines: the original still begins with its rejection; the replay begins with the edit, not an import
+    begins = timeline(task(store, original), store.task_logs(original))
+    assert (begins[0].message, begins[0].to_status) == ("identifier id is missing", Status.REJECTED)
+    assert begins[-1].message == f"edited as task {result.task_id} by x; this task stays rejected"
+    [start] = timeline(replay, store.task_logs(result.task_id))
+    assert start.message == f"edited from task {original} by x"
