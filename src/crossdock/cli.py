@@ -1070,6 +1070,7 @@ def _register_plugins() -> None:
     from crossdock.cli_circuits import register as register_circuits
     from crossdock.cli_db_copy import register as register_db_copy
     from crossdock.cli_routes import register as register_routes
+    from crossdock.cli_task_edit import register as register_task_edit
     from crossdock.cli_task_files import register as register_task_files
     from crossdock.web.cli_commands import register
 
@@ -1079,6 +1080,7 @@ def _register_plugins() -> None:
     register_alerts(app)
     register_task_files(tasks_app)
     register_db_copy(db_app)
+    register_task_edit(tasks_app)
 
 
 _register_plugins()

@@ -6,10 +6,16 @@ from crossdock.tasks import LogLine, Status, Task
 
 
 def timeline(task: Task, logs: list[LogLine]) -> list[LogLine]:
-    """Prepend the import event, which is recorded on the task row itself rather than as a log line."""
-    first = _initial_status(task, logs)
+    """Prepend the import event, which is recorded on the task row itself rather than as a log line. A task an edit
+    created was not imported: its first line ("edited from task N") is its start."""
+    if logs and "edited_from" in logs[0].details:
+        return list(logs)
+    # a line without a status change (an edit's "edited as task M" on a task that stays as it is) says nothing
+    # about how the task began
+    moves = [ln for ln in logs if ln.to_status is not None]
+    first = _initial_status(task, moves)
     if first in (Status.SKIPPED, Status.REJECTED):
-        message = (task.error or first.value) if not logs else _import_reason(task, logs)
+        message = (task.error or first.value) if not moves else _import_reason(task, moves)
     else:
         message = "imported"
     if task.run_id is not None:

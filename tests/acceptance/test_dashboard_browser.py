@@ -417,3 +417,46 @@ def test_rejected_hint_and_other_tasks_of_the_record(page: object, site: Site) -
     pg.wait_for_url(re.compile(r"/tasks\?route=erp-to-shop&identifier=SKU-00005"))  # type: ignore[attr-defined]
     identifiers = pg.locator("tr[data-task] td.mono").all_inner_texts()  # type: ignore[attr-defined]
     assert identifiers and set(identifiers) == {"SKU-00005"}
+
+
+def test_edit_and_replay_a_task(page: object, site: Site) -> None:
+    """Open a task, Edit, change the JSON, see the diff and the route's verdict, confirm, land on the new task."""
+    import json
+
+    pg = page
+    [waiting] = site.store.list_tasks(TaskFilter(route="erp-approvals", statuses=[Status.WAITING]), limit=1)[0]
+    pg.goto(f"{site.url}/tasks/{waiting.id}")  # type: ignore[attr-defined]
+    pg.click("[data-testid=edit-task]")  # type: ignore[attr-defined]
+    pg.wait_for_url(f"{site.url}/tasks/{waiting.id}/edit")  # type: ignore[attr-defined]
+    editor = pg.locator("[data-testid=edit-entity]")  # type: ignore[attr-defined]
+    entity = json.loads(editor.input_value())
+    assert entity["sku"] == waiting.identifier
+    # first an edit the route refuses: without its identifier
+    editor.fill(json.dumps({k: v for k, v in entity.items() if k != "sku"}))
+    pg.click("[data-testid=edit-preview]")  # type: ignore[attr-defined]
+    verdict = pg.locator("[data-testid=edit-verdict]")  # type: ignore[attr-defined]
+    assert verdict.get_attribute("data-valid") == "false"
+    assert "identifier sku is missing" in verdict.inner_text()
+    assert pg.locator("[data-testid=edit-confirm]").count() == 0  # type: ignore[attr-defined]
+    # then a valid one: the diff and the verdict before the confirmation
+    entity["title"] = "Edited in the browser"
+    pg.locator("[data-testid=edit-entity]").fill(json.dumps(entity, indent=2))  # type: ignore[attr-defined]
+    pg.click("[data-testid=edit-preview]")  # type: ignore[attr-defined]
+    assert pg.get_attribute("[data-testid=edit-verdict]", "data-valid") == "true"  # type: ignore[attr-defined]
+    diff = pg.inner_text("[data-testid=edit-diff]")  # type: ignore[attr-defined]
+    assert "title" in diff and '"Edited in the browser"' in diff
+    shot(pg, "task-edit-preview")
+    pg.click("[data-testid=edit-confirm]")  # type: ignore[attr-defined]
+    pg.wait_for_url(re.compile(r"/tasks/\d+$"))  # type: ignore[attr-defined]
+    new_id = int(pg.url.rsplit("/", 1)[1])  # type: ignore[attr-defined]
+    assert new_id != waiting.id
+    assert f"Edited task {waiting.id} as task {new_id}" in pg.inner_text(".flash")  # type: ignore[attr-defined]
+    assert pg.inner_text("[data-testid=task-head] .badge") == "new"  # type: ignore[attr-defined]
+    assert "Edited in the browser" in pg.inner_text("[data-testid=entity]")  # type: ignore[attr-defined]
+    assert f"edited from task {waiting.id}" in pg.inner_text("[data-testid=timeline]")  # type: ignore[attr-defined]
+    shot(pg, "task-edited")
+    pg.click("[data-testid=edited-from]")  # type: ignore[attr-defined]
+    pg.wait_for_url(f"{site.url}/tasks/{waiting.id}")  # type: ignore[attr-defined]
+    assert pg.inner_text("[data-testid=task-head] .badge") == "skipped"  # type: ignore[attr-defined]
+    assert f"edited as task {new_id}" in pg.inner_text("[data-testid=task-reason]")  # type: ignore[attr-defined]
+    assert site.store.get_task(new_id).entity["title"] == "Edited in the browser"  # type: ignore[union-attr]

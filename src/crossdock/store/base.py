@@ -154,6 +154,46 @@ class ActionResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TaskEdit:
+    """A task's entity as a person corrected it, checked against its route (:mod:`crossdock.engine.task_edit`)."""
+
+    #: compact JSON of the edited entity, keys sorted (as an import stores it)
+    entity: bytes
+    #: xxh3_128 of ``entity``: the new task becomes the latest of its identifier, so delta compares with it
+    fingerprint: bytes
+    #: the identifier of the edited entity (the task's own; set when the task had none, e.g. rejected without one)
+    identifier: str | None
+    #: the field-level changes, redacted: ``{"path", "old", "new"}`` with values as compact JSON (absent: None)
+    diff: list[dict[str, Any]]
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditResult:
+    """What :meth:`Store.edit_task` did."""
+
+    original_id: int
+    #: the new task, in ``new``, with the edited entity
+    task_id: int
+    route: str
+    #: the original's status before and after (skipped when a skip applied, else unchanged)
+    original_before: Status
+    original_after: Status
+    #: older due tasks of the same record skipped, so the edited version is the one that goes out
+    superseded: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "original_id": self.original_id,
+            "task_id": self.task_id,
+            "route": self.route,
+            "original_before": self.original_before.value,
+            "original_after": self.original_after.value,
+            "superseded": self.superseded,
+        }
+
+
 @dataclass(slots=True)
 class Stats:
     total: int
@@ -564,6 +604,16 @@ class Store(abc.ABC):
     ) -> ActionResult:
         """A manual action on the tasks ``selection`` matches; set-based, batch by batch. ``actor`` is who the
         timeline names; the audit row names ``audit_actor`` (default ``actor``)."""
+
+    @abc.abstractmethod
+    def edit_task(
+        self, task_id: int, edit: TaskEdit, *, actor: str, now: datetime, audit_actor: str | None = None
+    ) -> EditResult:
+        """Replay a task with a corrected entity, in one transaction: a new task (``new``) with ``edit``'s entity and
+        fingerprint, linked both ways to the original; the original skipped when a skip applies to its status
+        (else it stays as it is); timeline lines on both and an audit row with the diff. Raises
+        :class:`~crossdock.errors.TaskNotFound`, or :class:`~crossdock.errors.TransitionRefused` for a task in
+        processing; nothing is written then."""
 
     # --- reads ---------------------------------------------------------------------------------
 

@@ -47,6 +47,22 @@ class ActionTaken:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskEdited:
+    """A person replayed a task with a corrected entity (``crossdock tasks edit``, the API, the dashboard); the
+    ledger wrote the audit row in the same transaction."""
+
+    actor: str
+    route: str
+    original_id: int
+    task_id: int
+    #: the original's status before and after (skipped, or unchanged when no skip applies)
+    original_before: Status
+    original_after: Status
+    #: the paths that changed
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TasksPruned:
     actor: str
     #: deleted tasks per (route, status)
@@ -86,6 +102,7 @@ LedgerEvent = (
     | TasksSettled
     | LeasesRecovered
     | ActionTaken
+    | TaskEdited
     | TasksPruned
     | RoutePaused
     | CircuitOpened

@@ -18,16 +18,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from crossdock.errors import TaskNotFound, TransitionRefused
 from crossdock.store import circuits as circuit_rules
 from crossdock.store.base import (
     ActionResult,
     CircuitState,
     CircuitUpdate,
+    EditResult,
     ImportCounts,
     ImportItem,
     ImportOptions,
     Settlement,
     Store,
+    TaskEdit,
     TaskFilter,
 )
 from crossdock.store.events import (
@@ -36,6 +39,7 @@ from crossdock.store.events import (
     CircuitOpened,
     LeasesRecovered,
     LedgerEvent,
+    TaskEdited,
     TasksImported,
     TasksPruned,
     TasksSettled,
@@ -57,6 +61,10 @@ THROUGHPUT_OF = {"finished": "finished", "waiting": "finished", "failed": "faile
 SETTLES = frozenset(a for a in Action if Status.PROCESSING in TRANSITIONS[a].sources and a not in RELEASES)
 SETTLE_TARGET = {a: TRANSITIONS[a].target.value for a in SETTLES}
 
+#: statuses whose task an edit skips (the skip action's sources); any other status but processing stays as it is
+EDIT_SKIPS = TRANSITIONS[Action.SKIP].sources
+#: the audit action of an edit
+EDIT_AUDIT = "task.edit"
 #: statuses a task is sent from: an action into one of them makes it due again
 _DUE = frozenset({Status.NEW, Status.RETRY})
 _STATUS = {s.value: s for s in Status}
@@ -161,6 +169,39 @@ def lease_recovery(attempts: int, max_attempts: int, worker: str | None) -> tupl
     if attempts > 1:
         return Action.LEASE_EXPIRED_RETRY, f"lease of {who} expired (worker died?) on attempt {attempts}"
     return Action.LEASE_EXPIRED_NEW, f"lease of {who} expired (worker died?) on attempt {attempts}"
+
+
+def edited_as_message(new_id: int, actor: str, reason: str | None, stays: Status | None) -> str:
+    """The original's timeline line; ``stays`` is its status when no skip applies (a finished task stays
+    finished)."""
+    text = f"edited as task {new_id} by {actor}"
+    if stays is not None:
+        text += f"; this task stays {stays.value}"
+    return f"{text}: {reason}" if reason else text
+
+
+def edited_from_message(original_id: int, actor: str, reason: str | None) -> str:
+    text = f"edited from task {original_id} by {actor}"
+    return f"{text}: {reason}" if reason else text
+
+
+def edit_refusal(task_id: int, status: Status) -> str | None:
+    """Why a task in ``status`` cannot be edited, or None when it can."""
+    if status is Status.PROCESSING:
+        return (
+            f"task {task_id} is processing: a worker is delivering it right now, so it cannot be edited. "
+            "Wait until the attempt settles (it moves to finished, failed, retry or waiting), then edit it"
+        )
+    return None
+
+
+def diff_text(diff: Sequence[dict[str, Any]]) -> str:
+    """The audit detail of an edit: ``path: old → new`` per changed path (``absent`` where there was none)."""
+
+    def shown(value: Any) -> str:
+        return "absent" if value is None else str(value)
+
+    return "; ".join(f"{d['path']}: {shown(d['old'])} → {shown(d['new'])}" for d in diff)
 
 
 def superseded_reason(newer_id: int) -> str:
@@ -359,6 +400,25 @@ class Ledger(Store):
 
     def _after_prune(self) -> None:
         """Give space back after deletes (SQLite: incremental vacuum)."""
+
+    @abc.abstractmethod
+    def _lock_task(self, tx: Any, task_id: int) -> tuple[str, str | None, Status, int] | None:
+        """(route, identifier, status, priority) of the task, its row locked until the transaction ends (PostgreSQL:
+        ``FOR UPDATE``); None when there is no such task."""
+
+    @abc.abstractmethod
+    def _audit(
+        self,
+        tx: Any,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None,
+        detail: str | None,
+        now: datetime,
+    ) -> None:
+        """An audit row inside the transaction, for a write whose audit must commit with it."""
 
     @abc.abstractmethod
     def _write_changes(self, tx: Any, changes: Changes, now: datetime) -> None:
@@ -636,6 +696,67 @@ class Ledger(Store):
             who, name, audit_target, changed=changed, detail=self.redact(reason) if reason else None, now=now
         )
         self.events.emit(ActionTaken(action, who, selection, reason, result))
+        return result
+
+    def edit_task(
+        self, task_id: int, edit: TaskEdit, *, actor: str, now: datetime, audit_actor: str | None = None
+    ) -> EditResult:
+        who = audit_actor or actor
+        with self._transaction() as tx:
+            # every check comes before the first write: the memory backend has no rollback
+            found = self._lock_task(tx, task_id)
+            if found is None:
+                raise TaskNotFound(f"no task with id {task_id}")
+            route, identifier, before, priority = found
+            refusal = edit_refusal(task_id, before)
+            if refusal is not None:
+                raise TransitionRefused(refusal)
+            new_id = self._reserve_ids(tx, 1)[0]
+            changes = Changes()
+            details: dict[str, Any] = {"edited_as": new_id, "changes": edit.diff}
+            after = before
+            if before in EDIT_SKIPS:
+                message = edited_as_message(new_id, actor, edit.reason, None)
+                # the skip links the original to its edit (related task), as a supersede links it to the newer task
+                self._supersede_tasks(tx, [(task_id, new_id, message, before)], EDIT_SKIPS, now)
+                after = Status.SKIPPED
+                changes.move(route, before.value, after.value)
+                changes.logs.append((task_id, "info", "action", actor, before.value, after.value, message, details))
+            else:
+                message = edited_as_message(new_id, actor, edit.reason, before)
+                changes.logs.append((task_id, "info", "action", actor, None, None, message, details))
+            identifier = identifier if identifier is not None else edit.identifier
+            batch = NewTasks(
+                route=route,
+                status=Status.NEW,
+                now=now,
+                attempts=0,
+                next_attempt_at=now,
+                lease_until=None,
+                worker=None,
+                run_id=None,
+                priority=priority,
+            )
+            row: NewRow = (new_id, identifier, edit.fingerprint, 1, edit.entity, None, task_id, None)
+            self._insert_tasks(tx, batch, [row])
+            changes.counters[(route, Status.NEW.value)] += 1
+            created = edited_from_message(task_id, actor, edit.reason)
+            changes.logs.append((new_id, "info", "action", actor, None, Status.NEW.value, created,
+                                 {"edited_from": task_id, "changes": edit.diff}))  # fmt: skip
+            # the edited version is the newest due task of its record: an older one still due would send it twice
+            due = [(new_id, route, identifier, Status.NEW.value)]
+            superseded = self._send_newest_only(tx, due, actor, now, changes)
+            self._write_changes(tx, changes, now)
+            detail = diff_text(edit.diff)
+            if edit.reason:
+                detail = f"{edit.reason} ({detail})"
+            target = {"ids": [task_id], "edited_as": new_id, "route": route}
+            self._audit(tx, who, EDIT_AUDIT, target, changed=1, detail=self.redact(detail), now=now)
+            self._announce_new(tx, route)
+        result = EditResult(task_id, new_id, route, before, after, superseded)
+        self.events.emit(
+            TaskEdited(who, route, task_id, new_id, before, after, tuple(str(d["path"]) for d in edit.diff))
+        )
         return result
 
     def _send_newest_only(

@@ -305,6 +305,23 @@ class MemoryStore(Ledger):
             gone.append((t.route, t.status.value))
         return gone
 
+    def _lock_task(self, tx: None, task_id: int) -> tuple[str, str | None, Status, int] | None:
+        t = self.tasks.get(task_id)
+        return (t.route, t.identifier, t.status, t.priority) if t is not None else None
+
+    def _audit(
+        self,
+        tx: None,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None,
+        detail: str | None,
+        now: datetime,
+    ) -> None:
+        self.record_audit(actor, action, target, changed=changed, detail=detail, now=now)
+
     def _write_changes(self, tx: None, changes: Changes, now: datetime) -> None:
         self.counters.update(changes.counters)
         statuses = _STATUSES

@@ -26,9 +26,11 @@ from crossdock.web import (
     api,
     api_alerts,
     api_dry_run,
+    api_task_edit,
     api_task_files,
     openapi,
     pages,
+    pages_task_edit,
     tester,
     webhooks,
 )
@@ -103,10 +105,12 @@ def create_app(project: Project, store: Store, *, settings: WebSettings | None =
     app.include_router(api_dry_run.router)
     app.include_router(api_task_files.router)
     app.include_router(tester.api_router)
+    app.include_router(api_task_edit.router)
     app.include_router(webhooks.router)
     app.include_router(pages.router)
     app.include_router(alerts_page.router)
     app.include_router(tester.page_router)
+    app.include_router(pages_task_edit.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get(

@@ -509,6 +509,8 @@ def task_page(request: Request, task_id: int) -> Response:
         entity_shown=entity,
         entity_download=f"/tasks/{task.id}/entity.json" if task.entity is not None else None,
         raw=cut(task.raw, ctx.redact) if task.raw is not None and len(task.raw) > DISPLAY_LIMIT else task.raw,
+        # Edit (pages_task_edit.py): a task of a configured route, not being delivered, small enough for the browser
+        editable=route is not None and task.status is not Status.PROCESSING and not entity.truncated,
     )
 
 

@@ -390,6 +390,25 @@ class PostgresStore(Ledger):
         params = {"now": now, "ids": [b[0] for b in backs], "statuses": [b[1].value for b in backs], "worker": worker}
         return dict(tx.execute(Q["release_tasks"], params).fetchall())
 
+    def _lock_task(self, tx: psycopg.Connection[Any], task_id: int) -> tuple[str, str | None, Status, int] | None:
+        row = tx.execute(
+            "SELECT route, identifier, status, priority FROM tasks WHERE id = %s FOR UPDATE", (task_id,)
+        ).fetchone()
+        return (row[0], row[1], _STATUSES[row[2]], row[3]) if row is not None else None
+
+    def _audit(
+        self,
+        tx: psycopg.Connection[Any],
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None,
+        detail: str | None,
+        now: datetime,
+    ) -> None:
+        tx.execute(Q["record_audit"], (now, actor, action, orjson.dumps(target).decode(), changed, detail))
+
     def _lock_circuit(
         self, tx: psycopg.Connection[Any], key: str, *, create: bool, now: datetime
     ) -> CircuitState | None:

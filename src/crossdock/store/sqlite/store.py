@@ -512,6 +512,24 @@ class SQLiteStore(Ledger):
                 moved[task_id] = row[0]
         return moved
 
+    def _lock_task(self, tx: sqlite3.Connection, task_id: int) -> tuple[str, str | None, Status, int] | None:
+        # the write transaction (BEGIN IMMEDIATE) already keeps every other writer out
+        row = tx.execute("SELECT route, identifier, status, priority FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return (row[0], row[1], Status(row[2]), row[3]) if row is not None else None
+
+    def _audit(
+        self,
+        tx: sqlite3.Connection,
+        actor: str,
+        action: str,
+        target: dict[str, Any],
+        *,
+        changed: int | None,
+        detail: str | None,
+        now: datetime,
+    ) -> None:
+        tx.execute(Q["record_audit"], (now.timestamp(), actor, action, orjson.dumps(target), changed, detail))
+
     def _lock_circuit(self, tx: sqlite3.Connection, key: str, *, create: bool, now: datetime) -> CircuitState | None:
         if create:
             tx.execute(Q["circuit_create"], (key, now.timestamp()))
