@@ -63,6 +63,12 @@ def test_a_refused_task_edited_with_set_is_delivered_fixed_and_the_original_is_s
     assert entry.target["ids"] == [original] and entry.target["edited_as"] == new
     assert entry.detail == 'typo (category: "lampz" → "lamps")'
     assert entry.actor.startswith("cli:")
+    # the source still sends the record with the typo: unchanged, so the fix stays and nothing is sent again
+    requests = shop.stats()["requests"]
+    again = project.run("r")
+    assert again["incoming"]["routes"]["r"]["changed"] == 0, again
+    assert shop.stats()["requests"] == requests
+    assert shop.by_sku[SKU]["category"] == "lamps"
 
 
 def test_an_edit_that_breaks_the_schema_exits_2_and_changes_nothing(project: Any, shop_factory: Any) -> None:

@@ -226,7 +226,9 @@ def check_edit(project: Project, task: Task, entity: Any, *, reason: str | None 
             return verdict(problem)
     edit = TaskEdit(
         entity=data,
-        fingerprint=xxhash.xxh3_128_digest(data),
+        # the record as the source sends it, not the edited version: the same unchanged record polled again is then
+        # "unchanged" (the fix stays, nothing is resent), and only a change at the source makes a new task
+        fingerprint=bytes.fromhex(task.fingerprint) if task.fingerprint else xxhash.xxh3_128_digest(data),
         identifier=identifier,
         diff=diff,
         reason=redact(reason) if reason else None,

@@ -123,18 +123,24 @@ def test_a_processing_task_is_refused_and_nothing_is_written(store: Store) -> No
     assert store.count_tasks(TaskFilter()) == before[3]
 
 
-def test_the_edited_version_is_what_delta_compares_with(store: Store) -> None:
+def test_the_replay_keeps_the_source_records_fingerprint_so_polling_it_again_does_not_undo_the_fix(
+    store: Store,
+) -> None:
     original = failed_task(store)
-    result = store.edit_task(original, edit_of({"id": "a", "v": "good"}), actor="x", now=at(1))
-    # the edited entity polled again: unchanged, the replay is only touched
-    counts = imp(store, [item("a", "good")], now=at(2))
+    kept = bytes.fromhex(task(store, original).fingerprint or "")
+    body = orjson.dumps({"id": "a", "v": "good"}, option=orjson.OPT_SORT_KEYS)
+    # what engine/task_edit.py builds: the edited entity with the fingerprint of the record as the source sent it
+    result = store.edit_task(original, TaskEdit(body, kept, "a", DIFF, None), actor="x", now=at(1))
+    assert task(store, result.task_id).fingerprint == kept.hex()
+    # the source's unchanged (bad) record polled again: unchanged, the replay only touched, nothing resent
+    counts = imp(store, [item("a", "bad")], now=at(2))
     assert (counts.unchanged, counts.created) == (1, {})
     assert task(store, result.task_id).seen_count == 2
-    # the source's old data again: it differs from the latest version (the edit), so it is a change
-    counts = imp(store, [item("a", "bad")], now=at(3))
+    assert status_of(store, result.task_id) is Status.NEW
+    # the source changes the record: a change, which supersedes the unsent replay as any newer version does
+    counts = imp(store, [item("a", "fixed at the source")], now=at(3))
     assert counts.changed == 1
     [newest] = counts.created_ids
-    # ... and it supersedes the unsent replay, as any newer version of a record does
     assert status_of(store, result.task_id) is Status.SKIPPED
     assert task(store, result.task_id).related_task_id == newest
     assert_counters_exact(store)
