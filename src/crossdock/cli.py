@@ -655,8 +655,11 @@ def stats(
             from crossdock.config.loader import route_names
 
             store.ensure_routes(route_names(config))
-        result = store.stats(route)
-        drift = _drift(result.by_route, store.recount()) if verify else None
+        if verify:
+            result, recounted = store.counted(route)
+            drift = _drift(result.by_route, recounted)
+        else:
+            result, drift = store.stats(route), None
     data = result.to_json()
     if verify:
         data["drift"] = drift

@@ -644,6 +644,11 @@ class Store(abc.ABC):
     def recount(self) -> dict[str, dict[str, int]]:
         """Counts per route and status by COUNT(*), to check the counters."""
 
+    def counted(self, route: str | None = None) -> tuple[Stats, dict[str, dict[str, int]]]:
+        """The counters and the COUNT(*) recount read from one snapshot, so a check while workers settle tasks
+        compares like with like (the SQL stores read both in one transaction)."""
+        return self.stats(route), self.recount()
+
     @abc.abstractmethod
     def ensure_routes(self, routes: Iterable[str]) -> None:
         """Make sure every configured route has counter rows, so stats list it even when empty."""

@@ -152,3 +152,14 @@ def test_listings_over_several_statuses_and_routes_match_a_full_scan(store: Stor
                 break
         assert got == wanted, selection
         assert store.count_tasks(selection) == len(wanted), selection
+
+
+def test_counted_reads_the_counters_and_the_recount_together(store: Store) -> None:
+    imp(store, [item(str(i)) for i in range(5)])
+    [first, *_] = claim(store, 2)
+    settle(store, first.id, Action.DELIVERED, now=at(1))
+    stats, recounted = store.counted()
+    assert stats.by_route[ROUTE] == recounted[ROUTE] == store.recount()[ROUTE]
+    assert (recounted[ROUTE]["new"], recounted[ROUTE]["processing"], recounted[ROUTE]["finished"]) == (3, 1, 1)
+    only, _ = store.counted(ROUTE)
+    assert only.by_route == {ROUTE: stats.by_route[ROUTE]}

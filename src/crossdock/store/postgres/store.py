@@ -579,6 +579,18 @@ class PostgresStore(Ledger):
             out.setdefault(route, empty_counts())[status] = n
         return out
 
+    def counted(self, route: str | None = None) -> tuple[Stats, dict[str, dict[str, int]]]:
+        with self._tx() as conn:
+            # one snapshot for both reads: the workers' commits in between stay unseen
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            counters = conn.execute(Q["counters_route"], (route,)) if route else conn.execute(Q["counters_all"])
+            rows = counters.fetchall()
+            recounted = conn.execute(Q["recount"]).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for name, status, n in recounted:
+            out.setdefault(name, empty_counts())[status] = n
+        return Stats.from_rows(rows), out
+
     def ensure_routes(self, routes: Iterable[str]) -> None:
         names = sorted(set(routes))
         if not names:

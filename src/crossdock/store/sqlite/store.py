@@ -758,6 +758,23 @@ class SQLiteStore(Ledger):
             out.setdefault(route, empty_counts())[status] = n
         return out
 
+    def counted(self, route: str | None = None) -> tuple[Stats, dict[str, dict[str, int]]]:
+        with self._lock:
+            self._conn.execute("BEGIN")  # one read snapshot (WAL): the writers' commits in between stay unseen
+            try:
+                counters = (
+                    self._conn.execute(Q["counters_route"], (route,))
+                    if route
+                    else self._conn.execute(Q["counters_all"])
+                ).fetchall()
+                recounted = self._conn.execute(Q["recount"]).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        out: dict[str, dict[str, int]] = {}
+        for name, status, n in recounted:
+            out.setdefault(name, empty_counts())[status] = n
+        return Stats.from_rows(counters), out
+
     def ensure_routes(self, routes: Iterable[str]) -> None:
         with self._tx() as conn:
             conn.executemany(Q["ensure_counter"], [(r, s) for r in routes for s in empty_counts()])
