@@ -20,7 +20,8 @@ from markupsafe import Markup
 from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import FormData
 
-from crossdock.errors import UsageError
+from crossdock.engine.dry_run import dry_run
+from crossdock.errors import CrossdockError, UsageError
 from crossdock.store import TaskFilter
 from crossdock.store.payload_filter import payload_filter
 from crossdock.task_files import ExportFormat, export_chunks
@@ -38,7 +39,7 @@ from crossdock.web.api import (
     start_run,
 )
 from crossdock.web.auth import CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Principal, csrf_ok
-from crossdock.web.context import WebContext, get_ctx
+from crossdock.web.context import WebContext, get_ctx, redact_data
 from crossdock.web.display import DISPLAY_LIMIT, cut, entity_download, shown
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -610,6 +611,29 @@ def route_page_response(request: Request, name: str, session: tuple[Principal, s
         config=views.route_config_text(ctx, name),
         **{"tester": panel(ctx, name), **extra},
     )
+
+
+@router.post("/routes/{name}/dry-run")
+async def route_dry_run_page(request: Request, name: str) -> Response:
+    """The route page with what a run would do now (nothing written, nothing sent); audited like the API's."""
+    principal, form, csrf = await form_session(request, "operator")
+    ctx = get_ctx(request)
+    ctx.route(name)
+    text = str(form.get("show") or "5")
+    show = min(max(int(text), 0), 100) if text.isdigit() else 5
+    try:
+        report = await dry_run(ctx.project, ctx.store, name, show=show)
+    except CrossdockError as exc:
+        return redirect(f"/routes/{urllib.parse.quote(name)}", f"Dry run not possible: {ctx.redact(exc.message)}")
+    c = report["counts"]
+    ctx.audit(
+        principal,
+        "route.dry_run",
+        {"route": name},
+        detail=f"{report['status']}: new {c['new']}, changed {c['changed']}, unchanged {c['unchanged']}, "
+        f"filtered {c['filtered']}, rejected {c['rejected']}",
+    )
+    return route_page_response(request, name, (principal, csrf), dry=redact_data(report, ctx.redact), dry_show=show)
 
 
 @router.post("/routes/{name}/run")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import orjson
 from webenv import Env
 
+from crossdock.store import TaskFilter
+
 __all__ = ["Env"]
 
 
@@ -78,3 +80,27 @@ def test_the_api_imports_records_and_fixed_exports(env: Env) -> None:
     viewer = env.client.post("/api/v1/routes/files/import", json={"records": [line]}, headers=env.auth("viewer"))
     assert viewer.status_code == 403
     assert env.client.post("/api/v1/routes/nope/import", json={"records": [line]}, headers=operator).status_code == 404
+
+
+def test_the_route_page_runs_a_dry_run_and_shows_what_a_run_would_do(env: Env) -> None:
+    env.run("files")
+    (env.project.root / "data.ndjson").write_text(
+        '{"sku": "SKU-A", "name": "item A, renamed"}\n{"sku": "SKU-B", "name": "item B"}\n{"sku": "SKU-F", "name": "new"}\n'
+    )
+    csrf = env.login("operator")
+    page = env.client.get("/routes/files").text
+    assert 'data-testid="dry-run-button"' in page and 'data-testid="dry-run-result"' not in page
+    before = env.store.count_tasks(TaskFilter())
+    reply = env.client.post("/routes/files/dry-run", data={"csrf_token": csrf, "show": "3"})
+    assert reply.status_code == 200, reply.text
+    html = reply.text
+    assert 'data-testid="dry-run-result"' in html
+    counts = html.split('data-testid="dry-run-counts">')[1].split("</p>")[0]
+    # new counts every task it would create, the changed record's included
+    assert " ".join(counts.split()).startswith("read 3: <strong>new 2</strong>, changed 1, unchanged 1,"), counts
+    assert "<code>name</code>" in html and "item A, renamed" in html
+    assert env.store.count_tasks(TaskFilter()) == before  # nothing written
+    [audit] = [a for a in env.store.list_audit() if a.action == "route.dry_run"]
+    assert audit.target == {"route": "files"}
+    env.login("viewer")
+    assert env.client.post("/routes/files/dry-run", data={"csrf_token": csrf}).status_code == 403
