@@ -85,7 +85,9 @@ def test_the_api_imports_records_and_fixed_exports(env: Env) -> None:
 def test_the_route_page_runs_a_dry_run_and_shows_what_a_run_would_do(env: Env) -> None:
     env.run("files")
     (env.project.root / "data.ndjson").write_text(
-        '{"sku": "SKU-A", "name": "item A, renamed"}\n{"sku": "SKU-B", "name": "item B"}\n{"sku": "SKU-F", "name": "new"}\n'
+        '{"sku": "SKU-A", "name": "item A, renamed"}\n'
+        '{"sku": "SKU-B", "name": "item B"}\n'
+        '{"sku": "SKU-F", "name": "new"}\n'
     )
     csrf = env.login("operator")
     page = env.client.get("/routes/files").text
