@@ -14,10 +14,12 @@ def window_yaml(*, imports: bool = True) -> str:
     # a naive timestamp is UTC; the other end says so explicitly
     start = (now - timedelta(hours=1)).replace(tzinfo=None, microsecond=0).isoformat()
     end = (now + timedelta(hours=1)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    # a daily window half a day away: never touching the one above, whatever the time the suite runs
+    far = (now.hour + 12) % 24
     return (
         "    maintenance:\n"
         f"      - {{from: '{start}', to: '{end}'{'' if imports else ', imports: false'}}}\n"
-        "      - {cron: '0 3 * * *', duration: 1h}\n"
+        f"      - {{cron: '0 {far} * * *', duration: 1h}}\n"
     )
 
 

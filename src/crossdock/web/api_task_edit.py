@@ -65,8 +65,11 @@ class EditOut(BaseModel):
 
 
 class EditInvalidOut(BaseModel):
-    detail: str = Field(description="why the route refuses the edited entity")
-    changes: list[FieldChange] = Field(description="what the edit would have changed")
+    """A refused edit: why, and what it would have changed; a body the schema refuses answers FastAPI's list of
+    problems as ``detail`` (and no ``changes``), so both shapes are this one."""
+
+    detail: str | list[dict[str, Any]] = Field(description="why the route refuses the edited entity")
+    changes: list[FieldChange] | None = Field(default=None, description="what the edit would have changed")
 
 
 def edit_check(ctx: WebContext, task_id: int, body: EditRequest) -> EditCheck:

@@ -36,7 +36,7 @@ page_router = APIRouter(include_in_schema=False)
 
 
 class TesterIn(BaseModel):
-    record: Any = Field(description="the record as the route's source would read it (a JSON object)")
+    record: dict[str, Any] = Field(description="the record as the route's source would read it (a JSON object)")
 
 
 class TraceStep(BaseModel):

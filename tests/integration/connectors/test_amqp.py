@@ -132,7 +132,9 @@ def test_broker_down_means_retry_then_delivered_with_confirms(
     down = write_project(tmp_path, orders_file, {**target, "url": CLOSED})
     store.ensure_routes(down.routes)
     first = asyncio.run(run_once(down, store, "orders"))
-    assert first["outgoing"]["by_status"] == {"retry": 3}
+    # backoff 0: a task may come due again within the same pass and be tried twice; each ends in retry
+    assert set(first["outgoing"]["by_status"]) == {"retry"}, first
+    assert statuses(store) == {"retry": 3}
     task = store.list_tasks(_filter(), limit=1)[0][0]
     assert "cannot reach the AMQP broker" in (task.error or "")
 
