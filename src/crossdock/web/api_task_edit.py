@@ -21,7 +21,17 @@ router = APIRouter(prefix="/api/v1", tags=["tasks"])
 class EditRequest(BaseModel):
     """The whole edited entity, or the fields to change: one of the two."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # the schema says what the validator below checks: entity alone, or set and/or unset (not empty)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["entity"], "not": {"anyOf": [{"required": ["set"]}, {"required": ["unset"]}]}},
+                {"anyOf": [{"required": ["set"]}, {"required": ["unset"]}], "not": {"required": ["entity"]}},
+            ]
+        },
+    )
     entity: dict[str, Any] | None = Field(
         default=None,
         description="the whole edited entity; a value sent back as the API showed it masked (***) keeps its stored "
@@ -30,10 +40,11 @@ class EditRequest(BaseModel):
     set_: dict[str, Any] | None = Field(
         default=None,
         alias="set",
+        json_schema_extra={"minProperties": 1},
         description='path → new value (any JSON), paths as the expression language reads them: "category", '
         '"price.amount", "items[0].sku"',
     )
-    unset: list[str] | None = Field(default=None, description="paths to remove")
+    unset: list[str] | None = Field(default=None, description="paths to remove", json_schema_extra={"minItems": 1})
     reason: str | None = Field(default=None, max_length=2000, description="kept in both timelines and the audit log")
 
     @model_validator(mode="after")

@@ -134,6 +134,11 @@ def contract_config(spec: dict[str, Any], tokens: dict[str, str], spare: int) ->
         "[[operations]]",
         f"include-name = [{', '.join(toml_string(n) for n in WHERE_OPERATIONS)}]",
         'checks.positive_data_acceptance.expected-statuses = ["2XX", "3XX", 400, 401, 403, 404, 409, 429, "5XX"]',
+        # an edit's paths must exist in that task's entity (400) and the edited entity must pass the route's checks
+        # (422 with the diff): both depend on the stored task, which no schema knows
+        "[[operations]]",
+        'include-name = "POST /api/v1/tasks/{task_id}/edit"',
+        'checks.positive_data_acceptance.expected-statuses = ["2XX", "3XX", 400, 401, 403, 404, 409, 422, 429, "5XX"]',
     ]
     return "\n".join(lines) + "\n"
 

@@ -80,7 +80,7 @@ def test_the_api_refuses_what_is_not_a_record(env: Env) -> None:
     assert reply.status_code == 400 and "record" in reply.json()["detail"]
     assert try_record(env, "to-shop", {"rec": {}})[0] == 400
     code, body = try_record(env, "to-shop", {"record": [1, 2]})
-    assert (code, body["detail"]) == (400, "record must be a JSON object")
+    assert code == 400 and "should be an object" in body["detail"]
     assert try_record(env, "nope", {"record": {}})[0] == 404
     assert env.client.post("/api/v1/routes/to-shop/test", json={"record": {}}).status_code == 401
     schema = env.client.get("/api/openapi.json").json()["paths"]["/api/v1/routes/{name}/test"]["post"]
