@@ -36,11 +36,10 @@ from crossdock.cli_base import (
     run_async,
     short_time,
 )
-from crossdock.cli_filters import SearchOpt, StatusOpt, WhereOpt, checked_where, parse_when
+from crossdock.cli_filters import SearchOpt, StatusOpt, WhereOpt, task_selection
 from crossdock.config.models import parse_duration
 from crossdock.errors import UsageError
 from crossdock.redact import NO_SECRETS, url_secrets
-from crossdock.store import TaskFilter
 from crossdock.tasks import ALL_STATUSES, TRANSITIONS, Action, Status, allowed_actions, iso
 
 app = typer.Typer(
@@ -426,14 +425,14 @@ def tasks_list(
 ) -> None:
     """List tasks, newest first."""
     with guarded():
-        selection = TaskFilter(
-            statuses=status or None,
+        selection = task_selection(
+            status=status,
             route=route,
             identifier=identifier,
             search=search,
-            where=checked_where(where),
-            created_after=parse_when(created_after, "--created-after"),
-            created_before=parse_when(created_before, "--created-before"),
+            where=where,
+            created_after=created_after,
+            created_before=created_before,
         )
         with opened_store(config, db) as store:
             items, next_cursor = store.list_tasks(selection, limit=limit, cursor=cursor)
@@ -557,15 +556,15 @@ def _act(
             raise UsageError(f"name task ids, or a filter (--status, --route, --where, ...), to {action.value}")
         if ids and filtered:
             raise UsageError("give either task ids or a filter, not both")
-        selection = TaskFilter(
-            ids=ids or None,
-            statuses=status or None,
+        selection = task_selection(
+            ids=ids,
+            status=status,
             route=route,
             identifier=identifier,
             search=search,
-            where=checked_where(where),
-            created_after=parse_when(created_after, "--created-after"),
-            created_before=parse_when(created_before, "--created-before"),
+            where=where,
+            created_after=created_after,
+            created_before=created_before,
         )
         with opened_store(config, db) as store:
             result = store.apply_action(

@@ -9,6 +9,7 @@ import typer
 
 from crossdock.config.models import parse_duration
 from crossdock.errors import UsageError
+from crossdock.store.base import TaskFilter
 from crossdock.tasks import Status
 
 StatusOpt = Annotated[
@@ -49,3 +50,28 @@ def checked_where(where: str | None) -> str | None:
 
         payload_filter(where)
     return where
+
+
+def task_selection(
+    *,
+    status: list[Status] | None,
+    route: str | None,
+    identifier: str | None,
+    search: str | None,
+    where: str | None,
+    created_after: str | None,
+    created_before: str | None,
+    ids: list[int] | None = None,
+) -> TaskFilter:
+    """The filter options of a ``tasks`` command as a selection; ``where`` and the times are checked here, so a
+    mistake is a usage error before any database work."""
+    return TaskFilter(
+        ids=ids or None,
+        statuses=status or None,
+        route=route,
+        identifier=identifier,
+        search=search,
+        where=checked_where(where),
+        created_after=parse_when(created_after, "--created-after"),
+        created_before=parse_when(created_before, "--created-before"),
+    )

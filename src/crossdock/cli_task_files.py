@@ -22,9 +22,8 @@ from crossdock.cli_base import (
     out,
     run_async,
 )
-from crossdock.cli_filters import SearchOpt, StatusOpt, WhereOpt, checked_where, parse_when
+from crossdock.cli_filters import SearchOpt, StatusOpt, WhereOpt, task_selection
 from crossdock.errors import UsageError
-from crossdock.store import TaskFilter
 from crossdock.task_files import ExportFormat, ImportMode, import_pages, sniff, write_export
 
 
@@ -54,14 +53,14 @@ def tasks_export(
         if fmt not in ("ndjson", "csv"):
             raise UsageError(f"--format: {fmt!r} is neither ndjson nor csv")
         kind: ExportFormat = "csv" if fmt == "csv" else "ndjson"
-        selection = TaskFilter(
-            statuses=status or None,
+        selection = task_selection(
+            status=status,
             route=route,
             identifier=identifier,
             search=search,
-            where=checked_where(where),
-            created_after=parse_when(created_after, "--created-after"),
-            created_before=parse_when(created_before, "--created-before"),
+            where=where,
+            created_after=created_after,
+            created_before=created_before,
         )
         with opened_store(config, db) as store:
             if output is None:

@@ -441,6 +441,22 @@ def task_filter(
     )
 
 
+def task_query(
+    status: Annotated[list[Status] | None, Query(description="repeatable")] = None,
+    route: str | None = None,
+    identifier: str | None = None,
+    search: Annotated[str | None, Query(description="text in the identifier or the error")] = None,
+    where: Annotated[str | None, Query(description=WHERE_HELP)] = None,
+    created_after: DateTime | None = None,
+    created_before: DateTime | None = None,
+) -> TaskFilter:
+    """The task filters of a query string, shared by the listing and the export."""
+    return task_filter(status, route, identifier, search, created_after, created_before, where)
+
+
+TaskQuery = Annotated[TaskFilter, Depends(task_query)]
+
+
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
@@ -453,18 +469,11 @@ def parse_cursor(cursor: str | None) -> int | None:
 def list_tasks(
     ctx: Ctx,
     _: Viewer,
-    status: Annotated[list[Status] | None, Query(description="repeatable")] = None,
-    route: str | None = None,
-    identifier: str | None = None,
-    search: Annotated[str | None, Query(description="text in the identifier or the error")] = None,
-    where: Annotated[str | None, Query(description=WHERE_HELP)] = None,
-    created_after: DateTime | None = None,
-    created_before: DateTime | None = None,
+    selection: TaskQuery,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next (older) page."""
-    selection = task_filter(status, route, identifier, search, created_after, created_before, where)
     items, next_cursor = ctx.store.list_tasks(selection, limit=limit, cursor=parse_cursor(cursor))
     answers = [t.to_json() for t in items]
     for answer in answers:

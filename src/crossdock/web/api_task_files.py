@@ -3,9 +3,9 @@ records back into a route (``crossdock tasks export`` / ``tasks import``, :mod:`
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
@@ -13,8 +13,7 @@ from starlette.concurrency import iterate_in_threadpool
 from crossdock.engine.importer import Importer
 from crossdock.engine.project import effective_active
 from crossdock.task_files import export_chunks, is_export_line
-from crossdock.tasks import Status
-from crossdock.web.api import BAD_WHERE, WHERE_HELP, Ctx, DateTime, Operator, Viewer, task_filter
+from crossdock.web.api import BAD_WHERE, Ctx, Operator, TaskQuery, Viewer
 from crossdock.web.openapi import error
 
 router = APIRouter(prefix="/api/v1")
@@ -40,19 +39,9 @@ MAX_RECORDS = 10_000
     },
 )
 def export_tasks(
-    ctx: Ctx,
-    _: Viewer,
-    status: Annotated[list[Status] | None, Query(description="repeatable")] = None,
-    route: str | None = None,
-    identifier: str | None = None,
-    search: Annotated[str | None, Query(description="text in the identifier or the error")] = None,
-    where: Annotated[str | None, Query(description=WHERE_HELP)] = None,
-    created_after: DateTime | None = None,
-    created_before: DateTime | None = None,
-    format: Literal["ndjson", "csv"] = "ndjson",
+    ctx: Ctx, _: Viewer, selection: TaskQuery, format: Literal["ndjson", "csv"] = "ndjson"
 ) -> StreamingResponse:
     """The matching tasks as a file, streamed a page at a time (flat memory however many match)."""
-    selection = task_filter(status, route, identifier, search, created_after, created_before, where)
     return StreamingResponse(
         iterate_in_threadpool(export_chunks(ctx.store, selection, format, redact=ctx.redact)),
         media_type="text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson",
