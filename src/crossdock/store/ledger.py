@@ -307,8 +307,9 @@ class Ledger(Store):
     def _announce_new(self, tx: Any, route: str) -> None:
         """Tell waiting workers that ``route`` has due tasks, at commit (PostgreSQL: NOTIFY)."""
 
-    def _begin_claim(self, tx: Any) -> None:
-        """Prepare a transaction for claims (PostgreSQL: plan hints for a table whose statistics lag)."""
+    def _begin_claim(self, tx: Any, route: str) -> None:
+        """Prepare a transaction for claims of ``route`` (PostgreSQL: plan hints for a table whose statistics lag,
+        and the route's claim lock, so claims of one route take turns)."""
 
     @abc.abstractmethod
     def _claim(
@@ -530,7 +531,7 @@ class Ledger(Store):
         found: list[tuple[Status, list[Any]]] = []
         want = limit
         with self._transaction() as tx:
-            self._begin_claim(tx)
+            self._begin_claim(tx, route)
             changes = Changes()
             for source in (Status.RETRY, Status.NEW):
                 if want <= 0:

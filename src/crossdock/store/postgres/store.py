@@ -71,6 +71,9 @@ _TASK_COPY_TYPES = [
 _LOG_COPY_TYPES = ["bigint", "timestamptz", "text", "text", "text", "text", "text", "text", "jsonb"]
 
 
+#: seconds a claim waits for its route's claim turn (queries.sql, claim_turn) before it claims without one
+CLAIM_TURN_WAIT = 5.0
+
 #: seconds a call waits for a pooled connection while the database is known to be down
 DOWN_WAIT = 1.0
 
@@ -130,6 +133,11 @@ def _same(at: datetime | None) -> datetime | None:
 def lock_key(name: str) -> int:
     """A stable int4 for a lock name (Python's ``hash`` differs per process)."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+def claim_lock_key(route: str) -> int:
+    """The int4 of a route's claim lock (a transaction advisory lock; "claim:" keeps it apart from leader locks)."""
+    return lock_key(f"claim:{route}")
 
 
 class PostgresStore(Ledger):
@@ -325,8 +333,14 @@ class PostgresStore(Ledger):
         # delivered at commit, so a woken worker always finds the rows
         tx.execute(Q["notify_new"], (route,))
 
-    def _begin_claim(self, tx: psycopg.Connection[Any]) -> None:
-        tx.execute(Q["claim_plan"])
+    def _begin_claim(self, tx: psycopg.Connection[Any], route: str) -> None:
+        params = {"wait": str(round(CLAIM_TURN_WAIT * 1000)), "ns": LOCK_NAMESPACE, "key": claim_lock_key(route)}
+        try:
+            tx.execute(Q["claim_turn"], params)
+        except psycopg.errors.LockNotAvailable:
+            # the claim before it has held the turn for CLAIM_TURN_WAIT: claim beside it (SKIP LOCKED), as before
+            tx.rollback()
+            tx.execute(Q["claim_plan"])
 
     def _claim(
         self,
