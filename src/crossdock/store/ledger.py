@@ -13,7 +13,7 @@ import abc
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -314,14 +314,14 @@ class Ledger(Store):
     @abc.abstractmethod
     def _claim(
         self, tx: Any, route: str, source: Status, limit: int, *, worker: str, lease_until: datetime, now: datetime
-    ) -> list[Any]:
+    ) -> Sized:
         """Move up to ``limit`` due tasks of ``source`` to processing under the lease, one attempt more; oldest
         due first (new: by id; retry: by next attempt time). Returns what :meth:`_claimed_tasks` turns into tasks,
-        one item per task."""
+        its length the number of tasks claimed."""
 
     @abc.abstractmethod
     def _claimed_tasks(
-        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+        self, rows: Any, route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
         """The tasks a claim returned, with ``claimed_from`` set. Called after the commit, so building them does not
         hold the transaction (another thread's settle can write meanwhile)."""
@@ -528,7 +528,7 @@ class Ledger(Store):
     def claim_due_tasks(
         self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
-        found: list[tuple[Status, list[Any]]] = []
+        found: list[tuple[Status, Sized]] = []
         want = limit
         with self._transaction() as tx:
             self._begin_claim(tx, route)
