@@ -420,6 +420,24 @@ def test_listen_new_wakes_on_imports_of_due_work_only(open_pg: Callable[..., Pos
     assert time.monotonic() - started < 5, "listen_new waited for its timeout instead of waking"
 
 
+def test_new_work_is_notified_after_the_commit_and_a_rolled_back_import_notifies_nothing(
+    open_pg: Callable[..., PostgresStore],
+) -> None:
+    """#18: NOTIFY is sent once the import committed, in a transaction of its own (so concurrent imports do not
+    commit one at a time behind the notify lock); the pooled connection keeps its settings."""
+    worker, importer = open_pg(), open_pg(max_size=1)
+    assert worker.listen_new(0.1) == []
+    with pytest.raises(RuntimeError), importer._tx() as tx:
+        importer._announce_new(tx, "gone")
+        raise RuntimeError("the import failed")
+    assert worker.listen_new(0.3) == []
+    imp(importer, [item("1")], route="r1")
+    assert worker.listen_new(5) == ["r1"]
+    assert importer._read("SELECT current_setting('synchronous_commit')") == [("on",)]
+    with importer._tx() as tx:
+        assert not tx.autocommit
+
+
 def test_default_store_listen_new_sleeps_and_leader_lock_always_granted(tmp_path: Any) -> None:
     s = open_store(f"sqlite:///{tmp_path}/x.db")
     try:
