@@ -378,8 +378,9 @@ class PostgresStore(Ledger):
         params = {"wait": str(round(CLAIM_TURN_WAIT * 1000)), "ns": LOCK_NAMESPACE, "key": claim_lock_key(route)}
         try:
             tx.execute(Q["claim_turn"], params)
-        except psycopg.errors.LockNotAvailable:
-            # the claim before it has held the turn for CLAIM_TURN_WAIT: claim beside it (SKIP LOCKED), as before
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            # the claim before it has held the turn for CLAIM_TURN_WAIT (or a statement_timeout below it ran out):
+            # claim beside it (SKIP LOCKED), as before
             tx.rollback()
             tx.execute(Q["claim_plan"])
 
