@@ -31,10 +31,13 @@ host, default settings, route ``concurrency: 64``), 2026-12-05 02:08-02:35 UTC, 
  load average (1 min) at the end     4.4 (1.6-5.9)       3.9 (1.6-5.8)       6.7 (4.7-7.8)       6.8 (5.2-7.9)
 ==================================  ==================  ==================  ==================  ==================
 
-The rate cannot grow on two cores (the worker processes' Python is the limit: ~55 % of the backend samples are
-idle sessions waiting for their client), so the rate stays within the noise; the waits and the server's CPU are
-what changed. One run of each, 12 workers (``before``: the claims walk each other's rows; ``after``: they queue
-for their route's turn, and nothing else waits)::
+With 2 workers on a quieter host (load 1.1-1.7, 3 runs each): 46,541 -> 53,541 tasks/s steady (medians), server
+CPU 5.0-5.2 -> 4.5-4.6 s; with 4 workers (load 1.7-2.1) 49,593 -> 48,030, the same, CPU 5.1-5.2 -> 4.6-4.7 s.
+
+With 8 and 12 workers the rate cannot grow on two cores (the worker processes' Python is the limit: ~55 % of
+the backend samples are idle sessions waiting for their client), so the rate stays within the noise; the waits
+and the server's CPU are what changed. One run of each, 12 workers (``before``: the claims walk each other's
+rows; ``after``: they queue for their route's turn, and nothing else waits)::
 
     before   no-op  12  spawn 20,542  steady 31,732  wall 9.74 s  duplicates 0  processing 0  load1 6.46
     100 samples, 1893 backend samples (avg 18.9 backends, peak 27)
