@@ -13,7 +13,7 @@ import abc
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -307,20 +307,21 @@ class Ledger(Store):
     def _announce_new(self, tx: Any, route: str) -> None:
         """Tell waiting workers that ``route`` has due tasks, at commit (PostgreSQL: NOTIFY)."""
 
-    def _begin_claim(self, tx: Any) -> None:
-        """Prepare a transaction for claims (PostgreSQL: plan hints for a table whose statistics lag)."""
+    def _begin_claim(self, tx: Any, route: str) -> None:
+        """Prepare a transaction for claims of ``route`` (PostgreSQL: plan hints for a table whose statistics lag,
+        and the route's claim lock, so claims of one route take turns)."""
 
     @abc.abstractmethod
     def _claim(
         self, tx: Any, route: str, source: Status, limit: int, *, worker: str, lease_until: datetime, now: datetime
-    ) -> list[Any]:
+    ) -> Sized:
         """Move up to ``limit`` due tasks of ``source`` to processing under the lease, one attempt more; oldest
         due first (new: by id; retry: by next attempt time). Returns what :meth:`_claimed_tasks` turns into tasks,
-        one item per task."""
+        its length the number of tasks claimed."""
 
     @abc.abstractmethod
     def _claimed_tasks(
-        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+        self, rows: Any, route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
         """The tasks a claim returned, with ``claimed_from`` set. Called after the commit, so building them does not
         hold the transaction (another thread's settle can write meanwhile)."""
@@ -527,10 +528,10 @@ class Ledger(Store):
     def claim_due_tasks(
         self, route: str, limit: int, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
-        found: list[tuple[Status, list[Any]]] = []
+        found: list[tuple[Status, Sized]] = []
         want = limit
         with self._transaction() as tx:
-            self._begin_claim(tx)
+            self._begin_claim(tx, route)
             changes = Changes()
             for source in (Status.RETRY, Status.NEW):
                 if want <= 0:

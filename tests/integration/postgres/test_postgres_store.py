@@ -23,7 +23,8 @@ import pytest
 from crossdock.errors import StoreUnavailable
 from crossdock.store import open_store
 from crossdock.store.base import ImportItem, ImportOptions, Settlement, TaskFilter, empty_counts
-from crossdock.store.postgres.store import PostgresStore
+from crossdock.store.postgres import store as pg_store
+from crossdock.store.postgres.store import LOCK_NAMESPACE, PostgresStore, claim_lock_key
 from crossdock.store.sqlfiles import load_migrations
 from crossdock.tasks import Action, Status
 from postgres_support import database_for, drop_databases, postgres_url, server_url, unavailable
@@ -236,6 +237,36 @@ def test_claim_skips_rows_locked_by_another_transaction_instead_of_waiting(
     ]
 
 
+def test_claims_of_one_route_take_turns_and_a_held_turn_is_waited_out_for_a_bounded_time(
+    store: PostgresStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#18: a claim waits for the claim before it on the same route (its snapshot then starts past the rows that
+    claim took); a claimer frozen in its turn delays the others by CLAIM_TURN_WAIT at most, then they claim
+    beside it as before. Other routes never wait, and the session's lock_timeout is left as it was."""
+    imp(store, [item(f"k{i}") for i in range(6)])
+    imp(store, [item(f"o{i}") for i in range(2)], route="other")
+    monkeypatch.setattr(pg_store, "CLAIM_TURN_WAIT", 0.5)
+    lease = T0 + timedelta(minutes=1)
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute(b"SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, claim_lock_key(ROUTE)))
+        started = time.monotonic()
+        assert [t.id for t in store.claim_due_tasks("other", 5, worker="w", lease_until=lease, now=T0)] == [7, 8]
+        assert time.monotonic() - started < 0.4, "another route's turn must not hold this one"
+        started = time.monotonic()
+        assert [t.id for t in store.claim_due_tasks(ROUTE, 2, worker="w", lease_until=lease, now=T0)] == [1, 2]
+        waited = time.monotonic() - started
+        assert 0.45 <= waited < 3, waited
+        with ThreadPoolExecutor(1) as pool:
+            # a turn given back in time is taken: the claim waits for it instead of claiming beside it
+            claiming = pool.submit(store.claim_due_tasks, ROUTE, 2, worker="w", lease_until=lease, now=T0)
+            time.sleep(0.1)
+            assert not claiming.done()
+            holder.rollback()
+            assert [t.id for t in claiming.result(timeout=5)] == [3, 4]
+    assert store._read("SHOW lock_timeout") == [("0",)]
+    assert_counters_exact(store)
+
+
 def test_claim_uses_the_partial_index_of_due_work(store: PostgresStore, postgres_url: str) -> None:
     imp(store, [item(f"k{i}") for i in range(5000)])
     imp(store, [item(f"o{i}") for i in range(1000)], route="other")
@@ -387,6 +418,24 @@ def test_listen_new_wakes_on_imports_of_due_work_only(open_pg: Callable[..., Pos
     t.join()
     assert routes == ["r3"]
     assert time.monotonic() - started < 5, "listen_new waited for its timeout instead of waking"
+
+
+def test_new_work_is_notified_after_the_commit_and_a_rolled_back_import_notifies_nothing(
+    open_pg: Callable[..., PostgresStore],
+) -> None:
+    """#18: NOTIFY is sent once the import committed, in a transaction of its own (so concurrent imports do not
+    commit one at a time behind the notify lock); the pooled connection keeps its settings."""
+    worker, importer = open_pg(), open_pg(max_size=1)
+    assert worker.listen_new(0.1) == []
+    with pytest.raises(RuntimeError), importer._tx() as tx:
+        importer._announce_new(tx, "gone")
+        raise RuntimeError("the import failed")
+    assert worker.listen_new(0.3) == []
+    imp(importer, [item("1")], route="r1")
+    assert worker.listen_new(5) == ["r1"]
+    assert importer._read("SELECT current_setting('synchronous_commit')") == [("on",)]
+    with importer._tx() as tx:
+        assert not tx.autocommit
 
 
 def test_default_store_listen_new_sleeps_and_leader_lock_always_granted(tmp_path: Any) -> None:

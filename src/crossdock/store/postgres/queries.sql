@@ -86,8 +86,12 @@ SELECT %s, v.route, v.kind, mod(pg_backend_pid(), 16), v.n
 FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS v(route, kind, n)
 ON CONFLICT (minute, route, kind, shard) DO UPDATE SET n = throughput.n + excluded.n
 
+-- Sent after the import's commit, as a transaction of its own without waiting for its WAL flush (#18). A
+-- transaction that notifies holds one lock per database from its pre-commit to its end, its WAL flush included,
+-- so notifying in the import transaction made concurrent imports commit one at a time (Lock:object was the top
+-- wait with 8 concurrent importers). A wake-up lost in a crash costs nothing: workers poll as well.
 -- name: notify_new
-SELECT pg_notify('crossdock_new', %s)
+SELECT set_config('synchronous_commit', 'off', true), pg_notify('crossdock_new', r) FROM unnest(%s::text[]) AS r
 
 -- name: listen_new
 LISTEN crossdock_new
@@ -97,6 +101,23 @@ LISTEN crossdock_new
 -- index walk that stops at LIMIT.
 -- name: claim_plan
 SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true)
+
+-- Claims of one route take turns (#18): the route's transaction advisory lock, held until the claim commits.
+-- Without it every concurrent claim walked the same head of tasks_due_new: past the rows other claims held
+-- (SKIP LOCKED, one tuple-lock try each) and into rows claimed after its snapshot, which FOR UPDATE locks in
+-- their newest (processing) version before the recheck drops them, so their owner's settle waited for that
+-- claim's whole transaction. Taking turns, each claim's snapshot sees the previous claim committed: it reads
+-- from the first unclaimed row and locks only what it takes, so no settle waits for it. SKIP LOCKED stays (a
+-- manual action or lease recovery may hold due rows). The wait for a turn is bounded by lock_timeout
+-- (CLAIM_TURN_WAIT in store.py: a claimer frozen in its transaction must not stop the route); past it the store
+-- claims without a turn, as before. The target list runs in order, so the session's own lock_timeout is back
+-- before the claim.
+-- name: claim_turn
+WITH prev AS MATERIALIZED (SELECT current_setting('lock_timeout') AS lock_timeout)
+SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),
+       set_config('lock_timeout', %(wait)s, true), pg_advisory_xact_lock(%(ns)s, %(key)s),
+       set_config('lock_timeout', prev.lock_timeout, true)
+FROM prev
 
 -- Claims name their status literally so the planner always proves their partial index (tasks_due_*) applies.
 

@@ -71,6 +71,9 @@ _TASK_COPY_TYPES = [
 _LOG_COPY_TYPES = ["bigint", "timestamptz", "text", "text", "text", "text", "text", "text", "jsonb"]
 
 
+#: seconds a claim waits for its route's claim turn (queries.sql, claim_turn) before it claims without one
+CLAIM_TURN_WAIT = 5.0
+
 #: seconds a call waits for a pooled connection while the database is known to be down
 DOWN_WAIT = 1.0
 
@@ -132,6 +135,40 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big", signed=True)
 
 
+def _notify_new(conn: psycopg.Connection[Any], routes: set[str]) -> None:
+    """Wake waiting workers, after the import committed, in a transaction of its own (queries.sql, notify_new).
+    A wake-up is only a hint (workers poll as well), so one lost to an error is let go."""
+    try:
+        conn.autocommit = True
+        try:
+            conn.execute(Q["notify_new"], (sorted(routes),))
+        finally:
+            conn.autocommit = False
+    except psycopg.Error:
+        # the connection broke after the commit: the pool replaces it; the workers' next poll finds the tasks
+        pass
+
+
+class _Claimed:
+    """A claim's result, its rows converted to Python only after the commit (:meth:`PostgresStore._claimed_tasks`):
+    the route's claim turn is not held while 1,000 rows of 20 columns are loaded. The result stays in the cursor,
+    client side, when the connection goes back to the pool."""
+
+    __slots__ = ("cursor", "n")
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self.cursor = cursor
+        self.n = cursor.rowcount
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def claim_lock_key(route: str) -> int:
+    """The int4 of a route's claim lock (a transaction advisory lock; "claim:" keeps it apart from leader locks)."""
+    return lock_key(f"claim:{route}")
+
+
 class PostgresStore(Ledger):
     """A connection pool for the work; two dedicated connections for LISTEN and leader locks."""
 
@@ -171,6 +208,9 @@ class PostgresStore(Ledger):
         self._locker: psycopg.Connection[Any] | None = None
         self._locker_lock = threading.Lock()
         self._leader_locks: set[str] = set()
+        #: id of a connection in a transaction -> the routes it announces once committed (each connection is used
+        #: by one thread at a time, so its entry is too)
+        self._announced: dict[int, set[str]] = {}
         if create:
             try:
                 self.upgrade()
@@ -215,9 +255,18 @@ class PostgresStore(Ledger):
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on one pooled connection: committed on success, rolled back on error."""
+        """One transaction on one pooled connection: committed on success, rolled back on error. Routes the
+        transaction announced (:meth:`_announce_new`) are notified once it has committed."""
         with self._pool.connection(timeout=self._connection_wait()) as conn:
-            yield conn
+            try:
+                yield conn
+            except BaseException:
+                self._announced.pop(id(conn), None)  # rolled back: nothing new to announce
+                raise
+            routes = self._announced.pop(id(conn), None)
+            if routes:
+                conn.commit()
+                _notify_new(conn, routes)
 
     def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._pool.connection(timeout=self._connection_wait()) as conn:
@@ -322,11 +371,18 @@ class PostgresStore(Ledger):
         return dict(tx.execute(Q["supersede_tasks"], params).fetchall())
 
     def _announce_new(self, tx: psycopg.Connection[Any], route: str) -> None:
-        # delivered at commit, so a woken worker always finds the rows
-        tx.execute(Q["notify_new"], (route,))
+        # sent by _tx once the transaction committed, so a woken worker always finds the rows
+        self._announced.setdefault(id(tx), set()).add(route)
 
-    def _begin_claim(self, tx: psycopg.Connection[Any]) -> None:
-        tx.execute(Q["claim_plan"])
+    def _begin_claim(self, tx: psycopg.Connection[Any], route: str) -> None:
+        params = {"wait": str(round(CLAIM_TURN_WAIT * 1000)), "ns": LOCK_NAMESPACE, "key": claim_lock_key(route)}
+        try:
+            tx.execute(Q["claim_turn"], params)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            # the claim before it has held the turn for CLAIM_TURN_WAIT (or a statement_timeout below it ran out):
+            # claim beside it (SKIP LOCKED), as before
+            tx.rollback()
+            tx.execute(Q["claim_plan"])
 
     def _claim(
         self,
@@ -338,16 +394,16 @@ class PostgresStore(Ledger):
         worker: str,
         lease_until: datetime,
         now: datetime,
-    ) -> list[Any]:
+    ) -> _Claimed:
         query = Q["claim_retry"] if source is Status.RETRY else Q["claim_new"]
         params = {"route": route, "now": now, "limit": limit, "worker": worker, "lease": lease_until}
-        return tx.execute(query, params).fetchall()
+        return _Claimed(tx.execute(query, params))
 
     def _claimed_tasks(
-        self, rows: list[Any], route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
+        self, rows: _Claimed, route: str, source: Status, *, worker: str, lease_until: datetime, now: datetime
     ) -> list[Task]:
         claimed = []
-        for r in rows:
+        for r in rows.cursor.fetchall():
             task = _task(r)
             task.claimed_from = source
             claimed.append(task)
