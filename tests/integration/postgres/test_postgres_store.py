@@ -664,3 +664,13 @@ def test_a_pool_with_every_connection_busy_is_not_reported_as_an_outage(
         assert store.health.up
         assert "database unavailable" not in caplog.text
     assert store.route_states() == {}
+
+
+def test_claim_turns_can_be_switched_off(open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossdock.store.postgres.store import CLAIM_TURNS_ENV
+
+    monkeypatch.setenv(CLAIM_TURNS_ENV, "0")
+    store = open_pg()
+    imp(store, [item(str(i)) for i in range(3)])
+    claimed = store.claim_due_tasks(ROUTE, 10, worker="w", lease_until=T0 + timedelta(minutes=5), now=T0)
+    assert len(claimed) == 3

@@ -16,6 +16,7 @@ and the reads. What differs is how the work is shared:
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -73,6 +74,9 @@ _LOG_COPY_TYPES = ["bigint", "timestamptz", "text", "text", "text", "text", "tex
 
 #: seconds a claim waits for its route's claim turn (queries.sql, claim_turn) before it claims without one
 CLAIM_TURN_WAIT = 5.0
+#: set to 0 to let a route's claims run side by side again (SKIP LOCKED only), to compare on a many-core machine:
+#: the turns removed the claims' buffer waits here (2 cores), and serialise one route's claims
+CLAIM_TURNS_ENV = "CROSSDOCK_PG_CLAIM_TURNS"
 
 #: seconds a call waits for a pooled connection while the database is known to be down
 DOWN_WAIT = 1.0
@@ -375,6 +379,9 @@ class PostgresStore(Ledger):
         self._announced.setdefault(id(tx), set()).add(route)
 
     def _begin_claim(self, tx: psycopg.Connection[Any], route: str) -> None:
+        if os.environ.get(CLAIM_TURNS_ENV) == "0":
+            tx.execute(Q["claim_plan"])
+            return
         params = {"wait": str(round(CLAIM_TURN_WAIT * 1000)), "ns": LOCK_NAMESPACE, "key": claim_lock_key(route)}
         try:
             tx.execute(Q["claim_turn"], params)
