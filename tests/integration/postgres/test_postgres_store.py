@@ -666,7 +666,9 @@ def test_a_pool_with_every_connection_busy_is_not_reported_as_an_outage(
     assert store.route_states() == {}
 
 
-def test_claim_turns_can_be_switched_off(open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_claim_turns_can_be_switched_off(
+    open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from crossdock.store.postgres.store import CLAIM_TURNS_ENV
 
     monkeypatch.setenv(CLAIM_TURNS_ENV, "0")
