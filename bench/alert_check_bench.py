@@ -1,7 +1,7 @@
 """How long one alert check takes with many failed tasks in the database: the leader of ``serve`` runs every rule
 every ``alerts.check_every`` (5 s), so it must stay a few milliseconds however large the table grows.
 
-    PYTHONPATH=src .venv/bin/python bench/alert_check_bench.py sqlite:///tmp/alerts.db 200000
+    PYTHONPATH=src .venv/bin/python bench/alert_check_bench.py sqlite:///alerts-bench.db 200000
     PYTHONPATH=src .venv/bin/python bench/alert_check_bench.py postgresql://postgres@127.0.0.1:5432/SCRATCH 200000
 
 Imports N records, fails them all two hours ago, then times 20 checks of five rules (task_failed, backlog,
