@@ -72,11 +72,11 @@ def _csv_values(row: dict[str, Any]) -> tuple[str, ...]:
             text = orjson.dumps(value).decode() if value is not None else ""
         else:
             text = "" if value is None else str(value)
-        values.append(_csv_safe(text) if key in ("identifier", "error") else text)
+        values.append(csv_safe(text) if key in ("identifier", "error") else text)
     return tuple(values)
 
 
-def _csv_safe(value: str) -> str:
+def csv_safe(value: str) -> str:
     """Spreadsheets run cells that start with = + - @ as formulas; quote them as text."""
     return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
 

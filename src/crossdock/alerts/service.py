@@ -13,10 +13,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 
-from crossdock.alerts.channels import ChannelError, send
+from crossdock.alerts.channels import Channel, ChannelError, send
 from crossdock.alerts.messages import Alert, Links
 from crossdock.alerts.rules import Rules
 from crossdock.config.models import AlertsConfig
@@ -126,17 +127,10 @@ class Alerter:
 
     async def _deliver(self, record: AlertRecord, at: datetime) -> None:
         channel = self.config.channels.get(record.channel)
-        error: str | None
         if channel is None:
-            error = f"channel {record.channel!r} is no longer configured under alerts.channels"
+            error: str | None = f"channel {record.channel!r} is no longer configured under alerts.channels"
         else:
-            try:
-                await send(channel, record.subject, record.message, self._client())
-                error = None
-            except ChannelError as exc:
-                error = self.redact(exc.reason)
-            except Exception as exc:  # pragma: no cover - a sender bug is reported like a refusal
-                error = self.redact(describe_error(exc))
+            error = await self._send(channel, record.subject, record.message)
         retry_at = None
         if error is not None:
             tries = record.attempts + 1
@@ -171,12 +165,7 @@ class Alerter:
         ids = await asyncio.to_thread(self.store.add_alerts, [self._queued(n, alert) for n in names], now=at)
         results: list[TestResult] = []
         for alert_id, name in zip(ids, names, strict=True):
-            channel_config = self.config.channels[name]
-            try:
-                await send(channel_config, SUBJECT_PREFIX + alert.title, alert.to_message(), self._client())
-                error = None
-            except ChannelError as exc:
-                error = self.redact(exc.reason)
+            error = await self._send(self.config.channels[name], SUBJECT_PREFIX + alert.title, alert.to_message())
             await asyncio.to_thread(self.store.alert_attempted, alert_id, now=self.clock(), error=error)
             results.append(TestResult(name, error))
         failed = [r.channel for r in results if r.error]
@@ -190,6 +179,17 @@ class Alerter:
             now=self.clock(),
         )
         return results
+
+    async def _send(self, channel: Channel, subject: str, message: dict[str, Any]) -> str | None:
+        """Send one message; the reason it was not delivered (secrets masked), or None."""
+        try:
+            await send(channel, subject, message, self._client())
+        except ChannelError as exc:
+            return self.redact(exc.reason)
+        except Exception as exc:  # a sender bug is reported like a refusal, never lost
+            log.exception("alert to a %s channel failed unexpectedly", channel.type)
+            return self.redact(describe_error(exc))
+        return None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

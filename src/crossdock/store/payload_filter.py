@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from crossdock.errors import StepConfigError, UsageError
-from crossdock.transform.expressions import EvaluationError, Node, _Parser, compile_expression
+from crossdock.transform.expressions import EvaluationError, Node, compile_expression, parse_expression
 
 #: comparisons SQL decides
 _ORDER = frozenset({"<", "<=", ">", ">="})
@@ -74,8 +74,8 @@ def payload_filter(text: str) -> PayloadFilter:
     if not source:
         raise UsageError("--where needs an expression, e.g. --where 'price > 1000'")
     try:
-        compiled = compile_expression(source)
-        node = _Parser(source, ()).parse()
+        node = parse_expression(source)
+        compiled = compile_expression(source, tree=node)
     except StepConfigError as exc:
         raise UsageError(f"--where: {exc.message}") from None
     conjuncts = list(_conjuncts(node))

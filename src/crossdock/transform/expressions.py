@@ -702,12 +702,19 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
-def compile_expression(text: str, *, path: Where = ()) -> Expression:
-    """Compile once; a leading '=' is allowed. Raises StepConfigError (with ``path``) for any syntax error."""
+def parse_expression(text: str, *, path: Where = ()) -> Node:
+    """The syntax tree of ``text`` (a leading '=' allowed), for callers that read its shape (``--where`` turns
+    comparisons into SQL). Raises StepConfigError for any syntax error."""
     if not isinstance(text, str):
         raise StepConfigError(f"an expression must be a string, got {text!r}", path)
+    return _Parser(text[1:] if text.startswith("=") else text, path).parse()
+
+
+def compile_expression(text: str, *, path: Where = (), tree: Node | None = None) -> Expression:
+    """Compile once; a leading '=' is allowed. Raises StepConfigError (with ``path``) for any syntax error. ``tree``
+    is ``text`` already parsed (:func:`parse_expression`)."""
+    node = tree if tree is not None else parse_expression(text, path=path)
     source = text[1:] if text.startswith("=") else text
-    node = _Parser(source, path).parse()
     compiler = _Compiler(source, path)
     fn, const = compiler._compile(node)
     if node.kind == "path":

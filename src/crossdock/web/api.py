@@ -22,6 +22,7 @@ from crossdock.errors import CrossdockError, StoreUnavailable, UsageError
 from crossdock.store import TaskFilter
 from crossdock.store.base import AuditEntry
 from crossdock.store.payload_filter import payload_filter
+from crossdock.task_files import csv_safe
 from crossdock.tasks import Action, Status, Task, allowed_actions, is_allowed, iso, refusal_message
 from crossdock.timeline import timeline
 from crossdock.web.auth import ROLES, Principal, issue_token
@@ -803,13 +804,8 @@ def audit_csv(entries: list[AuditEntry], redact: Callable[[str], str]) -> str:
             "" if e.changed is None else e.changed,
             e.detail or "",
         ]
-        writer.writerow([_csv_safe(redact(str(v))) for v in row])
+        writer.writerow([csv_safe(redact(str(v))) for v in row])
     return buf.getvalue()
-
-
-def _csv_safe(value: str) -> str:
-    """Spreadsheets run cells that start with = + - @ as formulas; quote them as text."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
 
 
 CSV_ANSWER: dict[int | str, dict[str, Any]] = {

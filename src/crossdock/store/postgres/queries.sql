@@ -451,3 +451,8 @@ FROM circuits WHERE key = %s FOR UPDATE
 UPDATE circuits SET state = %s, failures = %s, opened_at = %s, open_until = %s, last_error = %s, probe_owner = %s,
                     probe_at = %s, updated_at = %s
 WHERE key = %s
+
+-- name: where_candidates
+-- the next batch of tasks a --where expression's SQL conditions let through, for the Python check (the selection
+-- with those conditions, then the last id seen and the batch size)
+SELECT id, entity FROM tasks WHERE {where} AND id > %s ORDER BY id LIMIT %s

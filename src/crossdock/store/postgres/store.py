@@ -508,10 +508,7 @@ class PostgresStore(Ledger):
         matched: list[int] = []
         last = 0
         while True:
-            rows = self._read(
-                f"SELECT id, entity FROM tasks WHERE {where} AND id > %s ORDER BY id LIMIT {NARROW_BATCH}",
-                [*params, last],
-            )
+            rows = self._read(Q["where_candidates"].format(where=where), [*params, last, NARROW_BATCH])
             if not rows:
                 break
             matched += [task_id for task_id, entity in rows if found.matches(entity)]
