@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,15 +65,18 @@ class SmtpSink:
 class HookSink:
     """An HTTP server on 127.0.0.1 that keeps every POST; answers ``statuses`` in turn, then 200."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, *, hang: float = 0.0) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.statuses = list(statuses or [])
+        #: seconds every answer waits: a receiver that hangs
+        self.hang = hang
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 sink.requests.append((self.path, dict(self.headers.items()), body))
+                time.sleep(sink.hang)
                 status = sink.statuses.pop(0) if sink.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "2")

@@ -207,3 +207,35 @@ def test_email_login_and_the_test_message(tmp_path: Path, refusing_shop: Running
         store.close()
     finally:
         smtp.stop()
+
+
+def test_a_receiver_that_hangs_is_given_up_on_after_its_timeout_and_tried_again(
+    tmp_path: Path, refusing_shop: RunningShop
+) -> None:
+    hook = HookSink(hang=3.0).start()
+    try:
+        alerts = (
+            f"alerts:\n  channels:\n    slow: {{type: webhook, url: '{hook.url}', timeout: 0.5s}}\n"
+            "  rules:\n    - {event: task_failed, digest: 0, channels: [slow]}\n"
+        )
+        project, store = project_for(tmp_path, refusing_shop, alerts, records=2)
+
+        async def scenario() -> float:
+            alerter = alerter_for(project, store)
+            try:
+                await check_and_send(alerter, now())
+                await run_once(project, store, "products")
+                started = asyncio.get_running_loop().time()
+                await check_and_send(alerter, now() + timedelta(seconds=10))
+                return asyncio.get_running_loop().time() - started
+            finally:
+                await alerter.close()
+
+        took = asyncio.run(scenario())
+        [record] = store.list_alerts()
+        store.close()
+        assert took < 2.5, f"the check waited {took:.1f} s for a receiver that hangs"
+        assert (record.status, record.attempts, record.error) == ("pending", 1, "no answer within 0.5 s")
+        assert record.next_attempt_at is not None
+    finally:
+        hook.stop()
