@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
+from browser_support import ARGS, CHROMIUM, served, shot
 from crossdock.engine.project import Project, load_project
 from crossdock.engine.runner import run_once
 from crossdock.mock import FailureConfig, RunningShop, start_erp, start_shop
@@ -30,17 +29,6 @@ from crossdock.web.app import create_app
 from crossdock.web.auth import issue_token
 from crossdock.web.settings import WebSettings
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 REFUSED = {"SKU-00003": 422, "SKU-00007": 422}
 
 CONFIG = """\
@@ -98,12 +86,6 @@ class Site:
     admin_token: str
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def seed(project: Project, store: Store) -> None:
     """Real runs, in a thread of their own: Playwright's sync API owns this thread's event loop."""
 
@@ -118,7 +100,6 @@ def seed(project: Project, store: Store) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    import uvicorn
 
     root = tmp_path_factory.mktemp("browser")
     (root / "crossdock.yaml").write_text(CONFIG)
@@ -136,19 +117,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         seed(project, store)
         _id, token = issue_token(store, "admin", "browser-admin")
         app = create_app(project, store, settings=WebSettings(refresh_seconds=2, token_cache_seconds=0))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
         try:
-            yield Site(f"http://127.0.0.1:{port}", project, store, shop, token)
+            with served(app) as url:
+                yield Site(url, project, store, shop, token)
         finally:
-            server.should_exit = True
-            thread.join(10)
             store.close()
             for key, value in saved.items():
                 if value is None:
@@ -180,11 +152,6 @@ def page(browser: object, site: Site) -> Iterator[object]:
         yield pg
     finally:
         context.close()
-
-
-def shot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 
 def test_login_page(browser: object, site: Site) -> None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
 
+from browser_support import ARGS, CHROMIUM, served, shot
 from crossdock.engine.project import load_project
 from crossdock.engine.runner import run_once
 from crossdock.scaffold import write_project
@@ -28,9 +26,6 @@ from crossdock.web.app import create_app
 from crossdock.web.auth import issue_token
 from crossdock.web.settings import WebSettings
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 ROUTE = "products-to-shop"
 
 if not CHROMIUM.exists():
@@ -52,7 +47,6 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    import uvicorn
 
     root = tmp_path_factory.mktemp("tester")
     write_project(root)
@@ -65,21 +59,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     seeding.join(60)
     _id, token = issue_token(store, "viewer", "browser-viewer")
     app = create_app(project, store, settings=WebSettings(token_cache_seconds=0))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
     try:
-        yield Site(f"http://127.0.0.1:{port}", store, token)
+        with served(app) as url:
+            yield Site(url, store, token)
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
         if saved is not None:
             os.environ["CROSSDOCK_DB"] = saved
@@ -100,11 +83,6 @@ def page(site: Site) -> Iterator[object]:
             yield pg
         finally:
             browser.close()
-
-
-def shot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 
 def record_box(pg: object, text: str) -> None:
