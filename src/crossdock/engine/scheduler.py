@@ -147,16 +147,14 @@ class EngineJobs:
 
     async def prune(self, now: datetime) -> int:
         retention = self.project.loaded.config.retention
-        deleted = 0
-        for status, age in (
-            (Status.FINISHED, retention.finished),
-            (Status.SKIPPED, retention.skipped),
-            (Status.FAILED, retention.failed),
-            (Status.REJECTED, retention.rejected),
-        ):
-            older_than = now - timedelta(seconds=age)
-            deleted += await asyncio.to_thread(self.store.prune, older_than=older_than, statuses=[status])
-        return deleted
+        ages = {
+            Status.FINISHED: retention.finished,
+            Status.SKIPPED: retention.skipped,
+            Status.FAILED: retention.failed,
+            Status.REJECTED: retention.rejected,
+        }
+        cutoffs = {status: now - timedelta(seconds=age) for status, age in ages.items()}
+        return await asyncio.to_thread(self.store.prune_ages, cutoffs)
 
 
 @dataclass

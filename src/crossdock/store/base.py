@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -718,6 +718,18 @@ class Store(abc.ABC):
     ) -> int:
         """Delete tasks (with their logs) last updated before ``older_than``, never the latest fingerprinted task of
         an identifier; audited as ``actor``."""
+
+    @abc.abstractmethod
+    def prune_ages(
+        self,
+        cutoffs: Mapping[Status, datetime],
+        *,
+        route: str | None = None,
+        batch_size: int = 5000,
+        actor: str = "retention",
+    ) -> int:
+        """:meth:`prune` with a cutoff per status, in one pass (retention's nightly run): on PostgreSQL a partition
+        whose tasks have all reached their status's age goes at once."""
 
     # --- operations: route state, tokens, audit, monitor ------------------------------------------
 

@@ -127,6 +127,9 @@ DERIVED: dict[str, str] = {
     "task_seen": "SQLite's poll touches: folded into tasks.seen_count and tasks.last_seen_at",
     "meta": "SQLite's next task id: the target's task id sequence is advanced past it",
     "schema_migrations": "PostgreSQL's applied migrations: the target's own migrations write it",
+    "delta_latest": "PostgreSQL's pointer to each identifier's latest task: rebuilt on the target from the tasks",
+    "task_partitions": "PostgreSQL's task partitions: the target creates its own for the ids it receives",
+    "task_partitioning": "PostgreSQL's partition size: the target keeps its own",
 }
 
 #: columns a backend holds beyond the shared ones: PostgreSQL shards throughput (summed on read, shard 0 on write)
@@ -417,7 +420,8 @@ class _PostgresEnd(_End):
         rows = self.conn.execute(
             "SELECT c.relname, a.attname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') ORDER BY c.relname, a.attnum"
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "ORDER BY c.relname, a.attnum"
         ).fetchall()
         found: dict[str, list[str]] = {}
         for name, column in rows:
@@ -534,6 +538,10 @@ class _PostgresEnd(_End):
         cols, types = self._columns(table)
         extra = tuple(EXTRA_COLUMNS.get((self.backend, table.name), {}).values())
         with self.conn.transaction():
+            if table.name == "tasks" and rows and self._partitioned():
+                from crossdock.store.postgres import partitions
+
+                partitions.ensure(self.conn, max(row[0] for row in rows))
             into = table.name
             if not fresh:
                 into = f"copy_stage_{table.name}"
@@ -553,12 +561,23 @@ class _PostgresEnd(_End):
                     f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {into} ON CONFLICT DO NOTHING"
                 )
 
+    def _partitioned(self) -> bool:
+        return self._one("SELECT to_regclass('task_partitions') IS NOT NULL")[0] is True
+
     def clear(self) -> None:
-        names = ", ".join([*BY_NAME, "counters"])
+        names = ", ".join([*BY_NAME, "counters", *(["delta_latest"] if self._partitioned() else [])])
         self.conn.execute(f"TRUNCATE {names}")
 
     def finish(self, high_water: dict[str, int], counter_keys: set[tuple[str, str]]) -> None:
         with self.conn.transaction():
+            if self._partitioned():
+                # each identifier's newest fingerprinted task, as the source's delta compares with it
+                self.conn.execute("DELETE FROM delta_latest")
+                self.conn.execute(
+                    "INSERT INTO delta_latest (route, identifier, task_id) "
+                    "SELECT DISTINCT ON (route, identifier) route, identifier, id FROM tasks "
+                    "WHERE identifier IS NOT NULL AND fingerprint IS NOT NULL ORDER BY route, identifier, id DESC"
+                )
             self.conn.execute("DELETE FROM counters")
             self.conn.execute(
                 "INSERT INTO counters (route, status, shard, n) "

@@ -13,7 +13,7 @@ import abc
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence, Sized
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -390,10 +390,12 @@ class Ledger(Store):
         statuses: Sequence[Status],
         route: str | None,
         after_id: int,
+        until_id: int | None,
         limit: int,
     ) -> list[int]:
-        """Ids above ``after_id`` in those statuses last updated before ``older_than``, never the latest
-        fingerprinted task of an identifier (delta compares with it), in id order."""
+        """Ids above ``after_id`` and below ``until_id`` (None: no bound) in those statuses last updated before
+        ``older_than``, never the latest fingerprinted task of an identifier (delta compares with it), in id
+        order."""
 
     @abc.abstractmethod
     def _delete_tasks(self, tx: Any, ids: list[int]) -> list[tuple[str, str]]:
@@ -891,35 +893,67 @@ class Ledger(Store):
         batch_size: int = 5000,
         actor: str = "retention",
     ) -> int:
-        if not statuses:
+        return self.prune_ages(dict.fromkeys(statuses, older_than), route=route, batch_size=batch_size, actor=actor)
+
+    def prune_ages(
+        self,
+        cutoffs: Mapping[Status, datetime],
+        *,
+        route: str | None = None,
+        batch_size: int = 5000,
+        actor: str = "retention",
+    ) -> int:
+        if not cutoffs:
             return 0
         now = datetime.now(UTC)
-        deleted: Counter[tuple[str, str]] = Counter()
-        last_id = 0
-        while True:
-            with self._transaction() as tx:
-                ids = self._prunable(
-                    tx, older_than=older_than, statuses=statuses, route=route, after_id=last_id, limit=batch_size
-                )
-                if not ids:
-                    break
-                last_id = ids[-1]
-                changes = Changes()
-                for key in self._delete_tasks(tx, ids):
-                    changes.counters[key] -= 1
-                    deleted[key] += 1
-                self._write_changes(tx, changes, now)
-            if len(ids) < batch_size:
-                break
+        deleted, ranges = self._prune_whole(cutoffs, route, now)
+        by_age: dict[datetime, list[Status]] = {}
+        for status, older_than in cutoffs.items():
+            by_age.setdefault(older_than, []).append(status)
+        for lo, hi in ranges:
+            for older_than, statuses in by_age.items():
+                last_id = lo - 1
+                while True:
+                    with self._transaction() as tx:
+                        ids = self._prunable(
+                            tx,
+                            older_than=older_than,
+                            statuses=statuses,
+                            route=route,
+                            after_id=last_id,
+                            until_id=hi,
+                            limit=batch_size,
+                        )
+                        if not ids:
+                            break
+                        last_id = ids[-1]
+                        changes = Changes()
+                        for key in self._delete_tasks(tx, ids):
+                            changes.counters[key] -= 1
+                            deleted[key] += 1
+                        self._write_changes(tx, changes, now)
+                    if len(ids) < batch_size:
+                        break
         total = sum(deleted.values())
         if total:
             self._after_prune()
-            target: dict[str, Any] = {"status": [s.value for s in statuses], "older_than": iso(older_than)}
+            target: dict[str, Any] = {"status": [s.value for s in cutoffs]}
+            if len(by_age) == 1:
+                target["older_than"] = iso(next(iter(by_age)))
+            else:
+                target["older_than"] = {s.value: iso(at) for s, at in cutoffs.items()}
             if route:
                 target["route"] = route
             self.record_audit(actor, "tasks.prune", target, changed=total, now=now)
             self.events.emit(TasksPruned(actor, dict(deleted)))
         return total
+
+    def _prune_whole(
+        self, cutoffs: Mapping[Status, datetime], route: str | None, now: datetime
+    ) -> tuple[Counter[tuple[str, str]], list[tuple[int, int | None]]]:
+        """Remove what can go a whole storage unit at a time (PostgreSQL partitions); returns what it removed per
+        (route, status) and the id ranges ``[lo, hi)`` (``hi`` None: open) left to the row-by-row pass."""
+        return Counter(), [(0, None)]
 
 
 def _task_id(task: Task) -> int:

@@ -282,6 +282,7 @@ class MemoryStore(Ledger):
         statuses: Sequence[Status],
         route: str | None,
         after_id: int,
+        until_id: int | None,
         limit: int,
     ) -> list[int]:
         latest = set(self.latest_ids.values())
@@ -289,6 +290,7 @@ class MemoryStore(Ledger):
             t.id
             for t in self.tasks.values()
             if t.id > after_id
+            and (until_id is None or t.id < until_id)
             and t.status in statuses
             and t.updated_at is not None
             and t.updated_at < older_than

@@ -18,16 +18,18 @@ SELECT version FROM schema_migrations ORDER BY version
 INSERT INTO schema_migrations (version, name) VALUES (%s, %s)
 
 -- name: latest_for_identifiers
--- the newest fingerprinted task of each identifier (migration 0006): one backward step in tasks_route_identifier
--- per identifier, past the rare newer tasks written without a fingerprint (delta: false)
-SELECT k.identifier, l.fingerprint, l.id, l.status
-FROM unnest(%s::text[]) AS k(identifier)
-CROSS JOIN LATERAL (
-    SELECT t.fingerprint, t.id, t.status FROM tasks t
-    WHERE t.route = %s AND t.identifier = k.identifier AND t.fingerprint IS NOT NULL
-    ORDER BY t.id DESC
-    LIMIT 1
-) AS l
+-- the newest fingerprinted task of each identifier: one probe of delta_latest (migration 0010) and one of the
+-- task's own partition, however many partitions there are
+SELECT l.identifier, t.fingerprint, t.id, t.status
+FROM delta_latest l JOIN tasks t ON t.id = l.task_id
+WHERE l.route = %s AND l.identifier = ANY(%s::text[])
+
+-- name: point_latest
+-- new fingerprinted tasks become their identifier's latest (written with the tasks, _insert_tasks)
+INSERT INTO delta_latest (route, identifier, task_id)
+SELECT %s, v.identifier, v.task_id FROM unnest(%s::text[], %s::bigint[]) AS v(identifier, task_id)
+ON CONFLICT (route, identifier) DO UPDATE SET task_id = excluded.task_id
+WHERE delta_latest.task_id < excluded.task_id
 
 -- name: latest_unkeyed
 -- the newest task without an identifier of each content fingerprint (migration 0003's partial index)
@@ -281,18 +283,21 @@ CROSS JOIN LATERAL (
 ) l
 
 -- name: cache_show
-SELECT route, identifier, fingerprint, id, status, COALESCE(last_seen_at, created_at) FROM tasks
-WHERE route = %s AND identifier = %s AND fingerprint IS NOT NULL
-ORDER BY id DESC LIMIT 1
+SELECT t.route, t.identifier, t.fingerprint, t.id, t.status, COALESCE(t.last_seen_at, t.created_at)
+FROM delta_latest l JOIN tasks t ON t.id = l.task_id
+WHERE l.route = %s AND l.identifier = %s
 
 -- name: cache_count_route
-SELECT COUNT(DISTINCT identifier) FROM tasks WHERE route = %s AND identifier IS NOT NULL AND fingerprint IS NOT NULL
+SELECT COUNT(*) FROM delta_latest WHERE route = %s
 
+-- Clearing takes the fingerprints off the tasks too, so a copy to SQLite (which has no delta_latest) agrees.
 -- name: cache_clear_route
-UPDATE tasks SET fingerprint = NULL WHERE route = %s AND fingerprint IS NOT NULL
+WITH gone AS (DELETE FROM delta_latest WHERE route = %(route)s RETURNING route)
+UPDATE tasks SET fingerprint = NULL WHERE route = %(route)s AND fingerprint IS NOT NULL
 
 -- name: cache_clear_identifier
-UPDATE tasks SET fingerprint = NULL WHERE route = %s AND identifier = %s AND fingerprint IS NOT NULL
+WITH gone AS (DELETE FROM delta_latest WHERE route = %(route)s AND identifier = %(identifier)s RETURNING 1)
+UPDATE tasks SET fingerprint = NULL WHERE route = %(route)s AND identifier = %(identifier)s AND fingerprint IS NOT NULL
 
 -- name: storage_get
 SELECT value FROM storage WHERE name = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)
@@ -306,10 +311,9 @@ SELECT t.id FROM tasks t
 WHERE t.status = ANY(%(statuses)s::text[]) AND t.updated_at < %(older_than)s
   AND (%(route)s::text IS NULL OR t.route = %(route)s)
   -- never the latest fingerprinted task of an identifier: delta compares with it
-  AND NOT (t.fingerprint IS NOT NULL AND t.identifier IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM tasks l WHERE l.route = t.route AND l.identifier = t.identifier
-                                                   AND l.id > t.id AND l.fingerprint IS NOT NULL))
-  AND t.id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM delta_latest l WHERE l.route = t.route AND l.identifier = t.identifier
+                                                AND l.task_id = t.id)
+  AND t.id > %(after)s AND t.id < %(until)s
 ORDER BY t.id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ from crossdock.store.filters import where_clause
 from crossdock.store.import_plan import DeltaKey, Latest
 from crossdock.store.ledger import SETTLE_TARGET, ActionMove, Changes, Ledger, NewRow, NewTasks, Recovery
 from crossdock.store.payload_filter import payload_filter
+from crossdock.store.postgres import partitions
 from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.tasks import LogLine, Status, Task
 
@@ -62,6 +64,8 @@ _STATUSES: dict[str, Status] = {s.value: s for s in Status}
 LOCK_NAMESPACE = 0x63726F73
 #: second key of the migration lock; leader locks hash their name into the same int4 space
 MIGRATION_LOCK = 0
+#: the migration that partitioned tasks and task_logs (0010)
+PARTITIONED_SINCE = 10
 #: the channel import_batch notifies with the route name when it creates due work
 NEW_WORK_CHANNEL = "crossdock_new"
 
@@ -215,6 +219,8 @@ class PostgresStore(Ledger):
         #: id of a connection in a transaction -> the routes it announces once committed (each connection is used
         #: by one thread at a time, so its entry is too)
         self._announced: dict[int, set[str]] = {}
+        #: a reserved id at or past this makes the store check that partitions reach far enough (partitions.ensure)
+        self._grow_at = 0
         if create:
             try:
                 self.upgrade()
@@ -229,6 +235,8 @@ class PostgresStore(Ledger):
         the server may come back, so the engine waits."""
         if isinstance(exc, PoolTimeout):
             return f"PostgreSQL at {_redacted(self.url)} gave no connection in time: {exc}"
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return None  # a lock wait ran out (retention's table lock): the server answers
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return f"PostgreSQL at {_redacted(self.url)}: {first}"
@@ -309,6 +317,8 @@ class PostgresStore(Ledger):
             conn.execute(Q["create_schema_migrations"])
             applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
             current = max(applied, default=0)
+            # the size of the first task partitions, read by migration 0010
+            conn.execute("SELECT set_config('crossdock.partition_size', %s, true)", (partitions.size_setting(),))
             for version, name, sql in load_migrations("crossdock.store.postgres"):
                 if version in applied:
                     continue
@@ -316,6 +326,8 @@ class PostgresStore(Ledger):
                 conn.execute(sql.encode(), prepare=False)
                 conn.execute(Q["record_migration"], (version, name))
                 current = max(current, version)
+            if current >= PARTITIONED_SINCE:
+                self._grow_at = partitions.ensure(conn, partitions.frontier(conn))
             return current
 
     # --- ledger primitives -----------------------------------------------------------------------
@@ -332,7 +344,7 @@ class PostgresStore(Ledger):
                 latest[fp] = (fp, task_id, _STATUSES[status])
         if identifiers:
             cur = tx.cursor(binary=True)  # binary arrays: no per-element text escaping
-            for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (identifiers, route)):
+            for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, identifiers)):
                 latest[ident] = (fp, task_id, _STATUSES[status])
         return latest
 
@@ -340,7 +352,10 @@ class PostgresStore(Ledger):
         return dict(tx.execute(Q["created_at"], (ids,)).fetchall())
 
     def _reserve_ids(self, tx: psycopg.Connection[Any], n: int) -> list[int]:
-        return sorted(r[0] for r in tx.execute(Q["reserve_ids"], (n,)))
+        ids = sorted(r[0] for r in tx.execute(Q["reserve_ids"], (n,)))
+        if ids and ids[-1] >= self._grow_at:
+            self._grow_at = partitions.ensure(tx, ids[-1])
+        return ids
 
     def _insert_tasks(self, tx: psycopg.Connection[Any], batch: NewTasks, rows: list[NewRow]) -> None:
         route, status, now = batch.route, batch.status._value_, batch.now
@@ -352,6 +367,10 @@ class PostgresStore(Ledger):
             for task_id, identifier, fingerprint, seen, entity, error, related, raw in rows:
                 write((task_id, route, identifier, status, attempts, now, now, next_at, lease, worker, error,
                        fingerprint, seen, now, run_id, related, priority, entity, raw))  # fmt: skip
+        # a fingerprinted task is its identifier's newest: point delta_latest at it (the last of a repeat wins)
+        latest = {row[1]: row[0] for row in rows if row[2] is not None and row[1] is not None}
+        if latest:
+            tx.execute(Q["point_latest"], (route, list(latest), list(latest.values())))
 
     def _touch_tasks(self, tx: psycopg.Connection[Any], seen: dict[int, int], now: datetime) -> None:
         ids = sorted(seen)  # in id order: two transactions lock shared rows alike
@@ -550,6 +569,7 @@ class PostgresStore(Ledger):
         statuses: Sequence[Status],
         route: str | None,
         after_id: int,
+        until_id: int | None,
         limit: int,
     ) -> list[int]:
         params = {
@@ -557,9 +577,45 @@ class PostgresStore(Ledger):
             "older_than": older_than,
             "route": route,
             "after": after_id,
+            "until": until_id if until_id is not None else 2**63 - 1,
             "limit": limit,
         }
         return [r[0] for r in tx.execute(Q["prune_batch"], params)]
+
+    def _prune_whole(
+        self, cutoffs: Mapping[Status, datetime], route: str | None, now: datetime
+    ) -> tuple[Counter[tuple[str, str]], list[tuple[int, int | None]]]:
+        """Drop or rewrite each old partition where at least as many tasks go as stay (partitions.py); the id
+        ranges returned are left to the row-by-row pass: the partitions still taking inserts, and those where
+        fewer go than stay."""
+        with self._reading() as conn:
+            parts = partitions.partitions(conn)
+            frontier = partitions.frontier(conn)
+        by_value = {s.value: at for s, at in cutoffs.items()}
+        gone: Counter[tuple[str, str]] = Counter()
+        rows: list[tuple[int, int | None]] = []
+
+        def counters(tx: psycopg.Connection[Any], delta: dict[tuple[str, str], int]) -> None:
+            changes = Changes()
+            changes.counters.update(delta)
+            self._write_changes(tx, changes, now)
+
+        for part in parts:
+            if part.hi > frontier:  # still taking inserts
+                rows.append((part.lo, None))
+                break
+            for attempt in range(partitions.LOCK_TRIES):
+                try:
+                    with self._tx() as tx:
+                        outcome = partitions.prune_partition(tx, part, by_value, route, counters)
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    if attempt == partitions.LOCK_TRIES - 1:
+                        raise
+            if outcome.how == "rows":
+                rows.append((part.lo, part.hi))
+            gone.update(outcome.gone)
+        return gone, rows
 
     def _delete_tasks(self, tx: psycopg.Connection[Any], ids: list[int]) -> list[tuple[str, str]]:
         tx.execute(Q["prune_logs"], (ids,))
@@ -717,9 +773,10 @@ class PostgresStore(Ledger):
         with self._tx() as conn:
             if identifier is None:
                 cleared = int(conn.execute(Q["cache_count_route"], (route,)).fetchone()[0])  # type: ignore[index]
-                conn.execute(Q["cache_clear_route"], (route,))
+                conn.execute(Q["cache_clear_route"], {"route": route})
                 return cleared
-            return min(conn.execute(Q["cache_clear_identifier"], (route, identifier)).rowcount, 1)
+            params = {"route": route, "identifier": identifier}
+            return min(conn.execute(Q["cache_clear_identifier"], params).rowcount, 1)
 
     def storage_get(self, storage: str, key: str, *, now: datetime) -> Any | None:
         rows = self._read(Q["storage_get"], (storage, key, now))

@@ -606,6 +606,7 @@ class SQLiteStore(Ledger):
         statuses: Sequence[Status],
         route: str | None,
         after_id: int,
+        until_id: int | None,
         limit: int,
     ) -> list[int]:
         status_sql = ", ".join("?" * len(statuses))
@@ -615,9 +616,17 @@ class SQLiteStore(Ledger):
             # never the latest task of an identifier: the delta cache compares with it
             + " AND NOT (t.fingerprint IS NOT NULL AND t.identifier IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks l"
             " WHERE l.route = t.route AND l.identifier = t.identifier AND l.id > t.id AND l.fingerprint IS NOT NULL))"
-            " AND t.id > ? ORDER BY t.id LIMIT ?"
+            " AND t.id > ? AND t.id < ? ORDER BY t.id LIMIT ?"
         )
-        params = [*(s.value for s in statuses), older_than.timestamp(), *([route] if route else []), after_id, limit]
+        until = until_id if until_id is not None else 2**63 - 1
+        params = [
+            *(s.value for s in statuses),
+            older_than.timestamp(),
+            *([route] if route else []),
+            after_id,
+            until,
+            limit,
+        ]
         return [r[0] for r in tx.execute(sql, params)]
 
     def _delete_tasks(self, tx: sqlite3.Connection, ids: list[int]) -> list[tuple[str, str]]:
