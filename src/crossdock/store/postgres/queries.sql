@@ -19,10 +19,15 @@ INSERT INTO schema_migrations (version, name) VALUES (%s, %s)
 
 -- name: latest_for_identifiers
 -- the newest fingerprinted task of each identifier: one probe of delta_latest (migration 0010) and one of the
--- task's own partition, however many partitions there are
-SELECT l.identifier, t.fingerprint, t.id, t.status
-FROM delta_latest l JOIN tasks t ON t.id = l.task_id
-WHERE l.route = %s AND l.identifier = ANY(%s::text[])
+-- task's own partition, however many partitions there are. The LATERAL ... LIMIT 1 keeps the probes: with
+-- identifier = ANY(...) the generic plan of the prepared statement scanned all of delta_latest (17 ms per 1,000
+-- records at 120,000 identifiers)
+SELECT k.identifier, t.fingerprint, t.id, t.status
+FROM unnest(%s::text[]) AS k(identifier)
+CROSS JOIN LATERAL (
+    SELECT l.task_id FROM delta_latest l WHERE l.route = %s AND l.identifier = k.identifier LIMIT 1
+) AS l
+JOIN tasks t ON t.id = l.task_id
 
 -- name: point_latest
 -- new fingerprinted tasks become their identifier's latest (written with the tasks, _insert_tasks)

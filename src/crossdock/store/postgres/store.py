@@ -344,7 +344,7 @@ class PostgresStore(Ledger):
                 latest[fp] = (fp, task_id, _STATUSES[status])
         if identifiers:
             cur = tx.cursor(binary=True)  # binary arrays: no per-element text escaping
-            for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (route, identifiers)):
+            for ident, fp, task_id, status in cur.execute(Q["latest_for_identifiers"], (identifiers, route)):
                 latest[ident] = (fp, task_id, _STATUSES[status])
         return latest
 

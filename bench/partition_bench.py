@@ -1,0 +1,266 @@
+"""PostgreSQL at 10,000,000 tasks (#18 item 3): partitioned tasks under import, the dashboard's reads and retention.
+
+Phases, on a fresh database (partitions of 1,000,000 ids, the default):
+
+1. *empty*: import ``--import`` new records (store.import_batch, 1,000 per batch, delta on) into an empty store;
+2. *seed*: fill the table to ``--tasks`` with SQL (not timed): finished tasks with a log line each, the older half
+   60 days old and superseded by the newer half (same identifiers), counters and delta_latest to match;
+3. *full*: import ``--import`` new records again: the rate against the empty one (target: within 80 %);
+4. *reads*: ``GET /api/v1/stats`` and the first page of a status + route listing through the real ASGI app
+   (FastAPI TestClient, bearer auth, JSON), ``--requests`` each (targets: p95 < 10 ms and < 20 ms);
+5. *retention*: the nightly pass (``store.prune_ages``, finished after 30 days) over the older half (target:
+   5,000,000 tasks in under 30 s), then ``stats --verify``'s check (counters equal COUNT(*));
+6. *rounds*: ``--rounds`` times: import ``--round-tasks`` records (new versions of the same identifiers each round),
+   finish them (SQL, counters moved alike), prune what the round before left: the size on disk of tasks,
+   task_logs and delta_latest after each round (target: no growth).
+
+Run::
+
+    PYTHONPATH=src .venv/bin/python bench/partition_bench.py [--tasks 10000000] [--import 500000] \\
+        [--rounds 3] [--round-tasks 2000000] [--server postgresql://postgres@127.0.0.1:5432/postgres]
+
+Results: bench/README.md, "Large task tables (#18 item 3)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import psycopg  # noqa: E402
+from web_bench import CONFIG, ROUTES, timed  # noqa: E402
+
+from crossdock.store.base import ImportItem, ImportOptions  # noqa: E402
+from crossdock.store.postgres import partitions  # noqa: E402
+from crossdock.store.postgres.store import PostgresStore  # noqa: E402
+from crossdock.tasks import Status  # noqa: E402
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+ROUTE = ROUTES[0]
+BATCH = 1000
+
+
+def entity(sku: str, version: int) -> bytes:
+    return b'{"sku":"%s","price":%d,"title":"product %s","stock":%d,"category":"kitchen"}' % (
+        sku.encode(),
+        version * 100 + 99,
+        sku.encode(),
+        version,
+    )
+
+
+def items(prefix: str, n: int, version: int = 1) -> list[ImportItem]:
+    out = []
+    for i in range(n):
+        sku = f"{prefix}-{i:08d}"
+        body = entity(sku, version)
+        out.append(ImportItem(Status.NEW, sku, body, fingerprint=(b"%08d%08d" % (i, version))))
+    return out
+
+
+def import_rate(store: PostgresStore, batch: list[ImportItem]) -> float:
+    options = ImportOptions()
+    started = time.perf_counter()
+    for k in range(0, len(batch), BATCH):
+        store.import_batch(ROUTE, batch[k : k + BATCH], run_id=None, options=options, now=datetime.now(UTC))
+    return len(batch) / (time.perf_counter() - started)
+
+
+def seed(url: str, total: int) -> float:
+    """``total`` finished tasks after the ids taken so far: the first half 60 days old, each superseded by a task
+    of the second half with the same identifier (delta_latest names those)."""
+    started = time.perf_counter()
+    half = total // 2
+    old = datetime.now(UTC) - timedelta(days=60)
+    recent = datetime.now(UTC) - timedelta(days=1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        base = partitions.frontier(conn)
+        with conn.transaction():
+            partitions.ensure(conn, base + total)
+        conn.execute("SELECT setval('tasks_id_seq', %s)", (base + total,))
+        step = 1_000_000
+        for lo in range(0, total, step):
+            hi = min(lo + step, total)
+            with conn.transaction():
+                conn.execute(
+                    """
+                    INSERT INTO tasks (id, route, identifier, status, attempts, created_at, updated_at, fingerprint,
+                                       seen_count, last_seen_at, entity)
+                    SELECT %(base)s + g, %(route)s, 'seed-' || lpad(((g - 1) %% %(half)s)::text, 8, '0'), 'finished',
+                           1, t, t, int8send(g), 1, t,
+                           convert_to('{"sku":"seed-' || g || '","price":1999,"title":"a product","stock":3}', 'UTF8')
+                    FROM generate_series(%(lo)s + 1, %(hi)s) g,
+                         LATERAL (SELECT CASE WHEN g <= %(half)s THEN %(old)s ELSE %(recent)s END AS t) ts
+                    """,
+                    {"base": base, "route": ROUTE, "half": half, "lo": lo, "hi": hi, "old": old, "recent": recent},
+                )
+                conn.execute(
+                    """
+                    INSERT INTO task_logs (task_id, at, level, phase, actor, from_status, to_status, message)
+                    SELECT %(base)s + g, CASE WHEN g <= %(half)s THEN %(old)s ELSE %(recent)s END, 'info', 'export',
+                           'w1', 'processing', 'finished', 'delivered: 200'
+                    FROM generate_series(%(lo)s + 1, %(hi)s) g
+                    """,
+                    {"base": base, "half": half, "lo": lo, "hi": hi, "old": old, "recent": recent},
+                )
+            print(f"  seeded {hi:,}", file=sys.stderr, flush=True)
+        conn.execute(
+            """
+            INSERT INTO delta_latest (route, identifier, task_id)
+            SELECT %(route)s, 'seed-' || lpad(((g - 1) %% %(half)s)::text, 8, '0'), %(base)s + g
+            FROM generate_series(%(half)s + 1, %(total)s) g
+            ON CONFLICT (route, identifier) DO UPDATE SET task_id = excluded.task_id
+            """,
+            {"route": ROUTE, "half": half, "base": base, "total": total},
+        )
+        conn.execute(
+            "INSERT INTO counters (route, status, shard, n) VALUES (%s, 'finished', 0, %s) "
+            "ON CONFLICT (route, status, shard) DO UPDATE SET n = counters.n + excluded.n",
+            (ROUTE, total),
+        )
+        conn.execute("VACUUM ANALYZE tasks")
+        conn.execute("VACUUM ANALYZE task_logs")
+        conn.execute("VACUUM ANALYZE delta_latest")
+    return time.perf_counter() - started
+
+
+def finish_new(url: str, at: datetime) -> int:
+    """Every new task finished at ``at``, the counters moved with them (a delivery run, without the run)."""
+    with psycopg.connect(url) as conn:
+        moved = conn.execute(
+            "UPDATE tasks SET status = 'finished', updated_at = %s, attempts = 1 WHERE status = 'new' "
+            "RETURNING route",
+            (at,),
+        ).fetchall()
+        by_route: dict[str, int] = {}
+        for (route,) in moved:
+            by_route[route] = by_route.get(route, 0) + 1
+        for route, n in by_route.items():
+            for status, delta in (("new", -n), ("finished", n)):
+                conn.execute(
+                    "INSERT INTO counters (route, status, shard, n) VALUES (%s, %s, 0, %s) "
+                    "ON CONFLICT (route, status, shard) DO UPDATE SET n = counters.n + excluded.n",
+                    (route, status, delta),
+                )
+    return len(moved)
+
+
+def size_on_disk(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "WHERE i.inhparent IN ('tasks'::regclass, 'task_logs'::regclass)"
+        ).fetchone()
+        latest = conn.execute("SELECT pg_total_relation_size('delta_latest')").fetchone()
+        assert row is not None and latest is not None
+        return int(row[0]) + int(latest[0])
+
+
+def reads(store: PostgresStore, requests: int) -> None:
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from crossdock.engine.project import load_project
+    from crossdock.web.app import create_app
+    from crossdock.web.auth import issue_token
+    from crossdock.web.settings import WebSettings
+
+    project_dir = Path(tempfile.mkdtemp(prefix="crossdock-bench-"))
+    (project_dir / "crossdock.yaml").write_text(CONFIG)
+    project = load_project(project_dir / "crossdock.yaml")
+    _id, token = issue_token(store, "viewer", "bench")
+    headers = {"Authorization": f"Bearer {token}"}
+    app = create_app(project, store, settings=WebSettings(token_cache_seconds=60))
+    with TestClient(app) as client:
+        for _ in range(20):  # warm: plans, caches, the token
+            client.get("/api/v1/stats", headers=headers)
+            client.get("/api/v1/tasks", params={"status": "new", "route": ROUTE}, headers=headers)
+        timed("GET /api/v1/stats", [lambda: client.get("/api/v1/stats", headers=headers)] * requests)
+        for status in ("new", "finished", "failed"):
+            params = {"status": status, "route": ROUTE}
+            timed(
+                f"GET /api/v1/tasks first page, {status} + route",
+                [lambda p=params: client.get("/api/v1/tasks", params=p, headers=headers)] * requests,  # type: ignore[misc]
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--server", default=os.environ.get("CROSSDOCK_TEST_POSTGRES") or SERVER)
+    parser.add_argument("--tasks", type=int, default=10_000_000)
+    parser.add_argument("--import", dest="imported", type=int, default=500_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--round-tasks", type=int, default=2_000_000)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--keep", action="store_true", help="keep the database (its URL is printed)")
+    args = parser.parse_args()
+
+    name = f"crossdock_partbench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlsplit(args.server)._replace(path=f"/{name}").geturl()
+    print(f"database {url}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    store = PostgresStore(url)
+    result: dict[str, Any] = {}
+    try:
+        empty = import_rate(store, items("empty", args.imported))
+        print(f"import into an empty table: {empty:,.0f} records/s ({args.imported:,} new records)")
+        seconds = seed(url, args.tasks)
+        total = store.stats().total
+        print(f"seeded to {total:,} tasks in {seconds:.0f} s (not timed)")
+        full = import_rate(store, items("full", args.imported))
+        print(
+            f"import at {total:,} tasks: {full:,.0f} records/s = {full / empty:.0%} of empty "
+            f"(target >= 80 %); load {os.getloadavg()[0]:.2f}"
+        )
+        with psycopg.connect(url) as conn:
+            print(f"partitions: {len(partitions.partitions(conn))}")
+        reads(store, args.requests)
+
+        cutoff = datetime.now(UTC) - timedelta(days=30)
+        started = time.perf_counter()
+        gone = store.prune_ages({Status.FINISHED: cutoff, Status.SKIPPED: cutoff})
+        took = time.perf_counter() - started
+        print(f"retention: {gone:,} tasks in {took:.1f} s (target: 5,000,000 in < 30 s); load {os.getloadavg()[0]:.2f}")
+        stats, counted = store.counted()
+        exact = all(stats.by_route.get(r, {}) == c for r, c in counted.items())
+        print(f"counters equal COUNT(*) after retention: {exact}")
+        result["retention_s"] = took
+
+        sizes = []
+        for r in range(1, args.rounds + 1):
+            round_started = datetime.now(UTC)
+            rate = import_rate(store, items("round", args.round_tasks, version=r))
+            finish_new(url, datetime.now(UTC))
+            started = time.perf_counter()
+            gone = store.prune_ages({Status.FINISHED: round_started})
+            took = time.perf_counter() - started
+            size = size_on_disk(url)
+            sizes.append(size)
+            print(
+                f"round {r}: imported {args.round_tasks:,} at {rate:,.0f}/s, pruned {gone:,} in {took:.1f} s, "
+                f"tasks + logs + delta_latest on disk {size / 2**20:,.0f} MiB, {store.stats().total:,} tasks"
+            )
+        with psycopg.connect(url) as conn:
+            for p in partitions.describe(conn):
+                print(f"  tasks_{p.lo}: ~{p.tasks:,} tasks, {(p.table_bytes + p.index_bytes) / 2**20:,.0f} MiB")
+    finally:
+        store.close()
+        if not args.keep:
+            with psycopg.connect(args.server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
