@@ -137,8 +137,7 @@ def finish_new(url: str, at: datetime) -> int:
     """Every new task finished at ``at``, the counters moved with them (a delivery run, without the run)."""
     with psycopg.connect(url) as conn:
         moved = conn.execute(
-            "UPDATE tasks SET status = 'finished', updated_at = %s, attempts = 1 WHERE status = 'new' "
-            "RETURNING route",
+            "UPDATE tasks SET status = 'finished', updated_at = %s, attempts = 1 WHERE status = 'new' RETURNING route",
             (at,),
         ).fetchall()
         by_route: dict[str, int] = {}

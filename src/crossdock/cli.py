@@ -1071,6 +1071,7 @@ def _register_plugins() -> None:
     from crossdock.cli_alerts import register as register_alerts
     from crossdock.cli_circuits import register as register_circuits
     from crossdock.cli_db_copy import register as register_db_copy
+    from crossdock.cli_db_partitions import register as register_db_partitions
     from crossdock.cli_routes import register as register_routes
     from crossdock.cli_task_edit import register as register_task_edit
     from crossdock.cli_task_files import register as register_task_files
@@ -1082,6 +1083,7 @@ def _register_plugins() -> None:
     register_alerts(app)
     register_task_files(tasks_app)
     register_db_copy(db_app)
+    register_db_partitions(db_app)
     register_task_edit(tasks_app)
 
 

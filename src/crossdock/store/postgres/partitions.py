@@ -3,7 +3,7 @@
 Ids come from one sequence, so an id range is an age range. The newest partition takes every insert; the store
 creates the next one while half of the current one is still free, so an insert never finds no partition. Retention
 (:meth:`PostgresStore._prune_whole`) drops a partition whose every task is due to go, and rewrites one in which
-more tasks go than stay: both return the space at once, where deleted rows would leave holes that only the old
+at least as many tasks go as stay: both return the space at once, where deleted rows would leave holes that only the old
 partition's own updates could reuse.
 
 A partition pair is named by its lower bound: ``tasks_<lo>`` and ``task_logs_<lo>`` hold the task ids [lo, hi).
@@ -25,9 +25,11 @@ PARTITION_LOCK = 1
 #: the size in ids of the partitions a new database starts with
 SIZE_ENV = "CROSSDOCK_PG_PARTITION_SIZE"
 DEFAULT_SIZE = 1_000_000
-#: how long retention waits for the table lock before it tries the partition again, and how often
-LOCK_WAIT = "5s"
-LOCK_TRIES = 6
+#: how long retention waits for the table lock (every query on tasks queues behind the wait), how often it tries,
+#: and the seconds between tries
+LOCK_WAIT = "1s"
+LOCK_TRIES = 10
+LOCK_PAUSE = 1.0
 
 
 @dataclass(frozen=True)
@@ -159,35 +161,17 @@ WHERE NOT (c.before IS NOT NULL AND t.updated_at < c.before
 
 @dataclass
 class Outcome:
-    """What retention did to one partition: ``gone`` counts per (route, status); ``rows`` when it left the
-    partition to the row-by-row pass."""
+    """What retention does with one partition: ``how`` is "kept" (nothing goes), "rows" (fewer go than stay: the
+    row-by-row pass deletes them), "rewrite" or "drop"; ``gone`` counts what goes per (route, status)."""
 
-    how: str  # "kept" (nothing to remove), "dropped", "rewritten", "rows"
+    how: str
     gone: dict[tuple[str, str], int]
 
 
-def prune_partition(
-    conn: psycopg.Connection[Any],
-    part: Partition,
-    cutoffs: Mapping[str, datetime],
-    route: str | None,
-    write_counters: Callable[[psycopg.Connection[Any], dict[tuple[str, str], int]], None],
-) -> Outcome:
-    """Drop or rewrite one partition pair in the caller's transaction, or say it is better pruned row by row.
-
-    Holds EXCLUSIVE on ``tasks`` from the count to the commit: reads go on, writers wait (about a second per
-    million tasks counted or copied, measured in bench/partition_bench.py). Taking the parent's lock first, as
-    every writer does, means no writer can hold a partition this one waits for: no deadlock.
-    """
-    conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('work_mem', '256MB', true)", (LOCK_WAIT,))
-    conn.execute("LOCK TABLE tasks, task_logs IN EXCLUSIVE MODE")
-    params = {
-        "statuses": list(cutoffs),
-        "befores": list(cutoffs.values()),
-        "route": route,
-        "lo": part.lo,
-        "hi": part.hi,
-    }
+def sort(conn: psycopg.Connection[Any], part: Partition, cutoffs: Mapping[str, datetime], route: str | None) -> Outcome:
+    """Count what would go and what would stay (one scan of the partition) and say what to do."""
+    conn.execute("SELECT set_config('work_mem', '256MB', true)")
+    params = _params(part, cutoffs, route)
     goes: dict[tuple[str, str], int] = {}
     stays = 0
     for row_route, status, gone, n in conn.execute(sql.SQL(_SORT).format(part=part.tasks), params):
@@ -200,15 +184,44 @@ def prune_partition(
         return Outcome("kept", {})
     if going < stays:
         return Outcome("rows", {})
-    if stays:
-        _rewrite(conn, part, params)
-    else:
+    return Outcome("rewrite" if stays else "drop", goes)
+
+
+def _params(part: Partition, cutoffs: Mapping[str, datetime], route: str | None) -> dict[str, Any]:
+    return {"statuses": list(cutoffs), "befores": list(cutoffs.values()), "route": route, "lo": part.lo, "hi": part.hi}
+
+
+def prune_partition(
+    conn: psycopg.Connection[Any],
+    part: Partition,
+    cutoffs: Mapping[str, datetime],
+    route: str | None,
+    write_counters: Callable[[psycopg.Connection[Any], dict[tuple[str, str], int]], None],
+) -> Outcome:
+    """Drop or rewrite one partition pair in the caller's transaction, deciding again under the lock (a task may
+    have been retried since :func:`sort` looked).
+
+    Takes ACCESS EXCLUSIVE on ``tasks`` and ``task_logs`` first, so reads and writes of tasks wait from the count
+    to the commit (a fraction of a second to drop a partition of a million tasks, seconds to rewrite one; see
+    bench/partition_bench.py). A weaker lock would have to be raised for the DETACH, and a transaction that read
+    tasks and then writes them (an import) would deadlock with it. The wait for the lock is bounded
+    (``LOCK_WAIT``): the caller tries again later rather than hold every query behind it.
+    """
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_WAIT,))
+    conn.execute("LOCK TABLE tasks, task_logs IN ACCESS EXCLUSIVE MODE")
+    conn.execute("SELECT set_config('lock_timeout', '0', true)")
+    outcome = sort(conn, part, cutoffs, route)
+    if outcome.how == "rewrite":
+        _rewrite(conn, part, _params(part, cutoffs, route))
+    elif outcome.how == "drop":
         for table, name in (("tasks", part.tasks), ("task_logs", part.logs)):
             conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), name))
             conn.execute(sql.SQL("DROP TABLE {}").format(name))
         conn.execute("DELETE FROM task_partitions WHERE lo = %s", (part.lo,))
-    write_counters(conn, {key: -n for key, n in goes.items()})
-    return Outcome("rewritten" if stays else "dropped", goes)
+    else:
+        return outcome
+    write_counters(conn, {key: -n for key, n in outcome.gone.items()})
+    return outcome
 
 
 def _rewrite(conn: psycopg.Connection[Any], part: Partition, params: dict[str, Any]) -> None:

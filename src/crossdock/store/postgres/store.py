@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -582,6 +583,17 @@ class PostgresStore(Ledger):
         }
         return [r[0] for r in tx.execute(Q["prune_batch"], params)]
 
+    def partition_report(self) -> tuple[int, list[partitions.PartitionInfo]]:
+        """The size of new partitions and every partition pair with its rows and size (``db partitions``)."""
+        with self._reading() as conn:
+            return partitions.size(conn), partitions.describe(conn)
+
+    def set_partition_size(self, ids: int) -> None:
+        """The size in ids of the partitions created from now on; the existing ones keep theirs."""
+        with self._tx() as conn:
+            partitions.set_size(conn, ids)
+        self._grow_at = 0  # look again at the next reservation
+
     def _prune_whole(
         self, cutoffs: Mapping[Status, datetime], route: str | None, now: datetime
     ) -> tuple[Counter[tuple[str, str]], list[tuple[int, int | None]]]:
@@ -604,7 +616,9 @@ class PostgresStore(Ledger):
             if part.hi > frontier:  # still taking inserts
                 rows.append((part.lo, None))
                 break
-            for attempt in range(partitions.LOCK_TRIES):
+            with self._reading() as conn:
+                outcome = partitions.sort(conn, part, by_value, route)  # without a lock: most partitions stay
+            for attempt in range(partitions.LOCK_TRIES if outcome.how in ("drop", "rewrite") else 0):
                 try:
                     with self._tx() as tx:
                         outcome = partitions.prune_partition(tx, part, by_value, route, counters)
@@ -612,9 +626,11 @@ class PostgresStore(Ledger):
                 except psycopg.errors.LockNotAvailable:
                     if attempt == partitions.LOCK_TRIES - 1:
                         raise
+                    time.sleep(partitions.LOCK_PAUSE)
             if outcome.how == "rows":
                 rows.append((part.lo, part.hi))
-            gone.update(outcome.gone)
+            elif outcome.how in ("drop", "rewrite"):
+                gone.update(outcome.gone)
         return gone, rows
 
     def _delete_tasks(self, tx: psycopg.Connection[Any], ids: list[int]) -> list[tuple[str, str]]:
