@@ -16,6 +16,7 @@ and the reads. What differs is how the work is shared:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -60,6 +61,7 @@ from crossdock.store.sqlfiles import load_migrations, load_queries
 from crossdock.tasks import LogLine, Status, Task
 
 Q = load_queries("crossdock.store.postgres")
+log = logging.getLogger(__name__)
 _STATUSES: dict[str, Status] = {s.value: s for s in Status}
 #: first key of every advisory lock crossdock takes ("cros"), so they never collide with other applications
 LOCK_NAMESPACE = 0x63726F73
@@ -616,6 +618,7 @@ class PostgresStore(Ledger):
             if part.hi > frontier:  # still taking inserts
                 rows.append((part.lo, None))
                 break
+            started = time.perf_counter()
             with self._reading() as conn:
                 outcome = partitions.sort(conn, part, by_value, route)  # without a lock: most partitions stay
             for attempt in range(partitions.LOCK_TRIES if outcome.how in ("drop", "rewrite") else 0):
@@ -631,6 +634,13 @@ class PostgresStore(Ledger):
                 rows.append((part.lo, part.hi))
             elif outcome.how in ("drop", "rewrite"):
                 gone.update(outcome.gone)
+            log.info(
+                "retention: tasks_%s %s (%s tasks go) in %.2f s",
+                part.lo,
+                {"drop": "dropped", "rewrite": "rewritten", "rows": "left to row deletes"}.get(outcome.how, "kept"),
+                f"{sum(outcome.gone.values()):,}",
+                time.perf_counter() - started,
+            )
         return gone, rows
 
     def _delete_tasks(self, tx: psycopg.Connection[Any], ids: list[int]) -> list[tuple[str, str]]:
