@@ -2,12 +2,15 @@
 
 Phases, on a fresh database (partitions of 1,000,000 ids, the default):
 
-1. *empty*: import ``--import`` new records (store.import_batch, 1,000 per batch, delta on) into an empty store;
+1. *empty*: import ``--import`` new records (store.import_batch, 1,000 per batch, delta on) into an empty store,
+   then claim and settle them;
 2. *seed*: fill the table to ``--tasks`` with SQL (not timed): finished tasks with a log line each, the older half
    60 days old and superseded by the newer half (same identifiers), counters and delta_latest to match;
 3. *full*: import ``--import`` new records again: the rate against the empty one (target: within 80 %);
 4. *reads*: ``GET /api/v1/stats`` and the first page of a status + route listing through the real ASGI app
-   (FastAPI TestClient, bearer auth, JSON), ``--requests`` each (targets: p95 < 10 ms and < 20 ms);
+   (FastAPI TestClient, bearer auth, JSON), ``--requests`` each (targets: p95 < 10 ms and < 20 ms), with the
+   freshly imported tasks still due; then they are claimed and settled (no-op, 1,000 per claim, one process),
+   against the same on the empty table;
 5. *retention*: the nightly pass (``store.prune_ages``, finished after 30 days) over the older half (target:
    5,000,000 tasks in under 30 s), then ``stats --verify``'s check (counters equal COUNT(*));
 6. *rounds*: ``--rounds`` times: import ``--round-tasks`` records (new versions of the same identifiers each round),
@@ -36,13 +39,13 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import psycopg  # noqa: E402
-from web_bench import CONFIG, ROUTES, timed  # noqa: E402
+import psycopg
+from web_bench import CONFIG, ROUTES, timed
 
-from crossdock.store.base import ImportItem, ImportOptions  # noqa: E402
-from crossdock.store.postgres import partitions  # noqa: E402
-from crossdock.store.postgres.store import PostgresStore  # noqa: E402
-from crossdock.tasks import Status  # noqa: E402
+from crossdock.store.base import ImportItem, ImportOptions
+from crossdock.store.postgres import partitions
+from crossdock.store.postgres.store import PostgresStore
+from crossdock.tasks import Status
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ROUTE = ROUTES[0]
@@ -73,6 +76,23 @@ def import_rate(store: PostgresStore, batch: list[ImportItem]) -> float:
     for k in range(0, len(batch), BATCH):
         store.import_batch(ROUTE, batch[k : k + BATCH], run_id=None, options=options, now=datetime.now(UTC))
     return len(batch) / (time.perf_counter() - started)
+
+
+def claim_settle_rate(store: PostgresStore, n: int) -> float:
+    """Claim and settle (no-op delivery) ``n`` due tasks of the route, 1,000 at a time, as one worker does."""
+    from crossdock.store.base import Settlement
+    from crossdock.tasks import Action
+
+    done = 0
+    started = time.perf_counter()
+    while done < n:
+        now = datetime.now(UTC)
+        claimed = store.claim_due_tasks(ROUTE, BATCH, worker="bench", lease_until=now + timedelta(minutes=5), now=now)
+        if not claimed:
+            break
+        store.settle([Settlement(t.id, Action.DELIVERED, "bench") for t in claimed], now=now)
+        done += len(claimed)
+    return done / (time.perf_counter() - started)
 
 
 def seed(url: str, total: int) -> float:
@@ -214,6 +234,8 @@ def main() -> int:
     try:
         empty = import_rate(store, items("empty", args.imported))
         print(f"import into an empty table: {empty:,.0f} records/s ({args.imported:,} new records)")
+        empty_claims = claim_settle_rate(store, args.imported)
+        print(f"claim + settle (no-op) in an empty table: {empty_claims:,.0f} tasks/s")
         seconds = seed(url, args.tasks)
         total = store.stats().total
         print(f"seeded to {total:,} tasks in {seconds:.0f} s (not timed)")
@@ -225,6 +247,11 @@ def main() -> int:
         with psycopg.connect(url) as conn:
             print(f"partitions: {len(partitions.partitions(conn))}")
         reads(store, args.requests)
+        full_claims = claim_settle_rate(store, args.imported)
+        print(
+            f"claim + settle at {total:,} tasks: {full_claims:,.0f} tasks/s = {full_claims / empty_claims:.0%} of "
+            f"empty; load {os.getloadavg()[0]:.2f}"
+        )
 
         cutoff = datetime.now(UTC) - timedelta(days=30)
         started = time.perf_counter()

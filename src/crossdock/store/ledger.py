@@ -386,16 +386,15 @@ class Ledger(Store):
         self,
         tx: Any,
         *,
-        older_than: datetime,
-        statuses: Sequence[Status],
+        cutoffs: Mapping[Status, datetime],
         route: str | None,
         after_id: int,
         until_id: int | None,
         limit: int,
     ) -> list[int]:
-        """Ids above ``after_id`` and below ``until_id`` (None: no bound) in those statuses last updated before
-        ``older_than``, never the latest fingerprinted task of an identifier (delta compares with it), in id
-        order."""
+        """Ids above ``after_id`` and below ``until_id`` (None: no bound) of tasks in a status of ``cutoffs`` last
+        updated before that status's cutoff, never the latest fingerprinted task of an identifier (delta compares
+        with it), in id order."""
 
     @abc.abstractmethod
     def _delete_tasks(self, tx: Any, ids: list[int]) -> list[tuple[str, str]]:
@@ -907,39 +906,29 @@ class Ledger(Store):
             return 0
         now = datetime.now(UTC)
         deleted, ranges = self._prune_whole(cutoffs, route, now)
-        by_age: dict[datetime, list[Status]] = {}
-        for status, older_than in cutoffs.items():
-            by_age.setdefault(older_than, []).append(status)
         for lo, hi in ranges:
-            for older_than, statuses in by_age.items():
-                last_id = lo - 1
-                while True:
-                    with self._transaction() as tx:
-                        ids = self._prunable(
-                            tx,
-                            older_than=older_than,
-                            statuses=statuses,
-                            route=route,
-                            after_id=last_id,
-                            until_id=hi,
-                            limit=batch_size,
-                        )
-                        if not ids:
-                            break
-                        last_id = ids[-1]
-                        changes = Changes()
-                        for key in self._delete_tasks(tx, ids):
-                            changes.counters[key] -= 1
-                            deleted[key] += 1
-                        self._write_changes(tx, changes, now)
-                    if len(ids) < batch_size:
+            last_id = lo - 1
+            while True:
+                with self._transaction() as tx:
+                    ids = self._prunable(
+                        tx, cutoffs=cutoffs, route=route, after_id=last_id, until_id=hi, limit=batch_size
+                    )
+                    if not ids:
                         break
+                    last_id = ids[-1]
+                    changes = Changes()
+                    for key in self._delete_tasks(tx, ids):
+                        changes.counters[key] -= 1
+                        deleted[key] += 1
+                    self._write_changes(tx, changes, now)
+                if len(ids) < batch_size:
+                    break
         total = sum(deleted.values())
         if total:
             self._after_prune()
             target: dict[str, Any] = {"status": [s.value for s in cutoffs]}
-            if len(by_age) == 1:
-                target["older_than"] = iso(next(iter(by_age)))
+            if len(set(cutoffs.values())) == 1:
+                target["older_than"] = iso(next(iter(cutoffs.values())))
             else:
                 target["older_than"] = {s.value: iso(at) for s, at in cutoffs.items()}
             if route:

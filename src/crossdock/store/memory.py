@@ -7,7 +7,7 @@ import contextlib
 import copy
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -278,8 +278,7 @@ class MemoryStore(Ledger):
         self,
         tx: None,
         *,
-        older_than: datetime,
-        statuses: Sequence[Status],
+        cutoffs: Mapping[Status, datetime],
         route: str | None,
         after_id: int,
         until_id: int | None,
@@ -291,9 +290,9 @@ class MemoryStore(Ledger):
             for t in self.tasks.values()
             if t.id > after_id
             and (until_id is None or t.id < until_id)
-            and t.status in statuses
+            and t.status in cutoffs
             and t.updated_at is not None
-            and t.updated_at < older_than
+            and t.updated_at < cutoffs[t.status]
             and route in (None, t.route)
             and t.id not in latest
         )

@@ -165,3 +165,24 @@ def test_imports_and_deliveries_go_on_while_retention_drops_partitions(pg: tuple
     assert deleted == 400
     assert store.stats().total == 400 + 600
     assert_counters_exact(store)
+
+
+def test_rows_deleted_one_by_one_add_up_to_a_rewrite(pg: tuple[PostgresStore, str]) -> None:
+    store, url = pg
+    imp(store, [item(f"sku-{i}", 1) for i in range(99)])  # tasks 1-99: partition 0 full but for id 0
+    finish_all(store, 99)
+    imp(store, [item(f"late-{i}", 1) for i in range(150)], now=at(5))  # partition 0 closed
+    imp(store, [item(f"sku-{i}", 2) for i in range(20)], now=at(10))
+    finish_all(store, 20, at(10))
+
+    assert store.prune_ages({Status.FINISHED: at(5)}) == 20  # 20 of 99: deleted row by row
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT deleted FROM task_partitions WHERE lo = 0").fetchone() == (20,)
+    imp(store, [item(f"sku-{i}", 2) for i in range(20, 40)], now=at(20))
+    finish_all(store, 20, at(20))
+    # 20 more go: with the 20 holes that is 40 of 99, past a third, so the partition is rewritten
+    assert store.prune_ages({Status.FINISHED: at(15)}) == 20
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT deleted FROM task_partitions WHERE lo = 0").fetchone() == (0,)
+    assert rows_in(url, "tasks_0") == 59
+    assert_counters_exact(store)

@@ -168,8 +168,16 @@ class Outcome:
     gone: dict[tuple[str, str], int]
 
 
-def sort(conn: psycopg.Connection[Any], part: Partition, cutoffs: Mapping[str, datetime], route: str | None) -> Outcome:
-    """Count what would go and what would stay (one scan of the partition) and say what to do."""
+def sort(
+    conn: psycopg.Connection[Any],
+    part: Partition,
+    cutoffs: Mapping[str, datetime],
+    route: str | None,
+    deleted: int = 0,
+) -> Outcome:
+    """Count what would go and what would stay (one scan of the partition) and say what to do: drop it when
+    nothing stays, rewrite it when what goes and what was deleted row by row before make a third of it or more,
+    else delete row by row."""
     conn.execute("SELECT set_config('work_mem', '256MB', true)")
     params = _params(part, cutoffs, route)
     goes: dict[tuple[str, str], int] = {}
@@ -180,11 +188,31 @@ def sort(conn: psycopg.Connection[Any], part: Partition, cutoffs: Mapping[str, d
         else:
             stays += int(n)
     going = sum(goes.values())
+    if not stays:
+        return Outcome("drop", goes)  # an empty old partition goes too
     if not going:
         return Outcome("kept", {})
-    if going < stays:
-        return Outcome("rows", {})
-    return Outcome("rewrite" if stays else "drop", goes)
+    if worth_rewriting(going, stays, deleted):
+        return Outcome("rewrite", goes)
+    return Outcome("rows", {})
+
+
+def worth_rewriting(going: int, stays: int, deleted: int) -> bool:
+    """Copying what stays costs about what deleting what goes does, and leaves no holes: rewrite once a third of
+    the partition (counting rows already deleted one by one) is gone or going."""
+    return (going + deleted) * 3 >= going + stays + deleted
+
+
+def census(conn: psycopg.Connection[Any], part: Partition) -> tuple[int, int, int]:
+    """The partition's tasks, how many of them delta_latest names (they never go), and how many were deleted row by
+    row before: counts from indexes, so retention skips a partition of latest tasks without reading it."""
+    total = conn.execute(sql.SQL("SELECT COUNT(*) FROM {}").format(part.tasks)).fetchone()
+    named = conn.execute(
+        "SELECT COUNT(*) FROM delta_latest WHERE task_id >= %s AND task_id < %s", (part.lo, part.hi)
+    ).fetchone()
+    deleted = conn.execute("SELECT deleted FROM task_partitions WHERE lo = %s", (part.lo,)).fetchone()
+    assert total is not None and named is not None
+    return int(total[0]), int(named[0]), int(deleted[0]) if deleted else 0
 
 
 def _params(part: Partition, cutoffs: Mapping[str, datetime], route: str | None) -> dict[str, Any]:
@@ -210,9 +238,11 @@ def prune_partition(
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_WAIT,))
     conn.execute("LOCK TABLE tasks, task_logs IN ACCESS EXCLUSIVE MODE")
     conn.execute("SELECT set_config('lock_timeout', '0', true)")
-    outcome = sort(conn, part, cutoffs, route)
+    row = conn.execute("SELECT deleted FROM task_partitions WHERE lo = %s", (part.lo,)).fetchone()
+    outcome = sort(conn, part, cutoffs, route, int(row[0]) if row else 0)
     if outcome.how == "rewrite":
         _rewrite(conn, part, _params(part, cutoffs, route))
+        conn.execute("UPDATE task_partitions SET deleted = 0 WHERE lo = %s", (part.lo,))
     elif outcome.how == "drop":
         for table, name in (("tasks", part.tasks), ("task_logs", part.logs)):
             conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), name))

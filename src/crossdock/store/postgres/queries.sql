@@ -313,7 +313,8 @@ ON CONFLICT (name, key) DO UPDATE SET value = excluded.value, expires_at = exclu
 
 -- name: prune_batch
 SELECT t.id FROM tasks t
-WHERE t.status = ANY(%(statuses)s::text[]) AND t.updated_at < %(older_than)s
+JOIN unnest(%(statuses)s::text[], %(befores)s::timestamptz[]) AS c(status, before) ON c.status = t.status
+WHERE t.updated_at < c.before
   AND (%(route)s::text IS NULL OR t.route = %(route)s)
   -- never the latest fingerprinted task of an identifier: delta compares with it
   AND NOT EXISTS (SELECT 1 FROM delta_latest l WHERE l.route = t.route AND l.identifier = t.identifier
@@ -321,10 +322,17 @@ WHERE t.status = ANY(%(statuses)s::text[]) AND t.updated_at < %(older_than)s
   AND t.id > %(after)s AND t.id < %(until)s
 ORDER BY t.id
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
+FOR UPDATE OF t SKIP LOCKED
 
 -- name: prune_logs
 DELETE FROM task_logs WHERE task_id = ANY(%s::bigint[])
+
+-- the holes row deletes leave per partition: retention rewrites a partition once they and what goes make a third
+-- name: count_deleted
+UPDATE task_partitions p SET deleted = p.deleted + d.n
+FROM (SELECT p2.lo, COUNT(*) AS n FROM unnest(%s::bigint[]) AS i(id)
+      JOIN task_partitions p2 ON i.id >= p2.lo AND i.id < p2.hi GROUP BY p2.lo) d
+WHERE p.lo = d.lo
 
 -- name: prune_tasks
 DELETE FROM tasks WHERE id = ANY(%s::bigint[]) RETURNING route, status

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -568,16 +568,15 @@ class PostgresStore(Ledger):
         self,
         tx: psycopg.Connection[Any],
         *,
-        older_than: datetime,
-        statuses: Sequence[Status],
+        cutoffs: Mapping[Status, datetime],
         route: str | None,
         after_id: int,
         until_id: int | None,
         limit: int,
     ) -> list[int]:
         params = {
-            "statuses": [s.value for s in statuses],
-            "older_than": older_than,
+            "statuses": [s.value for s in cutoffs],
+            "befores": list(cutoffs.values()),
             "route": route,
             "after": after_id,
             "until": until_id if until_id is not None else 2**63 - 1,
@@ -595,6 +594,24 @@ class PostgresStore(Ledger):
         with self._tx() as conn:
             partitions.set_size(conn, ids)
         self._grow_at = 0  # look again at the next reservation
+
+    def _prune_partition(
+        self,
+        part: partitions.Partition,
+        cutoffs: dict[str, datetime],
+        route: str | None,
+        counters: Callable[[psycopg.Connection[Any], dict[tuple[str, str], int]], None],
+    ) -> partitions.Outcome:
+        """partitions.prune_partition in its own transaction, tried again while the table lock is not to be had."""
+        for attempt in range(partitions.LOCK_TRIES):
+            try:
+                with self._tx() as tx:
+                    return partitions.prune_partition(tx, part, cutoffs, route, counters)
+            except psycopg.errors.LockNotAvailable:
+                if attempt == partitions.LOCK_TRIES - 1:
+                    raise
+                time.sleep(partitions.LOCK_PAUSE)
+        raise AssertionError("unreachable")
 
     def _prune_whole(
         self, cutoffs: Mapping[Status, datetime], route: str | None, now: datetime
@@ -620,16 +637,17 @@ class PostgresStore(Ledger):
                 break
             started = time.perf_counter()
             with self._reading() as conn:
-                outcome = partitions.sort(conn, part, by_value, route)  # without a lock: most partitions stay
-            for attempt in range(partitions.LOCK_TRIES if outcome.how in ("drop", "rewrite") else 0):
-                try:
-                    with self._tx() as tx:
-                        outcome = partitions.prune_partition(tx, part, by_value, route, counters)
-                    break
-                except psycopg.errors.LockNotAvailable:
-                    if attempt == partitions.LOCK_TRIES - 1:
-                        raise
-                    time.sleep(partitions.LOCK_PAUSE)
+                total, named, deleted = partitions.census(conn, part)
+            if total and total == named:
+                outcome = partitions.Outcome("kept", {})  # every task is its identifier's latest
+            elif total and not partitions.worth_rewriting(total - named, named, deleted):
+                outcome = partitions.Outcome("rows", {})  # too few can go to rewrite it
+            else:
+                # looked at without a lock first: a partition of tasks not old enough yet is not locked every night
+                with self._reading() as conn:
+                    outcome = partitions.sort(conn, part, by_value, route, deleted)
+                if outcome.how in ("drop", "rewrite"):
+                    outcome = self._prune_partition(part, by_value, route, counters)
             if outcome.how == "rows":
                 rows.append((part.lo, part.hi))
             elif outcome.how in ("drop", "rewrite"):
@@ -645,6 +663,7 @@ class PostgresStore(Ledger):
 
     def _delete_tasks(self, tx: psycopg.Connection[Any], ids: list[int]) -> list[tuple[str, str]]:
         tx.execute(Q["prune_logs"], (ids,))
+        tx.execute(Q["count_deleted"], (ids,))
         return tx.execute(Q["prune_tasks"], (ids,)).fetchall()
 
     def _write_changes(self, tx: psycopg.Connection[Any], changes: Changes, now: datetime) -> None:

@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import string
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -602,16 +602,15 @@ class SQLiteStore(Ledger):
         self,
         tx: sqlite3.Connection,
         *,
-        older_than: datetime,
-        statuses: Sequence[Status],
+        cutoffs: Mapping[Status, datetime],
         route: str | None,
         after_id: int,
         until_id: int | None,
         limit: int,
     ) -> list[int]:
-        status_sql = ", ".join("?" * len(statuses))
+        ages = " OR ".join(["(t.status = ? AND t.updated_at < ?)"] * len(cutoffs))
         sql = (
-            f"SELECT t.id FROM tasks t WHERE t.status IN ({status_sql}) AND t.updated_at < ?"
+            f"SELECT t.id FROM tasks t WHERE ({ages})"
             + (" AND t.route = ?" if route else "")
             # never the latest task of an identifier: the delta cache compares with it
             + " AND NOT (t.fingerprint IS NOT NULL AND t.identifier IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks l"
@@ -620,8 +619,7 @@ class SQLiteStore(Ledger):
         )
         until = until_id if until_id is not None else 2**63 - 1
         params = [
-            *(s.value for s in statuses),
-            older_than.timestamp(),
+            *(v for s, at in cutoffs.items() for v in (s.value, at.timestamp())),
             *([route] if route else []),
             after_id,
             until,

@@ -28,10 +28,13 @@ CREATE TABLE task_partitioning (
     size bigint  NOT NULL CHECK (size > 0)
 );
 
--- every partition pair (tasks_<lo>, task_logs_<lo>) and its id range [lo, hi)
+-- every partition pair (tasks_<lo>, task_logs_<lo>), its id range [lo, hi), and how many of its tasks were
+-- deleted row by row since it was created or rewritten (their space is only reused by the partition's own
+-- updates, so retention rewrites a partition once a third of it is gone or going)
 CREATE TABLE task_partitions (
-    lo bigint PRIMARY KEY,
-    hi bigint NOT NULL,
+    lo      bigint PRIMARY KEY,
+    hi      bigint NOT NULL,
+    deleted bigint NOT NULL DEFAULT 0,
     CHECK (hi > lo)
 );
 
