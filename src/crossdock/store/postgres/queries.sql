@@ -63,7 +63,7 @@ WITH v AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(newer)s::bigint[], %(reasons)s::text[]) AS v(id, newer, reason)
 ), old AS (
     SELECT t.id, t.status FROM tasks t JOIN v ON v.id = t.id
-    WHERE t.status = ANY(%(sources)s::text[])
+    WHERE t.status || '' = ANY(%(sources)s::text[])
     ORDER BY t.id
     FOR UPDATE OF t
 )
@@ -127,6 +127,12 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', '
 FROM prev
 
 -- Claims name their status literally so the planner always proves their partial index (tasks_due_*) applies.
+-- Statements that update tasks by id check their status as `status || ''` (here and in settle, recover, release,
+-- extend, supersede and the bulk actions): a form no index can serve, so the rows are always found through the
+-- primary key. Written plainly, the planner may instead walk a status index (tasks_status_id, tasks_leased) for
+-- every id when its statistics are older than the last burst: right after 500,000 tasks were imported into a
+-- partition analyzed before, one claim of 1,000 scanned the 500,000 new tasks once per claimed id and ran for
+-- minutes (bench/partition_bench.py).
 
 -- name: claim_retry
 WITH due AS (
@@ -138,7 +144,7 @@ WITH due AS (
 )
 UPDATE tasks t SET status = 'processing', worker = %(worker)s, lease_until = %(lease)s,
                    attempts = t.attempts + 1, updated_at = %(now)s
-FROM due WHERE t.id = due.id AND t.status = 'retry'
+FROM due WHERE t.id = due.id AND t.status || '' = 'retry'
 RETURNING t.id, t.route, t.identifier, t.status, t.attempts, t.created_at, t.updated_at, t.next_attempt_at,
           t.lease_until, t.worker, t.error, t.fingerprint, t.seen_count, t.last_seen_at, t.run_id,
           t.related_task_id, t.priority, t.entity, t.raw, t.result
@@ -153,7 +159,7 @@ WITH due AS (
 )
 UPDATE tasks t SET status = 'processing', worker = %(worker)s, lease_until = %(lease)s,
                    attempts = t.attempts + 1, updated_at = %(now)s
-FROM due WHERE t.id = due.id AND t.status = 'new'
+FROM due WHERE t.id = due.id AND t.status || '' = 'new'
 RETURNING t.id, t.route, t.identifier, t.status, t.attempts, t.created_at, t.updated_at, t.next_attempt_at,
           t.lease_until, t.worker, t.error, t.fingerprint, t.seen_count, t.last_seen_at, t.run_id,
           t.related_task_id, t.priority, t.entity, t.raw, t.result
@@ -163,7 +169,7 @@ UPDATE tasks t SET status = v.status, updated_at = %s, error = v.error, next_att
                    lease_until = NULL, result = v.result
 FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::bytea[], %s::text[])
      AS v(id, status, error, next_at, result, worker)
-WHERE t.id = v.id AND t.status = 'processing' AND t.worker = v.worker
+WHERE t.id = v.id AND t.status || '' = 'processing' AND t.worker = v.worker
 RETURNING t.id, t.route
 
 -- name: tasks_of_identifiers
@@ -173,7 +179,7 @@ ORDER BY id
 FOR UPDATE
 
 -- name: extend_leases
-UPDATE tasks SET lease_until = %s WHERE id = ANY(%s::bigint[]) AND status = 'processing' AND worker = %s
+UPDATE tasks SET lease_until = %s WHERE id = ANY(%s::bigint[]) AND status || '' = 'processing' AND worker = %s
 
 -- name: expired_leases
 SELECT id, route, attempts, worker FROM tasks
@@ -186,14 +192,14 @@ FOR UPDATE SKIP LOCKED
 UPDATE tasks t SET status = v.status, updated_at = %s, lease_until = NULL, next_attempt_at = v.next_at,
                    error = v.error
 FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[]) AS v(id, status, next_at, error)
-WHERE t.id = v.id AND t.status = 'processing' AND t.lease_until < %s
+WHERE t.id = v.id AND t.status || '' = 'processing' AND t.lease_until < %s
 RETURNING t.id
 
 -- name: release_tasks
 UPDATE tasks t SET status = v.status, updated_at = %(now)s, next_attempt_at = %(now)s, lease_until = NULL,
                    attempts = GREATEST(t.attempts - 1, 0)
 FROM unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS v(id, status)
-WHERE t.id = v.id AND t.status = 'processing' AND t.worker = %(worker)s
+WHERE t.id = v.id AND t.status || '' = 'processing' AND t.worker = %(worker)s
 RETURNING t.id, t.route
 
 -- name: action_matched
@@ -209,7 +215,7 @@ WITH batch AS (
     FOR UPDATE
 )
 UPDATE tasks t SET status = %s, updated_at = %s, error = %s, next_attempt_at = %s, lease_until = NULL{reset}
-FROM batch WHERE t.id = batch.id AND t.status = ANY(%s::text[])
+FROM batch WHERE t.id = batch.id AND t.status || '' = ANY(%s::text[])
 RETURNING t.id, batch.route, batch.identifier, batch.status
 
 -- name: get_task
@@ -223,6 +229,9 @@ SELECT id, route, identifier, status, attempts, created_at, updated_at, next_att
        worker, error, fingerprint, seen_count, last_seen_at, run_id, related_task_id, priority, entity, raw,
        result
 FROM tasks WHERE id = ANY(%s::bigint[]) ORDER BY id
+
+-- name: list_plan
+SELECT set_config('enable_sort', 'off', true)
 
 -- name: list_tasks
 SELECT id, route, identifier, status, attempts, created_at, updated_at, next_attempt_at, lease_until,
