@@ -188,15 +188,22 @@ def finish_new(url: str, at: datetime) -> int:
     return len(moved)
 
 
-def size_on_disk(url: str) -> int:
+def size_on_disk(url: str) -> dict[str, int]:
+    """Bytes on disk (heap, indexes, TOAST) of the task partitions, the log partitions and delta_latest."""
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid "
-            "WHERE i.inhparent IN ('tasks'::regclass, 'task_logs'::regclass)"
-        ).fetchone()
-        latest = conn.execute("SELECT pg_total_relation_size('delta_latest')").fetchone()
-        assert row is not None and latest is not None
-        return int(row[0]) + int(latest[0])
+        sizes = {}
+        for parent in ("tasks", "task_logs"):
+            row = conn.execute(
+                "SELECT COALESCE(SUM(pg_total_relation_size(i.inhrelid)), 0) FROM pg_inherits i "
+                "WHERE i.inhparent = %s::regclass",
+                (parent,),
+            ).fetchone()
+            assert row is not None
+            sizes[parent] = int(row[0])
+        row = conn.execute("SELECT pg_total_relation_size('delta_latest')").fetchone()
+        assert row is not None
+        sizes["delta_latest"] = int(row[0])
+        return sizes
 
 
 def reads(store: PostgresStore, requests: int) -> None:
@@ -285,7 +292,6 @@ def main() -> int:
         print(f"counters equal COUNT(*) after retention: {exact}")
         result["retention_s"] = took
 
-        sizes = []
         for r in range(1, args.rounds + 1):
             round_started = datetime.now(UTC)
             rate = import_rate(store, items("round", args.round_tasks, version=r))
@@ -294,10 +300,10 @@ def main() -> int:
             gone = store.prune_ages({Status.FINISHED: round_started})
             took = time.perf_counter() - started
             size = size_on_disk(url)
-            sizes.append(size)
             print(
                 f"round {r}: imported {args.round_tasks:,} at {rate:,.0f}/s, pruned {gone:,} in {took:.1f} s, "
-                f"tasks + logs + delta_latest on disk {size / 2**20:,.0f} MiB, {store.stats().total:,} tasks"
+                f"{store.stats().total:,} tasks; on disk: tasks {size['tasks'] / 2**20:,.0f} MiB, task_logs "
+                f"{size['task_logs'] / 2**20:,.0f} MiB, delta_latest {size['delta_latest'] / 2**20:,.0f} MiB"
             )
         with psycopg.connect(url) as conn:
             for p in partitions.describe(conn):
