@@ -274,8 +274,8 @@ def test_claim_uses_the_partial_index_of_due_work(store: PostgresStore, postgres
     store.settle([Settlement(t.id, Action.DELIVERED, "w") for t in done], now=T0)
     sql(postgres_url, "ANALYZE tasks")
     for status, order, index in (
-        ("new", "id", "tasks_due_new"),
-        ("retry", "next_attempt_at, id", "tasks_due_retry"),
+        ("new", "id", "tasks_0_due_new"),  # the first partition's copy of tasks_due_new
+        ("retry", "next_attempt_at, id", "tasks_0_due_retry"),
     ):
         plan = sql(
             postgres_url,
@@ -506,6 +506,7 @@ def test_upgrade_is_idempotent(store: PostgresStore, postgres_url: str) -> None:
         (7, "route_pause"),
         (8, "circuits"),
         (9, "alerts"),
+        (10, "task_partitions"),
     ]
 
 
@@ -676,3 +677,40 @@ def test_claim_turns_can_be_switched_off(
     imp(store, [item(str(i)) for i in range(3)])
     claimed = store.claim_due_tasks(ROUTE, 10, worker="w", lease_until=T0 + timedelta(minutes=5), now=T0)
     assert len(claimed) == 3
+
+
+def test_upgrade_to_10_makes_the_table_its_first_partition_and_delta_keeps_comparing(postgres_url: str) -> None:
+    """A version 9 database with tasks and log lines: 0010 turns the table into the first partition as it is (its
+    indexes adopted), points delta_latest at each identifier's newest fingerprinted task, and imports go on."""
+    with database_at(postgres_url, 9) as conn:
+        conn.execute("SELECT setval('tasks_id_seq', 7)")
+        for task_id, identifier, fingerprint in ((5, "a", b"a1"), (6, "b", b"b1"), (7, "a", b"a2")):
+            conn.execute(
+                "INSERT INTO tasks (id, route, identifier, status, created_at, updated_at, fingerprint) "
+                "VALUES (%s, %s, %s, 'finished', %s, %s, %s)",
+                (task_id, ROUTE, identifier, T0, T0, fingerprint),
+            )
+            conn.execute(
+                "INSERT INTO task_logs (task_id, at, level, phase, message) VALUES (%s, %s, 'info', 'import', 'x')",
+                (task_id, T0),
+            )
+        conn.execute("INSERT INTO counters (route, status, shard, n) VALUES (%s, 'finished', 0, 3)", (ROUTE,))
+    store = PostgresStore(postgres_url)
+    try:
+        assert sql(postgres_url, "SELECT lo, hi FROM task_partitions") == [(0, 1_000_000)]
+        assert sql(postgres_url, "SELECT identifier, task_id FROM delta_latest ORDER BY 1") == [("a", 7), ("b", 6)]
+        adopted = sql(
+            postgres_url,
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'tasks_due_new'::regclass",
+        )
+        assert adopted == [("tasks_0_due_new",)]
+        assert [line.message for line in store.task_logs(7)] == ["x"]
+        latest = store.delta_latest(ROUTE, ["a", "b", "c"], [])
+        assert {k: v[1] for k, v in latest.items()} == {"a": 7, "b": 6}
+        counts = imp(store, [item("c", 1)])
+        assert counts.created == {"new": 1}
+        assert store.get_task(8) is not None  # the sequence goes on where it was
+        assert_counters_exact(store)
+    finally:
+        store.close()

@@ -119,7 +119,23 @@ def create(conn: psycopg.Connection[Any], part: Partition) -> None:
             )
         )
         conn.execute(_attach(table, name, part))
+        _name_indexes(conn, table, f"{table}_{part.lo}")
     conn.execute("INSERT INTO task_partitions (lo, hi) VALUES (%s, %s)", (part.lo, part.hi))
+
+
+def _name_indexes(conn: psycopg.Connection[Any], table: str, partition: str) -> None:
+    """Name a partition's indexes after the parent's (``tasks_due_new`` → ``tasks_<lo>_due_new``) instead of the
+    names ATTACH makes up from their columns, so plans read alike for every partition."""
+    rows = conn.execute(
+        "SELECT c.relname, p.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+        "JOIN pg_inherits i ON i.inhrelid = x.indexrelid JOIN pg_class p ON p.oid = i.inhparent "
+        "WHERE x.indrelid = to_regclass(%s)",
+        (partition,),
+    ).fetchall()
+    for child, parent in rows:
+        wanted = f"{partition}_{parent.removeprefix(table + '_')}"
+        if child != wanted:
+            conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(child), sql.Identifier(wanted)))
 
 
 def _attach(table: str, name: sql.Identifier, part: Partition) -> sql.Composed:
@@ -287,6 +303,7 @@ def _rewrite(conn: psycopg.Connection[Any], part: Partition, params: dict[str, A
         conn.execute(sql.SQL("DROP TABLE {}").format(old))
         conn.execute(_attach(table, new, part))
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(new, old))
+        _name_indexes(conn, table, f"{table}_{part.lo}")
 
 
 def describe(conn: psycopg.Connection[Any]) -> list[PartitionInfo]:
