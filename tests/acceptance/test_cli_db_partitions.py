@@ -4,18 +4,13 @@ partitions appear ahead of the ids, retention drops the old ones whole, and the 
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-import crossdock
 from crossdock.store import open_store
 from crossdock.store.base import ImportItem, ImportOptions, Settlement
 from crossdock.store.postgres import partitions
@@ -32,24 +27,6 @@ def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url = create_database()
     yield url
     drop_database(url)
-
-
-def cli(root: Path, *args: str) -> tuple[int, Any, str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(crossdock.__file__).resolve().parent.parent)}
-    env.pop("CROSSDOCK_DB", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "crossdock.cli", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    try:
-        data = orjson.loads(done.stdout) if "--json" in args else done.stdout
-    except orjson.JSONDecodeError:
-        raise AssertionError(f"not JSON from {args}: {done.stdout}\n{done.stderr}") from None
-    return done.returncode, data, done.stderr
 
 
 def deliver_versions(url: str, n: int, versions: int) -> None:
@@ -72,34 +49,28 @@ def deliver_versions(url: str, n: int, versions: int) -> None:
         store.close()
 
 
-def test_prune_drops_whole_partitions_and_db_partitions_shows_them(tmp_path: Path, pg: str) -> None:
-    (tmp_path / "crossdock.yaml").write_text(f"database: {pg}\nroutes: {{}}\n")
+def test_prune_drops_whole_partitions_and_db_partitions_shows_them(project: Any, pg: str) -> None:
+    project.write_config(f"database: {pg}\nroutes: {{}}\n")
     deliver_versions(pg, 1500, 2)  # tasks 1-1500 (old versions), 1501-3000 (latest)
 
-    code, before, stderr = cli(tmp_path, "db", "partitions", "--json")
-    assert code == 0, stderr
+    before = project.cli("db", "partitions", "--json").json
     assert before["size"] == SIZE
     assert [(p["from_id"], p["to_id"]) for p in before["partitions"]] == [
         (lo, lo + SIZE) for lo in range(0, 4000, SIZE)
     ]
 
-    code, pruned, stderr = cli(tmp_path, "prune", "--older-than", "1d", "--json")
-    assert code == 0, stderr
-    assert pruned == {"deleted": 1500}
-    code, after, stderr = cli(tmp_path, "db", "partitions", "--json")
+    assert project.cli("prune", "--older-than", "1d", "--json").json == {"deleted": 1500}
+    after = project.cli("db", "partitions", "--json").json
     # ids 0-999 went whole; 1000-1999 held 500 old and 500 latest tasks: rewritten with the 500 that stay
     assert [p["from_id"] for p in after["partitions"]] == [1000, 2000, 3000]
-    code, stats, stderr = cli(tmp_path, "stats", "--verify", "--json")
-    assert code == 0, stderr
+    stats = project.cli("stats", "--verify", "--json").json
     assert stats["total"] == 1500 and stats["drift"] == {}
 
-    code, table, stderr = cli(tmp_path, "db", "partitions", "--size", "5000")
-    assert code == 0, stderr
+    table = project.cli("db", "partitions", "--size", "5000").stdout
     assert "tasks_1000" in table and "new partitions hold 5,000 task ids each" in table
 
 
-def test_db_partitions_on_sqlite_says_what_it_is_for(tmp_path: Path) -> None:
-    (tmp_path / "crossdock.yaml").write_text("database: sqlite:///crossdock.db\nroutes: {}\n")
-    code, _out, stderr = cli(tmp_path, "db", "partitions")
-    assert code == 2
-    assert "partitions are a PostgreSQL feature" in stderr
+def test_db_partitions_on_sqlite_says_what_it_is_for(project: Any) -> None:
+    project.write_config("database: sqlite:///crossdock.db\nroutes: {}\n")
+    refused = project.cli("db", "partitions", expect=2)
+    assert "partitions are a PostgreSQL feature" in refused.stderr

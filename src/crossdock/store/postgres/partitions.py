@@ -2,8 +2,8 @@
 
 Ids come from one sequence, so an id range is an age range. The newest partition takes every insert; the store
 creates the next one while half of the current one is still free, so an insert never finds no partition. Retention
-(:meth:`PostgresStore._prune_whole`) drops a partition whose every task is due to go, and rewrites one in which
-at least as many tasks go as stay: both return the space at once, where deleted rows would leave holes that only the old
+(:meth:`PostgresStore._prune_whole`) drops a partition whose every task is due to go, and rewrites one of which a
+third or more is gone or going: both return the space at once, where deleted rows leave holes that only the old
 partition's own updates could reuse.
 
 A partition pair is named by its lower bound: ``tasks_<lo>`` and ``task_logs_<lo>`` hold the task ids [lo, hi).
@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from crossdock.errors import CrossdockError
 
 #: second key of the advisory lock that serialises partition changes (the first is the store's namespace)
 PARTITION_LOCK = 1
@@ -62,7 +64,7 @@ def size_setting() -> str:
     """The partition size migration 0010 reads (``SET crossdock.partition_size``), from the environment."""
     raw = os.environ.get(SIZE_ENV, "").strip()
     if raw and (not raw.isdigit() or int(raw) <= 0):
-        raise ValueError(f"{SIZE_ENV}={raw!r}: give a positive number of task ids, e.g. 1000000")
+        raise CrossdockError(f"{SIZE_ENV}={raw!r}: give a positive number of task ids, e.g. 1000000")
     return raw
 
 
