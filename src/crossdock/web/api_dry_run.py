@@ -15,17 +15,9 @@ from pydantic import BaseModel
 from crossdock.engine.dry_run import DEFAULT_SHOW, dry_run
 from crossdock.errors import CrossdockError
 from crossdock.web.api import Ctx, Operator
+from crossdock.web.api_task_files import ImportCountsOut
 
 router = APIRouter(prefix="/api/v1", tags=["routes"])
-
-
-class DryRunCounts(BaseModel):
-    new: int
-    changed: int
-    unchanged: int
-    filtered: int
-    rejected: int
-    superseded: int
 
 
 class ReasonCount(BaseModel):
@@ -74,7 +66,7 @@ class DryRunOut(BaseModel):
     database: str
     read: int
     source: dict[str, Any]
-    counts: DryRunCounts
+    counts: ImportCountsOut  # what the import would count
     by_status: dict[str, int]
     reasons: DryRunReasons
     changes: list[ChangedRecord]
