@@ -20,8 +20,15 @@ from crossdock.web.pages import form_session, page_session, redirect, render
 router = APIRouter(include_in_schema=False)
 
 
-def _task(ctx: WebContext, task_id: int) -> Task | None:
-    return ctx.store.get_task(task_id)
+def _editable(request: Request, session: Any, ctx: WebContext, task_id: int) -> Task | Response:
+    """The task to edit, or the page that says why there is none to edit (not found, or refused)."""
+    task = ctx.store.get_task(task_id)
+    if task is None:
+        return render(request, "not_found.html", session, status=404, what=f"task {task_id}")
+    refusal = _refusal(ctx, task)
+    if refusal is not None:
+        return redirect(f"/tasks/{task_id}", f"Cannot edit: {refusal}")
+    return task
 
 
 def _refusal(ctx: WebContext, task: Task) -> str | None:
@@ -66,12 +73,9 @@ def edit_form(request: Request, task_id: int) -> Response:
     if not session[0].can("operator"):
         raise HTTPException(403, f"editing a task needs the operator role; you are {session[0].role}")
     ctx = get_ctx(request)
-    task = _task(ctx, task_id)
-    if task is None:
-        return render(request, "not_found.html", session, status=404, what=f"task {task_id}")
-    refusal = _refusal(ctx, task)
-    if refusal is not None:
-        return redirect(f"/tasks/{task_id}", f"Cannot edit: {refusal}")
+    task = _editable(request, session, ctx, task_id)
+    if isinstance(task, Response):
+        return task
     text = views.pretty_json(task.entity) if task.entity is not None else (task.raw or "{}")
     return _page(request, session, task, text)
 
@@ -82,12 +86,9 @@ async def edit_submit(request: Request, task_id: int) -> Response:
     principal, form, csrf = await form_session(request, "operator")
     session = (principal, csrf)
     ctx = get_ctx(request)
-    task = _task(ctx, task_id)
-    if task is None:
-        return render(request, "not_found.html", session, status=404, what=f"task {task_id}")
-    refusal = _refusal(ctx, task)
-    if refusal is not None:
-        return redirect(f"/tasks/{task_id}", f"Cannot edit: {refusal}")
+    task = _editable(request, session, ctx, task_id)
+    if isinstance(task, Response):
+        return task
     text = str(form.get("entity") or "")
     reason = str(form.get("reason") or "").strip()
     try:
