@@ -4,6 +4,7 @@ retention, and invisible to everything else. Partitions of 100 ids here, so a fe
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -185,4 +186,37 @@ def test_rows_deleted_one_by_one_add_up_to_a_rewrite(pg: tuple[PostgresStore, st
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT deleted FROM task_partitions WHERE lo = 0").fetchone() == (0,)
     assert rows_in(url, "tasks_0") == 59
+    assert_counters_exact(store)
+
+
+def test_retention_waits_for_a_long_transaction_and_tries_again(
+    pg: tuple[PostgresStore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction that holds the task table (here a report reading it for 2.5 s) makes retention's lock wait run
+    out: it tries again after a pause and drops the partition once the reader is done, instead of failing or
+    holding every other query behind its wait."""
+    store, url = pg
+    imp(store, [item(f"sku-{i}", 1) for i in range(150)])
+    finish_all(store, 150)
+    imp(store, [item(f"sku-{i}", 2) for i in range(150)], now=at(10))  # 1-150 are history now
+    monkeypatch.setattr(partitions, "LOCK_PAUSE", 0.2)
+    reading = threading.Event()
+
+    def long_report() -> None:
+        with psycopg.connect(url) as conn:
+            conn.execute("SELECT COUNT(*) FROM tasks").fetchone()
+            reading.set()
+            time.sleep(2.5)  # the transaction (and its lock on tasks) stays open meanwhile
+
+    reader = threading.Thread(target=long_report)
+    reader.start()
+    reading.wait(5)
+    started = time.monotonic()
+    deleted = store.prune_ages({Status.FINISHED: at(5)})
+    waited = time.monotonic() - started
+    reader.join()
+
+    assert deleted == 150
+    assert waited >= 2.0  # it did wait for the reader: the first tries ran out
+    assert ranges(url)[0][0] == 100  # partition 0 dropped
     assert_counters_exact(store)
